@@ -19,6 +19,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if not console.is_terminal:  # logs and CI: wide enough that tables do not wrap
+    console.width = 160
 
 
 def _progress() -> Progress:
@@ -55,8 +57,9 @@ def _simulate_and_write(out: Path, cfg) -> list:
             results.append(write_recording(ds, recording_path(out, cfg.dataset, ds)))
             progress.advance(task)
     if sim.images is not None:
-        write_stimuli(out / cfg.dataset / "stimuli.zarr", sim.images, sim.image_classes,
-                      sim.image_params)
+        write_stimuli(
+            out / cfg.dataset / "stimuli.zarr", sim.images, sim.image_classes, sim.image_params
+        )
     return results
 
 
@@ -72,10 +75,16 @@ def simulate(
     """Simulate a multi-subject, multi-modality dataset with known ground truth into a store."""
     from .config import SimulationConfig
 
-    cfg = SimulationConfig.load(config, n_subjects=subjects, modalities=modality,
-                                duration=duration, seed=seed)
+    cfg = SimulationConfig.load(
+        config, n_subjects=subjects, modalities=modality, duration=duration, seed=seed
+    )
     results = _simulate_and_write(out, cfg)
     _print_write_table(results)
+
+
+def _short(path: Path) -> str:
+    """The last parts of a store path (dataset/sub/ses/modality/file)."""
+    return str(Path(*Path(path).parts[-5:]))
 
 
 def _print_write_table(results: list) -> None:
@@ -83,8 +92,13 @@ def _print_write_table(results: list) -> None:
     for col in ("store", "status", "MB raw", "MB on disk", "s"):
         table.add_column(col, justify="left" if col in ("store", "status") else "right")
     for r in results:
-        table.add_row(str(r.path), r.status, f"{r.nbytes / 1e6:.1f}",
-                      f"{r.nbytes_stored / 1e6:.1f}", f"{r.seconds:.2f}")
+        table.add_row(
+            _short(r.path),
+            r.status,
+            f"{r.nbytes / 1e6:.1f}",
+            f"{r.nbytes_stored / 1e6:.1f}",
+            f"{r.seconds:.2f}",
+        )
     console.print(table)
 
 
@@ -116,13 +130,25 @@ def info(
 def summary_table(summaries: list[dict]) -> Table:
     """Return a table with one row per recording summary (see ``store_summary``)."""
     table = Table(title=f"{len(summaries)} recordings")
-    for col in ("recording", "modality", "channels", "sfreq Hz", "duration s", "events",
-                "splits (s)", "MB on disk"):
+    for col in (
+        "recording",
+        "modality",
+        "channels",
+        "sfreq Hz",
+        "duration s",
+        "events",
+        "splits (s)",
+        "MB on disk",
+    ):
         table.add_column(col)
     for s in summaries:
         table.add_row(
-            s["recording"], s["modality"], f"{s['n_channels']} {_types(s)}", f"{s['sfreq']:g}",
-            f"{s['duration_s']:.1f}", str(sum(s["events"].values())),
+            s["recording"],
+            s["modality"],
+            f"{s['n_channels']} {_types(s)}",
+            f"{s['sfreq']:g}",
+            f"{s['duration_s']:.1f}",
+            str(sum(s["events"].values())),
             " ".join(f"{k}={v:g}" for k, v in s["splits"].items()),
             f"{s['nbytes_stored'] / 1e6:.2f}",
         )
@@ -148,8 +174,10 @@ def _print_one(s: dict) -> None:
         "chunks / shards": f"{s['chunks']} / {s['shards']}",
         "size": f"{s['nbytes'] / 1e6:.2f} MB in memory, {s['nbytes_stored'] / 1e6:.2f} MB on disk",
         "source": json.dumps(s["source"]),
-        "history": "\n".join(h["step"] + " " + json.dumps(h.get("params", {}))
-                             for h in s["history"]) or "none",
+        "history": "\n".join(
+            h["step"] + " " + json.dumps(h.get("params", {})) for h in s["history"]
+        )
+        or "none",
     }
     for k, v in rows.items():
         table.add_row(k, v)
@@ -178,6 +206,11 @@ def validate_cmd(
             except (SchemaError, FileNotFoundError) as err:
                 failed += 1
                 progress.console.print(f"[red]FAIL[/red] {err}")
+            except Exception as err:  # unreadable chunks: codec or I/O errors from zarr
+                failed += 1
+                progress.console.print(
+                    f"[red]FAIL[/red] {path}: samples cannot be read: {type(err).__name__}: {err}"
+                )
             else:
                 progress.console.print(f"[green]ok[/green]   {path}")
             progress.advance(task)

@@ -369,8 +369,10 @@ def add_history(ds: xr.Dataset, step: str, **params: Any) -> xr.Dataset:
         A shallow copy with the updated history.
     """
     out = ds.copy()
-    out.attrs = {**ds.attrs, "history": [*ds.attrs.get("history", []), {"step": step,
-                                                                          "params": params}]}
+    out.attrs = {
+        **ds.attrs,
+        "history": [*ds.attrs.get("history", []), {"step": step, "params": params}],
+    }
     return out
 
 
@@ -407,7 +409,9 @@ def validate(ds: xr.Dataset, *, check_data: bool = False, where: str | None = No
         Listing every problem found.
     """
     if not isinstance(ds, xr.Dataset):
-        raise SchemaError([f"expected an xarray.Dataset, got {type(ds).__name__}"], where or "input")
+        raise SchemaError(
+            [f"expected an xarray.Dataset, got {type(ds).__name__}"], where or "input"
+        )
     problems: list[str] = []
     _check_attrs(ds, problems)
     _check_signal(ds, problems)
@@ -449,9 +453,7 @@ def nonfinite_problems(ds: xr.Dataset) -> list[str]:
         if v.dims[:1] == ("time",) and np.issubdtype(v.dtype, np.floating)
     ]  # fmt: skip
     counts = dask.compute(*[(~np.isfinite(ds[n].data)).sum() for n in names])
-    return [
-        f"{n} holds {int(c)} NaN/Inf value(s)" for n, c in zip(names, counts, strict=True) if c
-    ]
+    return [f"{n} holds {int(c)} NaN/Inf value(s)" for n, c in zip(names, counts, strict=True) if c]
 
 
 def _check_attrs(ds: xr.Dataset, problems: list[str]) -> None:
@@ -560,7 +562,9 @@ def _check_events(ds: xr.Dataset, t_start: float, t_stop: float | None, problems
         problems.append(f"event table is missing ({', '.join(_EVENT_VARS)})")
         return
     if len(present) < len(_EVENT_VARS):
-        problems.append(f"event table is incomplete: missing {sorted(set(_EVENT_VARS) - set(present))}")
+        problems.append(
+            f"event table is incomplete: missing {sorted(set(_EVENT_VARS) - set(present))}"
+        )
         return
     if any(ds[v].dims != ("event",) for v in _EVENT_VARS):
         problems.append("event variables must all have dims ('event',)")
@@ -571,18 +575,19 @@ def _check_events(ds: xr.Dataset, t_start: float, t_stop: float | None, problems
         problems.append(f"{int((~np.isfinite(onset)).sum())} event onset(s) are NaN/Inf")
         return
     if (dur < 0).any() or not np.isfinite(dur).all():
-        problems.append(f"{int(((dur < 0) | ~np.isfinite(dur)).sum())} event duration(s) are "
-                        "negative or NaN")
+        problems.append(
+            f"{int(((dur < 0) | ~np.isfinite(dur)).sum())} event duration(s) are negative or NaN"
+        )
         return
     if t_stop is not None:
         tol = 1e-6 * max(1.0, abs(t_stop))
         outside = (onset < t_start - tol) | (onset + dur > t_stop + tol)
         if outside.any():
             i = int(np.argmax(outside))
+            label = as_str_array(ds["event_label"].values)[i]
             problems.append(
                 f"{int(outside.sum())} event(s) lie outside the recording [{t_start:g}, "
-                f"{t_stop:g}) s, e.g. {as_str_array(ds['event_label'].values)[i]!r} at {onset[i]:g} s "
-                f"lasting {dur[i]:g} s"
+                f"{t_stop:g}) s, e.g. {label!r} at {onset[i]:g} s lasting {dur[i]:g} s"
             )
 
 
@@ -599,7 +604,9 @@ def _check_intervals(ds: xr.Dataset, t_start: float, t_stop: float | None, probl
         return
     tol = 1e-6 * max(1.0, abs(t_stop or 0.0))
     if t_stop is not None and ((iv["start"] < t_start - tol) | (iv["stop"] > t_stop + tol)).any():
-        problems.append(f"some split intervals lie outside the recording [{t_start:g}, {t_stop:g}) s")
+        problems.append(
+            f"some split intervals lie outside the recording [{t_start:g}, {t_stop:g}) s"
+        )
     iv = iv.sort_values("start")
     starts, stops, splits = iv["start"].to_numpy(), iv["stop"].to_numpy(), iv["split"].to_numpy()
     for i in range(1, len(iv)):

@@ -10,8 +10,9 @@ from neurodecode.config import get_settings
 from neurodecode.schema import make_recording
 
 
-def small_recording(n_times: int = 2000, n_channels: int = 8, sfreq: float = 100.0,
-                    seed: int = 0, **kwargs):
+def small_recording(
+    n_times: int = 2000, n_channels: int = 8, sfreq: float = 100.0, seed: int = 0, **kwargs
+):
     """A valid EEG-like recording with events, behaviour and splits."""
     rng = np.random.default_rng(seed)
     duration = n_times / sfreq
@@ -25,12 +26,25 @@ def small_recording(n_times: int = 2000, n_channels: int = 8, sfreq: float = 100
         task="test",
         positions=rng.standard_normal((n_channels, 3)),
         coord_frame="head",
-        events=pd.DataFrame({"onset": [1.0, 2.5, duration - 1.0], "duration": [0.5, 0.5, 0.0],
-                             "label": ["left", "right", "left"], "value": [1, 2, 1]}),
-        behavior={"speed": rng.standard_normal(n_times),
-                  "position": rng.standard_normal((n_times, 2))},
-        intervals=pd.DataFrame({"start": [0.0, 0.7 * duration], "stop": [0.7 * duration, duration],
-                                "split": ["train", "test"]}),
+        events=pd.DataFrame(
+            {
+                "onset": [1.0, 2.5, duration - 1.0],
+                "duration": [0.5, 0.5, 0.0],
+                "label": ["left", "right", "left"],
+                "value": [1, 2, 1],
+            }
+        ),
+        behavior={
+            "speed": rng.standard_normal(n_times),
+            "position": rng.standard_normal((n_times, 2)),
+        },
+        intervals=pd.DataFrame(
+            {
+                "start": [0.0, 0.7 * duration],
+                "stop": [0.7 * duration, duration],
+                "split": ["train", "test"],
+            }
+        ),
         source={"path": "memory://small", "sha256": "", "reader": "tests", "reader_version": "0"},
         history=[{"step": "tests.small_recording", "params": {"seed": seed}}],
     )
@@ -48,8 +62,12 @@ def dask_client():
     """A real ``dask.distributed`` LocalCluster with 2 worker processes."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 

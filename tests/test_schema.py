@@ -34,7 +34,9 @@ def test_events_and_intervals_frames(recording):
     assert ev["label"].tolist() == ["left", "right", "left"]
     iv = intervals_frame(recording)
     assert iv["split"].tolist() == ["train", "test"]
-    new = set_intervals(recording, pd.DataFrame({"start": [0.0], "stop": [5.0], "split": ["valid"]}))
+    new = set_intervals(
+        recording, pd.DataFrame({"start": [0.0], "stop": [5.0], "split": ["valid"]})
+    )
     assert intervals_frame(new)["split"].tolist() == ["valid"]
     validate(new)
 
@@ -56,9 +58,16 @@ def test_dask_signal_stays_lazy():
     import dask.array as da
 
     rec = small_recording()
-    lazy = make_recording(da.from_array(rec["signal"].values.astype(np.float64), chunks=(500, 8)),
-                          sfreq=100.0, ch_names=rec["channel"].values, ch_types="eeg", units="V",
-                          modality="eeg", subject="01", task="t")
+    lazy = make_recording(
+        da.from_array(rec["signal"].values.astype(np.float64), chunks=(500, 8)),
+        sfreq=100.0,
+        ch_names=rec["channel"].values,
+        ch_types="eeg",
+        units="V",
+        modality="eeg",
+        subject="01",
+        task="t",
+    )
     assert isinstance(lazy["signal"].data, da.Array)
     assert lazy["signal"].dtype == np.float32
     validate(lazy, check_data=True)
@@ -68,6 +77,7 @@ def _drop_attr(key):
     def mutate(ds):
         ds.attrs.pop(key)
         return ds
+
     return mutate
 
 
@@ -75,6 +85,7 @@ def _set_attr(key, value):
     def mutate(ds):
         ds.attrs[key] = value
         return ds
+
     return mutate
 
 
@@ -82,12 +93,14 @@ def _with_time(values_fn):
     def mutate(ds):
         t = ds["time"].values.copy()
         return ds.assign_coords(time=values_fn(t))
+
     return mutate
 
 
 def _with_channels(names):
     def mutate(ds):
         return ds.assign_coords(channel=np.array(names, dtype=str))
+
     return mutate
 
 
@@ -97,6 +110,7 @@ def _with_events(onset, duration):
         ds["event_onset"] = ("event", np.asarray(onset, float))
         ds["event_duration"] = ("event", np.asarray(duration, float))
         return ds
+
     return mutate
 
 
@@ -110,6 +124,7 @@ def _with_spikes(times, units):
         ds["spike_time"] = ("spike", np.asarray(times, float))
         ds["spike_unit"] = ("spike", np.asarray(units))
         return ds
+
     return mutate
 
 
@@ -131,8 +146,10 @@ def _duplicate_time(t):
 ERROR_CASES = {
     "missing signal": (lambda ds: ds.drop_vars("signal"), "variable 'signal' is missing"),
     "transposed signal": (lambda ds: ds.assign(signal=ds["signal"].T), "signal dims are"),
-    "float64 signal": (lambda ds: ds.assign(signal=ds["signal"].astype("f8")),
-                       "dtype is float64, expected float32"),
+    "float64 signal": (
+        lambda ds: ds.assign(signal=ds["signal"].astype("f8")),
+        "dtype is float64, expected float32",
+    ),
     "empty signal": (lambda ds: ds.isel(channel=slice(0, 0)), "signal is empty"),
     "missing time": (lambda ds: ds.drop_vars("time"), "coordinate 'time' is missing"),
     "integer time": (_with_time(lambda t: np.arange(t.size)), "time must be 1-D float"),
@@ -149,35 +166,53 @@ ERROR_CASES = {
     "missing source": (_drop_attr("source"), "attribute 'source' is missing"),
     "incomplete source": (_set_attr("source", {"path": "memory://small"}), "source lacks"),
     "bad history": (_set_attr("history", "filtered"), "'history' must be a list"),
-    "duplicate channels": (_with_channels(["A", "A", "B", "C", "D", "E", "F", "G"]),
-                           "duplicate channel names: A"),
-    "empty channel name": (_with_channels(["", "A", "B", "C", "D", "E", "F", "G"]),
-                           "channel names are empty"),
-    "unknown channel type": (lambda ds: ds.assign_coords(ch_type=("channel", ["eeg"] * 7 + ["xyz"])),
-                             "unknown channel type(s) ['xyz']"),
+    "duplicate channels": (
+        _with_channels(["A", "A", "B", "C", "D", "E", "F", "G"]),
+        "duplicate channel names: A",
+    ),
+    "empty channel name": (
+        _with_channels(["", "A", "B", "C", "D", "E", "F", "G"]),
+        "channel names are empty",
+    ),
+    "unknown channel type": (
+        lambda ds: ds.assign_coords(ch_type=("channel", ["eeg"] * 7 + ["xyz"])),
+        "unknown channel type(s) ['xyz']",
+    ),
     "missing units": (lambda ds: ds.drop_vars("units"), "channel coordinate 'units' is missing"),
-    "empty unit": (lambda ds: ds.assign_coords(units=("channel", ["V"] * 7 + [""])),
-                   "some channels have no unit"),
+    "empty unit": (
+        lambda ds: ds.assign_coords(units=("channel", ["V"] * 7 + [""])),
+        "some channels have no unit",
+    ),
     "missing events": (lambda ds: ds.drop_dims("event"), "event table is missing"),
-    "event after end": (_with_events([1.0, 2.0, 25.0], [0, 0, 0]),
-                        "1 event(s) lie outside the recording [0, 20) s"),
+    "event after end": (
+        _with_events([1.0, 2.0, 25.0], [0, 0, 0]),
+        "1 event(s) lie outside the recording [0, 20) s",
+    ),
     "event before start": (_with_events([-1.0, 2.0, 3.0], [0, 0, 0]), "lie outside the recording"),
-    "event running past end": (_with_events([1.0, 2.0, 19.5], [0, 0, 1.0]),
-                               "lie outside the recording"),
+    "event running past end": (
+        _with_events([1.0, 2.0, 19.5], [0, 0, 1.0]),
+        "lie outside the recording",
+    ),
     "negative duration": (_with_events([1.0, 2.0, 3.0], [0, -1, 0]), "negative or NaN"),
     "NaN onset": (_with_events([1.0, np.nan, 3.0], [0, 0, 0]), "event onset(s) are NaN"),
-    "unknown split": (_with_intervals([(0, 10, "train"), (10, 20, "holdout")]),
-                      "unknown split name(s) ['holdout']"),
+    "unknown split": (
+        _with_intervals([(0, 10, "train"), (10, 20, "holdout")]),
+        "unknown split name(s) ['holdout']",
+    ),
     "empty interval": (_with_intervals([(5, 5, "train")]), "stop <= start"),
     "interval outside": (_with_intervals([(0, 30, "train")]), "intervals lie outside"),
-    "overlapping splits": (_with_intervals([(0, 12, "train"), (10, 20, "test")]),
-                           "split intervals overlap: train [0, 12) and test [10, 20)"),
+    "overlapping splits": (
+        _with_intervals([(0, 12, "train"), (10, 20, "test")]),
+        "split intervals overlap: train [0, 12) and test [10, 20)",
+    ),
     "missing intervals": (lambda ds: ds.drop_dims("interval"), "split interval table is missing"),
     "spike outside": (_with_spikes([1.0, 30.0], [0, 1]), "spikes lie outside the recording"),
     "spike bad unit": (_with_spikes([1.0, 2.0], [0, 8]), "integer indices into the 8 channels"),
     "spikes unsorted": (_with_spikes([2.0, 1.0], [0, 1]), "spike_time is not sorted"),
-    "spike times alone": (lambda ds: ds.assign(spike_time=("spike", [1.0])),
-                          "must be stored together"),
+    "spike times alone": (
+        lambda ds: ds.assign(spike_time=("spike", [1.0])),
+        "must be stored together",
+    ),
     "behaviour off the time axis": (
         lambda ds: ds.assign(behavior_speed=("other", np.zeros(3))),
         "behavior_speed must have 'time' as its first dimension",
@@ -223,11 +258,36 @@ def test_not_a_dataset():
 
 def test_make_recording_rejects_bad_shapes():
     with pytest.raises(SchemaError, match="signal must be 2-D"):
-        make_recording(np.zeros(10), sfreq=1, ch_names=["a"], ch_types="eeg", units="V",
-                       modality="eeg", subject="1", task="t")
+        make_recording(
+            np.zeros(10),
+            sfreq=1,
+            ch_names=["a"],
+            ch_types="eeg",
+            units="V",
+            modality="eeg",
+            subject="1",
+            task="t",
+        )
     with pytest.raises(SchemaError, match="ch_types has 1 entries for 2 channels"):
-        make_recording(np.zeros((10, 2)), sfreq=1, ch_names=["a", "b"], ch_types=["eeg"],
-                       units="V", modality="eeg", subject="1", task="t")
+        make_recording(
+            np.zeros((10, 2)),
+            sfreq=1,
+            ch_names=["a", "b"],
+            ch_types=["eeg"],
+            units="V",
+            modality="eeg",
+            subject="1",
+            task="t",
+        )
     with pytest.raises(SchemaError, match="events table lacks column"):
-        make_recording(np.zeros((10, 1)), sfreq=1, ch_names=["a"], ch_types="eeg", units="V",
-                       modality="eeg", subject="1", task="t", events=pd.DataFrame({"onset": [1]}))
+        make_recording(
+            np.zeros((10, 1)),
+            sfreq=1,
+            ch_names=["a"],
+            ch_types="eeg",
+            units="V",
+            modality="eeg",
+            subject="1",
+            task="t",
+            events=pd.DataFrame({"onset": [1]}),
+        )

@@ -33,7 +33,8 @@ from .conftest import small_recording
 def tree_digest(path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*")) if p.is_file()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -43,11 +44,22 @@ def assert_same_recording(a: xr.Dataset, b: xr.Dataset) -> None:
 
 def test_round_trip_is_identical(tmp_path, recording):
     spikes = make_recording(
-        recording["signal"].values, sfreq=100.0, ch_names=recording["channel"].values,
-        ch_types="unit", units="count", modality="spikes", subject="02", task="track",
-        spike_times=np.array([0.5, 0.1, 3.3]), spike_units=np.array([1, 0, 7]),
-        source={"path": "memory://spikes", "sha256": "0" * 64, "reader": "r",
-                "reader_version": "1"},
+        recording["signal"].values,
+        sfreq=100.0,
+        ch_names=recording["channel"].values,
+        ch_types="unit",
+        units="count",
+        modality="spikes",
+        subject="02",
+        task="track",
+        spike_times=np.array([0.5, 0.1, 3.3]),
+        spike_units=np.array([1, 0, 7]),
+        source={
+            "path": "memory://spikes",
+            "sha256": "0" * 64,
+            "reader": "r",
+            "reader_version": "1",
+        },
     )
     for ds in (recording, spikes):
         path = tmp_path / f"{ds.attrs['subject']}.zarr"
@@ -73,15 +85,19 @@ def test_open_is_lazy_and_chunked_by_shard(tmp_path):
     arr = zarr.open_array(path / "signal", mode="r")
     assert arr.chunks == (1000, 4) and arr.shards == (4000, 4)
     assert arr.compressors  # compressed
-    np.testing.assert_array_equal(back["signal"][12_345:12_400].values,
-                                  ds["signal"][12_345:12_400].values)
+    np.testing.assert_array_equal(
+        back["signal"][12_345:12_400].values, ds["signal"][12_345:12_400].values
+    )
 
 
 def test_dataset_ten_times_larger_than_a_chunk(tmp_path):
     """Streams shard by shard from a lazy source (memory is measured in benchmarks/)."""
     n_times, n_ch = 40_000, 16
-    src = da.random.RandomState(1).standard_normal((n_times, n_ch), chunks=(3_000, n_ch)).astype(
-        np.float32)
+    src = (
+        da.random.RandomState(1)
+        .standard_normal((n_times, n_ch), chunks=(3_000, n_ch))
+        .astype(np.float32)
+    )
     ds = small_recording(n_times=n_times, n_channels=n_ch)
     ds["signal"] = (("time", "channel"), src)
     path = tmp_path / "big.zarr"
@@ -195,8 +211,11 @@ KILL_SCRIPT = textwrap.dedent(
 
 def test_killed_writer_leaves_no_visible_store(tmp_path):
     path = tmp_path / "r.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path)],
-                            stdout=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(path)],
+        stdout=subprocess.PIPE,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert proc.stdout.readline().strip() == b"writing"
     deadline = time.time() + 60
     while not any((tmp_path / p.name / "signal").exists() for p in tmp_path.iterdir()):
@@ -217,22 +236,22 @@ def test_killed_writer_leaves_no_visible_store(tmp_path):
 
 def test_write_on_distributed_cluster(tmp_path, dask_client):
     ds = small_recording(n_times=30_000, n_channels=8)
-    ds["signal"] = (("time", "channel"),
-                    da.random.RandomState(3).standard_normal((30_000, 8), chunks=(2_500, 8))
-                    .astype(np.float32))
+    ds["signal"] = (
+        ("time", "channel"),
+        da.random.RandomState(3).standard_normal((30_000, 8), chunks=(2_500, 8)).astype(np.float32),
+    )
     path = tmp_path / "r.zarr"
     result = write_recording(ds, path, chunk_bytes=8 * 4 * 1000, shard_chunks=2)
     assert result.status == "created"
     back = open_recording(path)
     assert float(back["signal"].std().compute()) == pytest.approx(1.0, abs=0.05)
     np.testing.assert_array_equal(back["signal"].values, ds["signal"].values)
-    assert write_recording(ds, path, chunk_bytes=8 * 4 * 1000, shard_chunks=2).status == \
-        "unchanged"
+    assert write_recording(ds, path, chunk_bytes=8 * 4 * 1000, shard_chunks=2).status == "unchanged"
 
 
 def test_layout_and_discovery(tmp_path, recording):
     path = recording_path(tmp_path, "my_data", recording)
-    assert path == tmp_path / "my_data" / "sub-01" / "ses-01" / "task-test_run-01.zarr"
+    assert path == tmp_path / "my_data" / "sub-01" / "ses-01" / "eeg" / "task-test_run-01.zarr"
     write_recording(recording, path)
     write_stimuli(tmp_path / "my_data" / "stimuli.zarr", np.zeros((2, 4, 4)), np.array([0, 1]))
     (tmp_path / "my_data" / ".task-x.zarr.partial-1-0123abcd").mkdir()
@@ -267,3 +286,25 @@ def test_events_survive_round_trip(tmp_path, recording):
     write_recording(recording, path)
     a, b = events_frame(recording), events_frame(open_recording(path))
     assert a.equals(b)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    from neurodecode.simulate import simulate_dataset
+
+    return simulate_dataset(
+        n_subjects=1, duration=40.0, n_images=8, seed=3, calcium={"movie": True}
+    )
+
+
+@pytest.mark.parametrize("modality", ["eeg", "fmri", "calcium", "spikes"])
+def test_round_trip_every_modality(tmp_path, simulated, modality):
+    ds = next(r for r in simulated.recordings if r.attrs["modality"] == modality)
+    path = recording_path(tmp_path, "sim", ds)
+    write_recording(ds, path)
+    back = open_recording(path)
+    assert_same_recording(ds, back)
+    validate(back, check_data=True)
+    extra = {"calcium": "movie", "spikes": "spike_time"}.get(modality)
+    if extra:
+        assert extra in back

@@ -1,0 +1,222 @@
+"""Recording-store write/read throughput and peak memory, against plain ``numpy.save``/``load``.
+
+Each measurement runs in a fresh Python process so that its peak RSS is its own. The same
+float32 (time, channel) signal is written and read back:
+
+* ``numpy.save`` / ``numpy.load`` of the in-memory array (the peer, uncompressed);
+* ``write_recording`` of the same in-memory array / ``open_recording(...).signal.values``;
+* ``write_recording`` from a lazy (Dask) source much larger than a shard: shows that memory
+  stays bounded by a few shards, not by the recording.
+
+Usage::
+
+    python benchmarks/store_io.py --quick --json outputs/bench_store.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_CHANNELS = 64
+SFREQ = 1000.0
+
+
+def _signal_block(start: int, stop: int, n_channels: int) -> np.ndarray:
+    """Deterministic EEG-like block: AR(1) noise plus a 10 Hz rhythm, in volts."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(start)
+    noise = rng.standard_normal((stop - start, n_channels)).astype(np.float32)
+    t = np.arange(start, stop) / SFREQ
+    x = lfilter([1.0], [1.0, -0.95], noise, axis=0) + 3 * np.sin(2 * np.pi * 10 * t)[:, None]
+    return (x * 1e-6).astype(np.float32)
+
+
+def _recording(signal):
+    from neurodecode.schema import make_recording
+
+    return make_recording(
+        signal,
+        sfreq=SFREQ,
+        ch_names=[f"EEG{i:03d}" for i in range(signal.shape[1])],
+        ch_types="eeg",
+        units="V",
+        modality="eeg",
+        subject="bench",
+        task="io",
+        source={
+            "path": "benchmark://store_io",
+            "sha256": "",
+            "reader": "benchmark",
+            "reader_version": "0",
+        },
+    )
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(mode: str, n_times: int, folder: Path) -> dict:
+    """One measurement, in its own process."""
+    import dask.array as da
+
+    from neurodecode.ingest.base import blockwise_array
+    from neurodecode.store import open_recording, write_recording
+
+    nbytes = n_times * N_CHANNELS * 4
+    base_rss = _peak_rss_mb()
+    if mode in ("numpy_save", "store_write"):
+        x = np.concatenate(
+            [
+                _signal_block(s, min(s + 100_000, n_times), N_CHANNELS)
+                for s in range(0, n_times, 100_000)
+            ]
+        )
+        t0 = time.perf_counter()
+        if mode == "numpy_save":
+            np.save(folder / "x.npy", x)
+            os.sync()
+        else:
+            write_recording(_recording(x), folder / "x.zarr")
+        seconds = time.perf_counter() - t0
+    elif mode == "store_write_lazy":
+        from functools import partial
+
+        src = blockwise_array(
+            partial(_block_for, n_channels=N_CHANNELS),
+            (n_times, N_CHANNELS),
+            np.float32,
+            chunk_rows=65_536,
+            name=f"bench-src-{n_times}",
+        )
+        assert isinstance(src, da.Array)
+        t0 = time.perf_counter()
+        write_recording(_recording(src), folder / "lazy.zarr")
+        seconds = time.perf_counter() - t0
+    elif mode == "numpy_load":
+        t0 = time.perf_counter()
+        x = np.load(folder / "x.npy")
+        seconds = time.perf_counter() - t0
+    elif mode == "store_read":
+        t0 = time.perf_counter()
+        x = open_recording(folder / "x.zarr")["signal"].values
+        seconds = time.perf_counter() - t0
+    else:
+        raise ValueError(mode)
+    stored = sum(
+        f.stat().st_size
+        for f in folder.rglob("*")
+        if f.is_file() and (mode.startswith("numpy") == (f.suffix == ".npy"))
+    )
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "mb_per_s": nbytes / 1e6 / seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "baseline_rss_mb": base_rss,
+        "data_mb": nbytes / 1e6,
+        "stored_mb": stored / 1e6,
+    }
+
+
+def _block_for(start: int, stop: int, n_channels: int) -> np.ndarray:
+    return _signal_block(start, stop, n_channels)
+
+
+def _run(mode: str, n_times: int, folder: Path) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--_worker",
+            mode,
+            "--n-times",
+            str(n_times),
+            "--folder",
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (< 2 min on 2 cores)")
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--n-times", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._worker:
+        print(json.dumps(_worker(args._worker, args.n_times, args.folder)))
+        return
+
+    n_mem = 1_000_000 if args.quick else 4_000_000  # 256 MB / 1 GB in memory
+    n_lazy = 4_000_000 if args.quick else 8_000_000  # 1 GB / 2 GB streamed
+    folder = Path(tempfile.mkdtemp(prefix="nd-bench-"))
+    try:
+        res = {
+            m: _run(m, n_mem, folder)
+            for m in ("numpy_save", "store_write", "numpy_load", "store_read")
+        }
+        res["store_write_lazy"] = _run("store_write_lazy", n_lazy, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    from neurodecode.store import CHUNK_BYTES, SHARD_CHUNKS
+
+    shard_mb = CHUNK_BYTES * SHARD_CHUNKS / 1e6
+    figures = {
+        "n_channels": N_CHANNELS,
+        "in_memory_mb": res["store_write"]["data_mb"],
+        "write_mb_per_s": res["store_write"]["mb_per_s"],
+        "numpy_save_mb_per_s": res["numpy_save"]["mb_per_s"],
+        "write_ratio_vs_numpy": res["store_write"]["mb_per_s"] / res["numpy_save"]["mb_per_s"],
+        "read_mb_per_s": res["store_read"]["mb_per_s"],
+        "numpy_load_mb_per_s": res["numpy_load"]["mb_per_s"],
+        "read_ratio_vs_numpy": res["store_read"]["mb_per_s"] / res["numpy_load"]["mb_per_s"],
+        "compression_ratio": res["store_write"]["data_mb"] / res["store_write"]["stored_mb"],
+        "peak_rss_mb": {m: r["peak_rss_mb"] for m, r in res.items()},
+        "lazy_write_mb": res["store_write_lazy"]["data_mb"],
+        "lazy_write_mb_per_s": res["store_write_lazy"]["mb_per_s"],
+        "lazy_write_peak_rss_mb": res["store_write_lazy"]["peak_rss_mb"],
+        "lazy_write_rss_above_import_mb": (
+            res["store_write_lazy"]["peak_rss_mb"] - res["store_write_lazy"]["baseline_rss_mb"]
+        ),
+        "shard_mb": shard_mb,
+        "lazy_write_size_in_shards": res["store_write_lazy"]["data_mb"] / shard_mb,
+    }
+    print(f"{'':24}{'MB/s':>10}{'peak RSS MB':>14}")
+    for m, r in res.items():
+        print(f"{m:24}{r['mb_per_s']:10.1f}{r['peak_rss_mb']:14.0f}")
+    print(f"write ratio store/numpy.save : {figures['write_ratio_vs_numpy']:.2f}")
+    print(f"read ratio  store/numpy.load : {figures['read_ratio_vs_numpy']:.2f}")
+    print(f"compression (raw/on disk)    : {figures['compression_ratio']:.2f}x")
+    print(
+        f"lazy write of {figures['lazy_write_mb']:.0f} MB "
+        f"({figures['lazy_write_size_in_shards']:.0f} shards): peak RSS "
+        f"{figures['lazy_write_peak_rss_mb']:.0f} MB "
+        f"({figures['lazy_write_rss_above_import_mb']:.0f} MB above the imports)"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
