@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/neurodecode demo --out outputs/demo
+	$(BIN)/neurodecode demo --out outputs/demo --config pipelines/simulate.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
