@@ -58,16 +58,22 @@ def recording():
 
 
 @pytest.fixture(scope="session")
-def dask_client():
-    """A real ``dask.distributed`` LocalCluster with 2 worker processes."""
-    from dask.distributed import Client, LocalCluster
+def dask_cluster():
+    """A real ``dask.distributed`` LocalCluster with 2 worker processes, shared by the session."""
+    from dask.distributed import LocalCluster
 
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def dask_client(dask_cluster):
+    """A client of the shared cluster, the default scheduler for this test only."""
+    from dask.distributed import Client
+
+    with Client(dask_cluster) as client:
         yield client
 
 
