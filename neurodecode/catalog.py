@@ -95,6 +95,11 @@ class CatalogEntry(BaseModel):
         description="Facts every recording must satisfy: sfreq, n_channels, ch_types.",
     )
     files: list[FileRule]
+    checksums: dict[str, str] = Field(
+        default_factory=dict,
+        description="SHA-256 of files, by path relative to the root; a "
+        "file that no longer matches is refused (corrupt, truncated or replaced).",
+    )
     remote: list[RemoteFile] = Field(default_factory=list)
 
     @field_validator("modality")
@@ -122,14 +127,15 @@ class CatalogEntry(BaseModel):
         Returns
         -------
         list of dict
-            One per file: ``path``, ``entities``, ``event_map``, ``reader_options``. A file
+            One per file: ``path``, ``entities``, ``event_map``, ``reader_options`` and
+            ``checksums`` (expected SHA-256 of the file, or of each file in a folder source). A file
             matched by several rules is listed once, for the first rule.
         """
         root = self.root_path(data_root)
         seen: set[tuple[Path, str]] = set()
         found = []
         for rule in self.files:
-            for path in sorted(root.glob(rule.glob)):
+            for path in [root] if rule.glob in ("", ".") else sorted(root.glob(rule.glob)):
                 rel = path.relative_to(root).as_posix()
                 m = re.fullmatch(rule.pattern, rel) if rule.pattern else None
                 if rule.pattern and m is None:
@@ -160,6 +166,11 @@ class CatalogEntry(BaseModel):
                         if rule.event_map is not None
                         else self.event_map,
                         "reader_options": options,
+                        "checksums": {
+                            str(root / rel): sha
+                            for rel, sha in self.checksums.items()
+                            if (root / rel) == path or path in (root / rel).parents
+                        },
                     }
                 )
         return found

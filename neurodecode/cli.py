@@ -240,3 +240,135 @@ def demo(
     validate_cmd(out / cfg.dataset, data=True)
     console.rule("3. summary")
     console.print(summary_table([store_summary(p) for p in find_recordings(out / cfg.dataset)]))
+
+
+catalog_app = typer.Typer(help="The data catalog (data_catalog/*.yaml).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("list")
+def catalog_list(
+    data_root: Annotated[Path | None, typer.Option(help="Data root (default: settings).")] = None,
+) -> None:
+    """List the datasets of the catalog and whether their files are present."""
+    from .catalog import load_catalog
+
+    table = Table(title="data catalog")
+    for col in ("name", "modality", "reader", "files"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=70)
+    for name, entry in load_catalog().items():
+        n = len(entry.resolve_files(data_root)) if entry.root_path(data_root).is_dir() else 0
+        table.add_row(
+            name,
+            entry.modality,
+            entry.reader,
+            str(n) if n else "[red]absent",
+            entry.description,
+        )
+    console.print(table)
+
+
+@catalog_app.command("show")
+def catalog_show(
+    name: Annotated[str, typer.Argument(help="Catalog entry name.")],
+    data_root: Annotated[Path | None, typer.Option(help="Data root (default: settings).")] = None,
+) -> None:
+    """Show one entry and the files it resolves to, with their subject/session/task/run."""
+    import yaml
+
+    from .catalog import load_catalog
+
+    entries = load_catalog()
+    if name not in entries:
+        console.print(f"[red]no catalog entry {name!r}; known: {', '.join(sorted(entries))}")
+        raise typer.Exit(1)
+    entry = entries[name]
+    console.print(yaml.safe_dump(entry.model_dump(exclude_defaults=True), sort_keys=False))
+    table = Table(title=f"files under {entry.root_path(data_root)}")
+    for col in ("file", "subject", "session", "task", "run"):
+        table.add_column(col)
+    for f in entry.resolve_files(data_root) if entry.root_path(data_root).is_dir() else []:
+        e = f["entities"]
+        table.add_row(
+            str(f["path"].relative_to(entry.root_path(data_root))),
+            *(e.get(k, "") for k in ("subject", "session", "task", "run")),
+        )
+    console.print(table)
+
+
+def _parse_options(items: list[str]) -> dict:
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return options
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[str], typer.Argument(help="Catalog entry names, or files.")],
+    out: Annotated[Path, typer.Option(help="Store root to write into.")],
+    scheduler: Annotated[
+        str, typer.Option(help="local (LocalCluster), threads, slurm, or a scheduler address.")
+    ] = "local",
+    workers: Annotated[int, typer.Option(help="Workers (processes or SLURM jobs).")] = 2,
+    reader: Annotated[str | None, typer.Option(help="Reader for ad-hoc files.")] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Reader option KEY=VALUE for ad-hoc files (VALUE parsed as YAML; repeatable).",
+        ),
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name for ad-hoc files.")] = "adhoc",
+    data_root: Annotated[Path | None, typer.Option(help="Data root (default: settings).")] = None,
+    force: Annotated[bool, typer.Option(help="Rewrite up-to-date stores.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Write per-file results as JSON.")] = None,
+) -> None:
+    """Ingest catalog datasets or files into stores, in parallel; failures are per file."""
+    from .catalog import load_catalog
+    from .ingest.runner import ClusterConfig, plan_entry, plan_files, results_table, run_ingest
+
+    entries = load_catalog()
+    try:
+        if all(s in entries for s in sources):
+            tasks = [t for s in sources for t in plan_entry(entries[s], out, data_root)]
+        else:
+            tasks = plan_files(
+                sources, out, dataset=dataset, reader=reader, **_parse_options(option or [])
+            )
+    except (ValueError, FileNotFoundError) as err:
+        console.print(f"[red]{err}")
+        raise typer.Exit(1) from err
+    with _progress() as progress:
+        bar = progress.add_task(f"ingesting {len(tasks)} file(s)", total=len(tasks))
+
+        def done(res) -> None:
+            colour = "red" if res.status == "failed" else "green"
+            progress.console.print(f"[{colour}]{res.status:10}[/{colour}] {res.path}")
+            progress.advance(bar)
+
+        results = run_ingest(
+            tasks,
+            cluster=ClusterConfig.from_scheduler(scheduler, workers),
+            force=force,
+            on_result=done,
+        )
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        console.print(f"[red]FAILED[/red] {r.error}")
+    counts = {
+        s: sum(r.status == s for r in results) for s in dict.fromkeys(r.status for r in results)
+    }
+    console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(results_table(results), indent=2))
+    if failed:
+        raise typer.Exit(1)

@@ -140,6 +140,7 @@ class IngestTask:
     event_map: dict[str, str] | None = None
     reader_options: dict[str, Any] = field(default_factory=dict)
     expect: dict[str, Any] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
 
     def key(self, sha256: str) -> str:
         """Fingerprint of everything that determines the output: source hash + parameters."""
@@ -203,6 +204,7 @@ def plan_entry(
             event_map=f["event_map"],
             reader_options=f["reader_options"],
             expect=entry.expect,
+            checksums=f["checksums"],
         )
         for f in files
     ]
@@ -263,6 +265,7 @@ def ingest_one(task: IngestTask, *, force: bool = False) -> IngestResult:
     try:
         if not task.path.exists():
             raise IngestError(task.path, "file not found")
+        _verify_checksums(task)
         sha = file_sha256(task.path)
         key = task.key(sha)
         index = _index_path(task)
@@ -305,6 +308,18 @@ def ingest_one(task: IngestTask, *, force: bool = False) -> IngestResult:
             time.perf_counter() - start,
             error=f"{task.path}: unexpected {type(err).__name__}: {err}\n{tb}",
         )
+
+
+def _verify_checksums(task: IngestTask) -> None:
+    for name, expected in task.checksums.items():
+        actual = file_sha256(name)
+        if actual != expected:
+            raise IngestError(
+                name,
+                f"SHA-256 {actual[:12]}... differs from the catalog's "
+                f"{expected[:12]}...: the file is corrupt, truncated or "
+                "was replaced",
+            )
 
 
 def _check_expectations(task: IngestTask, ds) -> None:

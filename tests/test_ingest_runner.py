@@ -1,0 +1,287 @@
+"""The data catalog and the parallel ingest runner: per-file failures, reruns, kills."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from neurodecode.catalog import CatalogEntry, load_catalog, load_entry
+from neurodecode.cli import app
+from neurodecode.ingest.runner import (
+    ClusterConfig,
+    IngestTask,
+    guess_reader,
+    plan_entry,
+    plan_files,
+    run_ingest,
+)
+from neurodecode.schema import validate
+from neurodecode.store import find_recordings, open_recording
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+#: Files each catalog entry must resolve to in ../shared/data.
+EXPECTED_FILES = {
+    "eegbci_s001": 6,
+    "eeglab_tutorial": 1,
+    "muse_p300": 5,
+    "muse_n170": 4,
+    "persyst_ecog": 1,
+    "haxby2001_sub001_slice": 12,
+    "nipy_functional": 1,
+    "svoboda_mouse_s1": 1,
+    "caiman_demo_traces": 1,
+    "nelpy_linear_track": 1,
+    "golub_bci": 2,
+}
+
+
+def test_catalog_covers_every_shared_dataset():
+    catalog = load_catalog()
+    assert set(catalog) == set(EXPECTED_FILES)
+    for entry in catalog.values():
+        assert entry.licence and entry.description and entry.checksums
+
+
+def test_catalog_resolves_files_and_entities(sample_data):
+    catalog = load_catalog()
+    for name, n in EXPECTED_FILES.items():
+        files = catalog[name].resolve_files(sample_data)
+        assert len(files) == n, name
+        for f in files:
+            assert f["checksums"], f"{name}: {f['path']} has no pinned checksum"
+    eegbci = {f["path"].name: f for f in catalog["eegbci_s001"].resolve_files(sample_data)}
+    assert eegbci["S001R06.edf"]["entities"] == {
+        "task": "imagery",
+        "session": "01",
+        "subject": "001",
+        "run": "06",
+    }
+    assert eegbci["S001R06.edf"]["event_map"]["T2"] == "imagine_both_feet"
+    assert eegbci["S001R04.edf"]["event_map"]["T2"] == "imagine_right_fist"
+    haxby = catalog["haxby2001_sub001_slice"].resolve_files(sample_data)
+    assert haxby[0]["reader_options"]["events"] == str(
+        sample_data / "fmri/haxby2001_sub001_slice/run-001/bold_events.tsv"
+    )
+    golub = catalog["golub_bci"].resolve_files(sample_data)
+    assert [g["reader_options"]["block"] for g in golub] == ["beforeLearning", "afterLearning"]
+
+
+def test_catalog_entry_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodality: pet\n")
+    with pytest.raises(ValueError, match="bad.yaml: invalid catalog entry"):
+        load_entry(bad)
+    with pytest.raises(ValueError, match="modality 'pet'"):
+        CatalogEntry(
+            name="x", modality="pet", description="", licence="", root=".", reader="mne", files=[]
+        )
+
+
+def test_guess_reader(tmp_path):
+    assert guess_reader("a.edf") == "mne"
+    assert guess_reader("sub-01_bold.nii.gz") == "nifti"
+    assert guess_reader("movie.TIF") == "tiff_movie"
+    with pytest.raises(ValueError, match="no reader for files like 'notes.docx'"):
+        guess_reader(tmp_path / "notes.docx")
+
+
+def _fmri_tasks(sample_data, out):
+    entry = load_catalog()["haxby2001_sub001_slice"]
+    return plan_entry(entry, out, sample_data)[:3] + plan_entry(
+        load_catalog()["nipy_functional"], out, sample_data
+    )
+
+
+def test_parallel_ingest_then_rerun_is_up_to_date(sample_data, tmp_path, dask_client):
+    tasks = _fmri_tasks(sample_data, tmp_path)
+    results = run_ingest(tasks, client=dask_client)
+    assert [r.status for r in results] == ["created"] * 4, [r.error for r in results]
+    stores = find_recordings(tmp_path)
+    assert len(stores) == 4
+    for store in stores:
+        ds = validate(open_recording(store), check_data=True)
+        assert ds.attrs["source"]["sha256"]
+    haxby = open_recording(results[0].store)
+    assert haxby.sizes["time"] == 121 and haxby.attrs["sfreq"] == pytest.approx(0.4)
+    assert sorted(set(haxby["event_label"].values)) == sorted(
+        ["bottle", "cat", "chair", "face", "house", "scissors", "scrambledpix", "shoe"]
+    )
+    mtimes = [Path(r.store).stat().st_mtime_ns for r in results]
+    again = run_ingest(tasks, client=dask_client)
+    assert [r.status for r in again] == ["up-to-date"] * 4
+    assert [Path(r.store).stat().st_mtime_ns for r in results] == mtimes
+    # A changed reader parameter makes that one store out of date.
+    changed = [
+        IngestTask(**{**t.__dict__, "reader_options": {**t.reader_options, "detrend": True}})
+        for t in tasks[:1]
+    ]
+    assert run_ingest(changed, client=dask_client)[0].status == "replaced"
+    # --force rewrites, and identical content leaves the store as it was.
+    assert run_ingest(tasks[1:2], client=dask_client, force=True)[0].status == "unchanged"
+
+
+def test_one_bad_file_does_not_stop_the_others(sample_data, tmp_path, dask_client):
+    src = sample_data / "fmri/nipy_functional/functional.nii.gz"
+    good = tmp_path / "in" / "good.nii.gz"
+    bad = tmp_path / "in" / "truncated.nii.gz"
+    good.parent.mkdir()
+    shutil.copy(src, good)
+    raw = gzip.decompress(src.read_bytes())
+    bad.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    nan = tmp_path / "in" / "nan.npy"
+    traces = np.random.default_rng(0).standard_normal((4, 500)).astype(np.float32)
+    traces[2, 100] = np.nan
+    np.save(nan, traces)
+    tasks = plan_files([good, bad], tmp_path / "out") + plan_files(
+        [nan], tmp_path / "out", reader="trace_array", fs=10.0
+    )
+    results = run_ingest(tasks, client=dask_client)
+    status = {Path(r.path).name: r for r in results}
+    assert status["good.nii.gz"].status == "created"
+    assert status["truncated.nii.gz"].status == "failed"
+    assert str(bad) in status["truncated.nii.gz"].error
+    assert status["nan.npy"].status == "failed"
+    assert str(nan) in status["nan.npy"].error and "NaN/Inf" in status["nan.npy"].error
+    assert len(find_recordings(tmp_path / "out")) == 1
+    hidden = [p for p in (tmp_path / "out").rglob(".*.partial-*")]
+    assert hidden == []
+
+
+def _entry_copy(tmp_path, name, **changes) -> Path:
+    folder = tmp_path / "catalog"
+    folder.mkdir(exist_ok=True)
+    data = yaml.safe_load((REPO / "data_catalog" / f"{name}.yaml").read_text())
+    data.update(changes)
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+def test_checksum_and_expectation_failures_name_the_file(sample_data, tmp_path):
+    entry = load_catalog()["nipy_functional"]
+    wrong = entry.model_copy(update={"checksums": {"functional.nii.gz": "0" * 64}})
+    (result,) = run_ingest(
+        plan_entry(wrong, tmp_path, sample_data), cluster=ClusterConfig(kind="threads")
+    )
+    assert result.status == "failed"
+    assert "functional.nii.gz" in result.error and "differs from the catalog" in result.error
+    wrong_rate = entry.model_copy(update={"expect": {"sfreq": 1.0}})
+    (result,) = run_ingest(
+        plan_entry(wrong_rate, tmp_path, sample_data), cluster=ClusterConfig(kind="threads")
+    )
+    assert result.status == "failed"
+    assert "sampling rate 0.5 Hz differs from the dataset's 1 Hz" in result.error
+    assert find_recordings(tmp_path) == []
+
+
+def test_cli_catalog_and_adhoc_ingest(sample_data, tmp_path):
+    result = runner.invoke(app, ["catalog", "list"])
+    assert result.exit_code == 0 and "haxby2001_sub001_slice" in result.output
+    result = runner.invoke(app, ["catalog", "show", "golub_bci"])
+    assert result.exit_code == 0 and "exampleData.mat" in result.output
+    assert runner.invoke(app, ["catalog", "show", "nope"]).exit_code == 1
+    traces = tmp_path / "traces.npy"
+    np.save(traces, np.random.default_rng(1).standard_normal((3, 200)).astype(np.float32))
+    missing = tmp_path / "missing.edf"
+    result = runner.invoke(
+        app,
+        [
+            "ingest",
+            str(traces),
+            str(missing),
+            "--out",
+            str(tmp_path / "out"),
+            "--scheduler",
+            "threads",
+            "--reader",
+            "trace_array",
+            "-o",
+            "fs=20",
+            "--report",
+            str(tmp_path / "report.json"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "1 created" in result.output and "1 failed" in result.output
+    assert f"{missing}: file not found" in result.output
+    (store,) = find_recordings(tmp_path / "out")
+    assert open_recording(store).attrs["sfreq"] == 20.0
+
+
+def test_cli_ingest_catalog_on_local_cluster(sample_data, tmp_path):
+    result = runner.invoke(app, ["ingest", "golub_bci", "--out", str(tmp_path), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 created" in result.output
+    runs = [open_recording(p) for p in find_recordings(tmp_path)]
+    assert [r.sizes["channel"] for r in runs] == [86, 86]
+    assert all(len(set(r["event_label"].values)) == 8 for r in runs)
+
+
+KILL = """
+import sys, time
+import numpy as np
+import neurodecode.ingest.calcium as calcium
+
+slow = calcium._trace_rows
+def _slow(*args, **kwargs):
+    time.sleep(0.2)
+    return slow(*args, **kwargs)
+calcium._trace_rows = _slow
+from neurodecode.cli import app
+print("start", flush=True)
+app(sys.argv[1:])
+"""
+
+
+def test_killed_ingest_leaves_no_store_and_rerun_works(tmp_path):
+    traces = tmp_path / "big.npy"
+    np.save(traces, np.random.default_rng(2).standard_normal((400_000, 8)).astype(np.float32))
+    args = [
+        "ingest",
+        str(traces),
+        "--out",
+        str(tmp_path / "out"),
+        "--scheduler",
+        "threads",
+        "--reader",
+        "trace_array",
+        "-o",
+        "fs=1000",
+        "-o",
+        "orientation=time_first",
+        "-o",
+        "chunk_frames=20000",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        env={**os.environ},
+    )
+    assert proc.stdout.readline().strip() == b"start"
+    deadline = time.time() + 60
+    while not list((tmp_path / "out").rglob(".*.partial-*/signal")):
+        assert time.time() < deadline and proc.poll() is None, "ingest never started writing"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert find_recordings(tmp_path / "out") == []
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (store,) = find_recordings(tmp_path / "out")
+    assert open_recording(store).sizes["time"] == 400_000
+    assert list((tmp_path / "out").rglob(".*.partial-*")) == []
