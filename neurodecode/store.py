@@ -35,6 +35,7 @@ from .schema import STRING_VARIABLES, SchemaError, as_str_array, recording_label
 
 __all__ = [
     "WriteResult",
+    "time_chunks",
     "find_recordings",
     "open_recording",
     "recording_path",
@@ -228,6 +229,38 @@ def write_recording(
     )
 
 
+def time_chunks(
+    row_bytes: int,
+    n_times: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    shard_chunks: int = SHARD_CHUNKS,
+) -> tuple[int, int]:
+    """Rows per chunk and per shard for a time-aligned variable.
+
+    Readers that produce blocks of ``shard`` rows (see
+    :func:`neurodecode.ingest.base.blockwise_array`) are written without any rechunking.
+
+    Parameters
+    ----------
+    row_bytes : int
+        Bytes of one time step (all other dimensions).
+    n_times : int, optional
+        Length of the variable, to cap both sizes.
+    chunk_bytes, shard_chunks : int
+        Target chunk size and chunks per shard.
+
+    Returns
+    -------
+    chunk_rows, shard_rows : int
+    """
+    chunk_t = max(1, chunk_bytes // max(row_bytes, 1))
+    shard_t = chunk_t * shard_chunks
+    if n_times is not None:
+        chunk_t = max(1, min(chunk_t, n_times))
+        shard_t = max(1, min(shard_t, n_times))
+    return int(chunk_t), int(shard_t)
+
+
 def _prepare(
     ds: xr.Dataset, chunk_bytes: int, shard_chunks: int, clevel: int
 ) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
@@ -244,8 +277,7 @@ def _prepare(
         if var.dims[:1] != ("time",) or name == "time":
             continue
         row_bytes = var.dtype.itemsize * int(np.prod(var.shape[1:], dtype=np.int64))
-        chunk_t = int(max(1, min(var.shape[0], chunk_bytes // max(row_bytes, 1))))
-        shard_t = min(var.shape[0], chunk_t * shard_chunks)
+        chunk_t, shard_t = time_chunks(row_bytes, var.shape[0], chunk_bytes, shard_chunks)
         inner = tuple(min(s, _MAX_CHANNELS_PER_CHUNK) for s in var.shape[1:])
         shard_inner = tuple(-(-s // c) * c for s, c in zip(var.shape[1:], inner, strict=True))
         out[name] = out[name].chunk(dict(zip(var.dims, (shard_t, *var.shape[1:]), strict=True)))

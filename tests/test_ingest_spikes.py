@@ -146,8 +146,9 @@ def test_video_position_tracking_file(sample_data):
 
 @pytest.mark.realdata
 def test_lazy_counts_on_distributed_cluster(sample_data, dask_client):
-    ds = read_nelpy_linear_track(sample_data / NELPY)
-    again = read_nelpy_linear_track(sample_data / NELPY)
+    # 5 ms bins: ~394k rows, several store shards, so several blocks
+    ds = read_nelpy_linear_track(sample_data / NELPY, bin_size=0.005)
+    again = read_nelpy_linear_track(sample_data / NELPY, bin_size=0.005)
     lazy = ds["signal"].data
     assert lazy.numblocks[0] > 1 and lazy.name == again["signal"].data.name
     distributed = dask_client.compute(lazy).result()

@@ -38,6 +38,10 @@ class IngestError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):
+        # Rebuilt from (path, problem), so that distributed workers can send it back.
+        return (type(self), (self.path, self.problem))
+
 
 def file_sha256(path: str | os.PathLike, *, block: int = 1 << 22) -> str:
     """Return the SHA-256 of a file (or of every file under a folder, in sorted order).
@@ -73,8 +77,9 @@ def _sha256_cached(path: str, size: int, mtime_ns: int, block: int) -> str:
     return h.hexdigest()
 
 
-def source_info(path: str | os.PathLike, reader: str, reader_version: str,
-                **extra: Any) -> dict[str, Any]:
+def source_info(
+    path: str | os.PathLike, reader: str, reader_version: str, **extra: Any
+) -> dict[str, Any]:
     """Return the ``source`` attribute of a recording read from ``path``.
 
     Parameters
@@ -93,8 +98,13 @@ def source_info(path: str | os.PathLike, reader: str, reader_version: str,
     dict
         ``path``, ``sha256``, ``reader``, ``reader_version`` and the extras.
     """
-    return {"path": str(Path(path).resolve()), "sha256": file_sha256(path), "reader": reader,
-            "reader_version": str(reader_version), **extra}
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": file_sha256(path),
+        "reader": reader,
+        "reader_version": str(reader_version),
+        **extra,
+    }
 
 
 def blockwise_array(
@@ -103,7 +113,6 @@ def blockwise_array(
     dtype: Any,
     *,
     chunk_rows: int | None = None,
-    chunk_bytes: int = 16 << 20,
     name: str | None = None,
 ) -> da.Array:
     """Build a lazy Dask array whose row blocks are read on demand.
@@ -119,9 +128,8 @@ def blockwise_array(
     dtype : dtype
         Data type of the blocks.
     chunk_rows : int, optional
-        Rows per block; by default about ``chunk_bytes`` per block.
-    chunk_bytes : int
-        Target block size when ``chunk_rows`` is not given.
+        Rows per block; by default one store shard (see :func:`neurodecode.store.time_chunks`),
+        so that the store writes each block as it comes, without rechunking.
     name : str, optional
         Dask key prefix; pass a deterministic one (e.g. from the file hash and options) so that
         the same source gives the same graph.
@@ -130,10 +138,12 @@ def blockwise_array(
     -------
     dask.array.Array
     """
+    from ..store import time_chunks
+
     n = int(shape[0])
     row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape[1:], dtype=np.int64))
     if chunk_rows is None:
-        chunk_rows = max(1, chunk_bytes // max(row_bytes, 1))
+        chunk_rows = time_chunks(row_bytes)[1]
     chunk_rows = int(min(max(chunk_rows, 1), max(n, 1)))
     starts = np.arange(0, n, chunk_rows)
     chunks = (tuple(int(min(chunk_rows, n - s)) for s in starts), *((int(s),) for s in shape[1:]))

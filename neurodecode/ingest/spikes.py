@@ -60,8 +60,6 @@ __all__ = [
     "read_spike_times",
 ]
 
-#: Target size of one block of the lazy binned counts, in bytes.
-_BLOCK_BYTES = 4 << 20
 #: Spike time units understood by :func:`read_spike_times` (seconds per unit).
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 #: Default ``max_gap``: this many median sampling intervals of the behaviour clock.
@@ -1156,7 +1154,7 @@ def _spike_recording(
                            + f"{n_units}|{bin_size!r}|{n_bins}".encode()).hexdigest()[:20]
     signal = blockwise_array(
         partial(_count_block, rel, spike_units, n_units, bin_size), (n_bins, n_units),
-        np.float32, chunk_bytes=_BLOCK_BYTES, name=f"spike-counts-{token}",
+        np.float32, name=f"spike-counts-{token}",
     )
     time = np.arange(n_bins) * bin_size
     covariates, gaps = _behavior_on_bins(path, behavior, time + bin_size / 2 + t0, max_gap,
