@@ -67,6 +67,11 @@ def _recording(signal):
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ``ru_maxrss``, not inherited from the
+    parent across fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -285,3 +285,55 @@ def test_killed_ingest_leaves_no_store_and_rerun_works(tmp_path):
     (store,) = find_recordings(tmp_path / "out")
     assert open_recording(store).sizes["time"] == 400_000
     assert list((tmp_path / "out").rglob(".*.partial-*")) == []
+
+
+def test_every_catalog_dataset_ingests_with_known_facts(sample_data, tmp_path, dask_client):
+    """All real recordings in ../shared/data, through the catalog, on a 2-worker cluster."""
+    catalog = load_catalog()
+    tasks = [t for name in EXPECTED_FILES for t in plan_entry(catalog[name], tmp_path, sample_data)]
+    results = run_ingest(tasks, client=dask_client)
+    failed = [r.error for r in results if r.status != "created"]
+    assert failed == []
+    stores = {(Path(r.path).name, r.store) for r in results}
+    by_name: dict[str, list] = {}
+    for name, store in stores:
+        by_name.setdefault(name, []).append(open_recording(store))
+
+    (r04,) = by_name["S001R04.edf"]
+    assert r04.sizes == {**r04.sizes, "time": 20000, "channel": 64}
+    assert r04.attrs["sfreq"] == 160.0
+    labels = list(r04["event_label"].values)
+    assert len(labels) == 30 and labels.count("rest") == 15
+    assert sorted([labels.count("imagine_left_fist"), labels.count("imagine_right_fist")]) == [7, 8]
+    (r06,) = by_name["S001R06.edf"]
+    assert {"imagine_both_fists", "imagine_both_feet"} <= set(r06["event_label"].values)
+
+    haxby = [ds for name, ds_list in by_name.items() if name == "bold_1slice.nii.gz"
+             for ds in ds_list]
+    assert len(haxby) == 12
+    for ds in haxby:
+        assert ds.sizes["time"] == 121 and ds.attrs["sfreq"] == pytest.approx(1 / 2.5)
+        assert len(set(ds["event_label"].values)) == 8 and ds.sizes["event"] == 8
+
+    (movie,) = by_name["movie.tif"]
+    assert movie["movie"].shape == (500, 64, 64)
+    assert movie["behavior_running_speed"].shape == (500,)
+
+    (track,) = by_name["nelpy_linear_track"]
+    assert track.sizes["channel"] == 31 and track.sizes["spike"] == 28_829
+    assert "behavior_position" in track
+
+    golub = by_name["exampleData.mat"]
+    assert [g.sizes["channel"] for g in golub] == [86, 86]
+    assert all(len(set(g["event_label"].values)) == 8 for g in golub)
+
+    muse = [ds for name, lst in by_name.items() if name.startswith("subject") for ds in lst]
+    assert len(muse) == 9
+    for ds in muse:
+        assert (ds["ch_type"].values == "eeg").sum() == 4
+        assert set(ds["event_label"].values) in ({"target", "nontarget"}, {"face", "house"})
+
+    (ecog,) = by_name["sub-pt1_ses-02_task-monitor_acq-ecog_run-01_clip2.lay"]
+    assert ecog.attrs["modality"] == "ecog" and ecog.sizes["channel"] == 83
+    (eeglab,) = by_name["test_raw.set"]
+    assert eeglab.sizes["channel"] == 32 and eeglab.attrs["sfreq"] == 128.0
