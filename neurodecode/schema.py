@@ -21,6 +21,7 @@ name                        dims                  meaning
 ``event_value``             (event,)              numeric code (NaN if none)
 ``behavior_<name>``         (time, ...)           covariates aligned to ``time``
 ``movie``                   (time, y_px, x_px)    optional raw imaging frames
+``roi_mask``                (channel, y_px, x_px) optional ROI footprints (imaging)
 ``spike_time``              (spike,)              exact spike times in seconds
 ``spike_unit``              (spike,)              index into ``channel`` of the emitting unit
 ``interval_start/stop``     (interval,)           seconds, half-open ``[start, stop)``
