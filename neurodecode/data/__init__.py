@@ -1,0 +1,1 @@
+"""Training data from recording stores: samples, leakage-safe splits, normalisation."""

@@ -1,0 +1,509 @@
+"""Samples from recording stores: event-locked trials, sliding windows and time steps.
+
+Each function reads only what it needs from lazy (Dask-backed) recordings and returns a
+:class:`Samples`: the array ``X``, the target ``y`` and the *sample table* (one row per sample:
+``recording``, ``subject``, ``session``, ``task``, ``run``, ``start``, ``stop`` and more) that the
+split rules of :mod:`neurodecode.data.splits` need to keep runs, sessions and subjects apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..schema import as_str_array, events_frame
+from ..store import find_recordings, open_recording
+
+__all__ = [
+    "DATA_CH_TYPES",
+    "Recording",
+    "Samples",
+    "epochs",
+    "open_recordings",
+    "time_samples",
+    "window_table",
+    "windows",
+]
+
+#: Channel types that carry brain signal (auxiliary eog/ecg/emg/stim/misc are left out).
+DATA_CH_TYPES = (
+    "eeg",
+    "meg",
+    "mag",
+    "grad",
+    "seeg",
+    "ecog",
+    "dbs",
+    "voxel",
+    "parcel",
+    "roi",
+    "unit",
+)
+
+#: Recordings smaller than this are read in one go; larger ones window by window.
+_READ_WHOLE_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A lazily opened recording and where it came from."""
+
+    path: str
+    ds: xr.Dataset = field(repr=False, compare=False)
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """``subject``, ``session``, ``task``, ``run`` and ``modality``."""
+        return {k: str(self.ds.attrs[k]) for k in ("subject", "session", "task", "run", "modality")}
+
+    @property
+    def sfreq(self) -> float:
+        """Sampling rate in Hz."""
+        return float(self.ds.attrs["sfreq"])
+
+
+def open_recordings(
+    stores: str | os.PathLike | Iterable[str | os.PathLike | xr.Dataset],
+    *,
+    modality: str | None = None,
+    task: str | None = None,
+    subjects: Sequence[str] | None = None,
+    runs: Sequence[str] | None = None,
+) -> list[Recording]:
+    """Open recordings lazily, optionally keeping only some.
+
+    Parameters
+    ----------
+    stores : path-like or iterable
+        A store root (every recording below it), or store paths, or opened datasets.
+    modality, task : str, optional
+        Keep recordings with this modality / task.
+    subjects, runs : sequence of str, optional
+        Keep these subjects / runs (compared as strings, leading zeros ignored).
+
+    Returns
+    -------
+    list of Recording
+        Sorted by subject, session, task and run.
+    """
+    if isinstance(stores, str | os.PathLike):
+        stores = find_recordings(stores)
+    recs = []
+    for item in stores:
+        if isinstance(item, xr.Dataset):
+            recs.append(Recording(str(item.attrs.get("source", {}).get("path", "memory")), item))
+        else:
+            recs.append(Recording(str(Path(item)), open_recording(item)))
+
+    def norm(v: str) -> str:
+        return v.lstrip("0") or "0"
+
+    keep = []
+    for r in recs:
+        ident = r.identity
+        if modality and ident["modality"] != modality:
+            continue
+        if task and ident["task"] != task:
+            continue
+        if subjects and norm(ident["subject"]) not in {norm(str(s)) for s in subjects}:
+            continue
+        if runs and norm(ident["run"]) not in {norm(str(s)) for s in runs}:
+            continue
+        keep.append(r)
+    return sorted(
+        keep, key=lambda r: tuple(r.identity[k] for k in ("subject", "session", "task", "run"))
+    )
+
+
+@dataclass
+class Samples:
+    """Samples ready for an estimator.
+
+    Attributes
+    ----------
+    X : ndarray
+        ``(n, n_channels, n_times)`` for trials and windows, ``(n, n_channels)`` for time steps.
+    y : ndarray or None
+        Class labels (str) or continuous targets (float), one row per sample.
+    table : DataFrame
+        The sample table (see :mod:`neurodecode.data.splits`).
+    ch_names : list of str
+        Channel names (identical across recordings, else an error is raised).
+    sfreq : float
+        Sampling rate of ``X`` along time.
+    times : ndarray or None
+        Time of each column of ``X`` relative to the event or window start, in seconds.
+    """
+
+    X: np.ndarray
+    y: np.ndarray | None
+    table: pd.DataFrame
+    ch_names: list[str]
+    sfreq: float
+    times: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def select(self, index: np.ndarray) -> Samples:
+        """Return the samples at ``index`` (integer or boolean)."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        return Samples(
+            self.X[index],
+            None if self.y is None else self.y[index],
+            self.table.iloc[index].reset_index(drop=True),
+            self.ch_names,
+            self.sfreq,
+            self.times,
+        )
+
+
+def _channels(rec: Recording, ch_types: Sequence[str] | None) -> np.ndarray:
+    types = as_str_array(rec.ds["ch_type"].values)
+    wanted = DATA_CH_TYPES if ch_types is None else tuple(ch_types)
+    picks = np.flatnonzero(np.isin(types, wanted))
+    if not picks.size:
+        raise ValueError(f"{rec.path}: no channel of type {wanted}")
+    return picks
+
+
+def _signal(rec: Recording, picks: np.ndarray, l_freq: float | None, h_freq: float | None) -> Any:
+    """The picked signal, loaded (filtered if asked) or lazy when large."""
+    sig = rec.ds["signal"].data[:, picks]
+    if l_freq is None and h_freq is None and sig.nbytes > _READ_WHOLE_BYTES:
+        return sig
+    data = np.asarray(sig)
+    if l_freq is not None or h_freq is not None:
+        import mne
+
+        data = mne.filter.filter_data(
+            data.T.astype(np.float64), rec.sfreq, l_freq, h_freq, verbose="error"
+        ).T.astype(np.float32)
+    return data
+
+
+def _gather(sig: Any, starts: np.ndarray, length: int) -> np.ndarray:
+    """Rows ``start:start+length`` for each start, as ``(n, n_channels, length)``."""
+    if isinstance(sig, np.ndarray):
+        idx = starts[:, None] + np.arange(length)[None, :]
+        return np.ascontiguousarray(sig[idx].transpose(0, 2, 1))
+    import dask.array as da
+
+    if not len(starts):
+        return np.empty((0, sig.shape[1], length), np.float32)
+    return np.asarray(da.stack([sig[s : s + length].T for s in starts]).compute())
+
+
+def _base_row(rec: Recording) -> dict[str, str]:
+    ident = rec.identity
+    return {
+        "recording": rec.path,
+        "subject": ident["subject"],
+        "session": ident["session"],
+        "task": ident["task"],
+        "run": ident["run"],
+    }
+
+
+def _check_same_channels(names: list[list[str]], recs: Sequence[Recording]) -> list[str]:
+    first = names[0]
+    for n, r in zip(names[1:], recs[1:], strict=True):
+        if n != first:
+            raise ValueError(
+                f"{r.path}: channels differ from {recs[0].path}; pass ch_types or "
+                "use per-subject adapters for recordings with different channels"
+            )
+    return first
+
+
+def _label_map(labels: Sequence[str] | Mapping[str, str] | None) -> Mapping[str, str] | None:
+    if labels is None or isinstance(labels, Mapping):
+        return labels
+    return {label: label for label in labels}
+
+
+def epochs(
+    recordings: Sequence[Recording],
+    *,
+    tmin: float,
+    tmax: float,
+    labels: Sequence[str] | Mapping[str, str] | None = None,
+    baseline: tuple[float, float] | None = None,
+    ch_types: Sequence[str] | None = None,
+    l_freq: float | None = None,
+    h_freq: float | None = None,
+    decim: int = 1,
+) -> Samples:
+    """Event-locked trials.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+        Recordings with the same channels.
+    tmin, tmax : float
+        Epoch limits around each event onset, in seconds (both included, as in MNE).
+    labels : sequence of str or mapping, optional
+        Event labels to keep (each its own class), or a mapping from event label to class name
+        (several labels may share a class). Default: every event.
+    baseline : (float, float), optional
+        Interval (relative to the onset) whose per-channel mean is subtracted from each epoch.
+    ch_types : sequence of str, optional
+        Channel types to keep; default the brain-signal types (:data:`DATA_CH_TYPES`).
+    l_freq, h_freq : float, optional
+        Band-pass (FIR, MNE's defaults) applied to each whole recording before epoching — a
+        filter never sees across recordings, and it uses no label.
+    decim : int
+        Keep every ``decim``-th sample (after filtering).
+
+    Returns
+    -------
+    Samples
+        ``y`` holds class names; the table adds ``onset`` and ``label``. Epochs that do not fit
+        inside their recording are left out (counted in ``table.attrs["dropped"]``).
+    """
+    mapping = _label_map(labels)
+    X, rows, names, dropped = [], [], [], 0
+    n = int(round((tmax - tmin) * recordings[0].sfreq)) + 1
+    for rec in recordings:
+        if abs(rec.sfreq - recordings[0].sfreq) > 1e-9:
+            raise ValueError(
+                f"{rec.path}: sampling rate {rec.sfreq} differs from "
+                f"{recordings[0].sfreq}; resample first"
+            )
+        picks = _channels(rec, ch_types)
+        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
+        ev = events_frame(rec.ds)
+        if mapping is not None:
+            ev = ev[ev["label"].isin(list(mapping))]
+        t0 = float(rec.ds["time"].values[0])
+        first = np.round((ev["onset"].to_numpy() + tmin - t0) * rec.sfreq).astype(int)
+        ok = (first >= 0) & (first + n <= rec.ds.sizes["time"])
+        dropped += int((~ok).sum())
+        ev, first = ev[ok], first[ok]
+        if not len(ev):
+            continue
+        X.append(_gather(_signal(rec, picks, l_freq, h_freq), first, n))
+        base = _base_row(rec)
+        for onset, label in zip(ev["onset"], ev["label"], strict=True):
+            rows.append(
+                {
+                    **base,
+                    "start": onset + tmin,
+                    "stop": onset + tmax,
+                    "onset": onset,
+                    "label": label,
+                }
+            )
+    if not rows:
+        raise ValueError("no event matched: check `labels` against the recordings' events")
+    data = np.concatenate(X)
+    times = tmin + np.arange(n) / recordings[0].sfreq
+    if baseline is not None:
+        sel = (times >= baseline[0] - 1e-9) & (times <= baseline[1] + 1e-9)
+        data = data - data[:, :, sel].mean(axis=2, keepdims=True)
+    table = pd.DataFrame(rows)
+    table.attrs["dropped"] = dropped
+    y = table["label"].map(mapping).to_numpy() if mapping else table["label"].to_numpy()
+    return Samples(
+        np.ascontiguousarray(data[:, :, ::decim]),
+        y.astype(str),
+        table,
+        _check_same_channels(names, recordings),
+        recordings[0].sfreq / decim,
+        times[::decim],
+    )
+
+
+def window_table(recordings: Sequence[Recording], *, length: float, stride: float) -> pd.DataFrame:
+    """The sample table of sliding windows (no data read).
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+    length, stride : float
+        Window length and step in seconds.
+
+    Returns
+    -------
+    DataFrame
+        One row per window with ``first`` (index of its first sample) and ``n_samples``.
+    """
+    rows = []
+    for rec in recordings:
+        n = int(round(length * rec.sfreq))
+        step = max(1, int(round(stride * rec.sfreq)))
+        if n < 1:
+            raise ValueError(f"window length {length} s is shorter than one sample")
+        t = rec.ds["time"].values
+        firsts = np.arange(0, len(t) - n + 1, step)
+        base = _base_row(rec)
+        rows.append(
+            pd.DataFrame(
+                {
+                    **base,
+                    "start": t[firsts],
+                    "stop": t[firsts] + n / rec.sfreq,
+                    "first": firsts,
+                    "n_samples": n,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _target_at(rec: Recording, target: str, times: np.ndarray) -> np.ndarray:
+    """Behaviour ``target`` (a ``behavior_*`` name) interpolated at ``times``."""
+    name = target if target.startswith("behavior_") else f"behavior_{target}"
+    if name not in rec.ds:
+        have = [v for v in rec.ds.data_vars if v.startswith("behavior_")]
+        raise ValueError(f"{rec.path}: no behaviour {name!r}; available: {have}")
+    values = np.asarray(rec.ds[name].values, dtype=np.float64)
+    t = rec.ds["time"].values
+    flat = values.reshape(len(t), -1)
+    out = np.stack([np.interp(times, t, flat[:, j]) for j in range(flat.shape[1])], axis=1)
+    return out[:, 0] if values.ndim == 1 else out
+
+
+def _label_at(rec: Recording, times: np.ndarray, mapping: Mapping[str, str] | None) -> np.ndarray:
+    """The event label active at each time (an event spans [onset, onset + duration)); ''."""
+    ev = events_frame(rec.ds)
+    if mapping is not None:
+        ev = ev[ev["label"].isin(list(mapping))]
+    out = np.full(len(times), "", dtype=object)
+    for onset, dur, label in zip(ev["onset"], ev["duration"], ev["label"], strict=True):
+        out[(times >= onset) & (times < onset + max(dur, 1e-12))] = (
+            mapping[label] if mapping else label
+        )
+    return out
+
+
+def windows(
+    recordings: Sequence[Recording],
+    *,
+    length: float,
+    stride: float,
+    target: str | None = None,
+    labels: Sequence[str] | Mapping[str, str] | None = None,
+    ch_types: Sequence[str] | None = None,
+) -> Samples:
+    """Sliding windows with a target at each window's end.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+    length, stride : float
+        Window length and step, in seconds.
+    target : str, optional
+        A behaviour covariate (``"position"`` or ``"behavior_position"``) taken at the end of
+        each window (what a causal decoder may use); or ``"events"`` for the event label active
+        at the window's end (windows without one are left out).
+    labels : sequence of str or mapping, optional
+        With ``target="events"``: labels to keep, or label → class.
+    ch_types : sequence of str, optional
+        Channel types to keep.
+
+    Returns
+    -------
+    Samples
+    """
+    mapping = _label_map(labels)
+    table = window_table(recordings, length=length, stride=stride)
+    X, ys, names, keep_rows = [], [], [], []
+    for rec in recordings:
+        picks = _channels(rec, ch_types)
+        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
+        rows = table[table["recording"] == rec.path]
+        end = rows["stop"].to_numpy() - 1.0 / rec.sfreq
+        if target == "events":
+            y = _label_at(rec, end, mapping)
+            ok = y != ""
+        elif target is not None:
+            y, ok = _target_at(rec, target, end), np.ones(len(rows), bool)
+        else:
+            y, ok = None, np.ones(len(rows), bool)
+        rows = rows[ok]
+        X.append(
+            _gather(
+                _signal(rec, picks, None, None),
+                rows["first"].to_numpy(),
+                int(rows["n_samples"].iloc[0]) if len(rows) else 1,
+            )
+        )
+        ys.append(None if y is None else y[ok])
+        keep_rows.append(rows)
+    out = pd.concat(keep_rows, ignore_index=True)
+    y_all = None if target is None else np.concatenate(ys)
+    if target == "events":
+        y_all = y_all.astype(str)
+    n = int(out["n_samples"].iloc[0]) if len(out) else 0
+    return Samples(
+        np.concatenate(X),
+        y_all,
+        out,
+        _check_same_channels(names, recordings),
+        recordings[0].sfreq,
+        np.arange(n) / recordings[0].sfreq,
+    )
+
+
+def time_samples(
+    recordings: Sequence[Recording],
+    *,
+    target: str,
+    delay: float = 0.0,
+    labels: Sequence[str] | Mapping[str, str] | None = None,
+    ch_types: Sequence[str] | None = None,
+) -> Samples:
+    """One sample per time step (a volume, a frame, a bin).
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+    target : str
+        A behaviour covariate, or ``"events"`` for the label of the event active at
+        ``t - delay`` (steps without one are left out).
+    delay : float
+        Seconds between the stimulus and the response sampled at ``t``: the hemodynamic delay for
+        fMRI (about 4–6 s), or a neural lead for behaviour (the behaviour at ``t + delay`` is
+        then the target).
+    labels : sequence of str or mapping, optional
+        With ``target="events"``: labels to keep, or label → class.
+    ch_types : sequence of str, optional
+        Channel types to keep.
+
+    Returns
+    -------
+    Samples
+        ``X`` is ``(n_steps, n_channels)``.
+    """
+    mapping = _label_map(labels)
+    X, ys, names, rows = [], [], [], []
+    for rec in recordings:
+        picks = _channels(rec, ch_types)
+        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
+        t = rec.ds["time"].values
+        if target == "events":
+            y = _label_at(rec, t - delay, mapping)
+            ok = y != ""
+        else:
+            y = _target_at(rec, target, t + delay)
+            ok = (t + delay >= t[0]) & (t + delay <= t[-1])
+        X.append(np.asarray(rec.ds["signal"].data[:, picks])[ok])
+        ys.append(y[ok])
+        base = _base_row(rec)
+        rows.append(pd.DataFrame({**base, "start": t[ok], "stop": t[ok] + 1.0 / rec.sfreq}))
+    y_all = np.concatenate(ys)
+    return Samples(
+        np.concatenate(X),
+        y_all.astype(str) if target == "events" else y_all,
+        pd.concat(rows, ignore_index=True),
+        _check_same_channels(names, recordings),
+        recordings[0].sfreq,
+    )
