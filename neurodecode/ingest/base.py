@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +20,23 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["IngestError", "blockwise_array", "file_sha256", "source_info"]
+__all__ = [
+    "IngestError",
+    "bids_entities",
+    "bids_label",
+    "blockwise_array",
+    "companion_info",
+    "file_sha256",
+    "file_stamp",
+    "read_table_columns",
+    "recording_identity",
+    "refuse_event_map",
+    "snake_case",
+    "source_info",
+]
+
+#: The identity fields of a recording, in order.
+_IDENTITY_KEYS = ("subject", "session", "task", "run")
 
 
 class IngestError(ValueError):
@@ -105,6 +122,203 @@ def source_info(
         "reader_version": str(reader_version),
         **extra,
     }
+
+
+def companion_info(path: str | os.PathLike) -> dict[str, str]:
+    """Return the provenance of a companion file (a mask, events table, sidecar...).
+
+    Parameters
+    ----------
+    path : path-like
+        The companion file or folder.
+
+    Returns
+    -------
+    dict
+        ``path`` (resolved) and ``sha256`` (see :func:`file_sha256`).
+    """
+    path = Path(path)
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
+
+
+def file_stamp(path: str | os.PathLike) -> tuple[int, int]:
+    """Return the size and modification time of a file, to key per-process caches.
+
+    A block function that keeps a file open (``functools.lru_cache`` of the opened file) takes
+    the stamp as part of its cache key, so that a file changed on disk is opened again.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+
+    Returns
+    -------
+    tuple of int
+        ``(size in bytes, modification time in nanoseconds)``.
+    """
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def bids_label(text: Any) -> str:
+    """Return ``text`` reduced to a BIDS label: its ASCII letters and digits.
+
+    Parameters
+    ----------
+    text : object
+        Any value; it is converted with :class:`str` first.
+
+    Returns
+    -------
+    str
+        The alphanumeric characters of ``text``, or ``"unknown"`` when it has none.
+    """
+    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "unknown"
+
+
+def snake_case(name: Any, default: str = "") -> str:
+    """Return a name in snake case, as covariates are stored (``behavior_<name>``).
+
+    ``runningSpeed`` becomes ``running_speed``; every run of characters other than ASCII
+    letters and digits becomes one ``_``, and ``_`` at either end is dropped.
+
+    Parameters
+    ----------
+    name : object
+        The name; it is converted with :class:`str` first.
+    default : str
+        What to return when nothing is left (the name has no letter or digit).
+
+    Returns
+    -------
+    str
+        The lower-case name, or ``default``.
+    """
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name))
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or default
+
+
+def bids_entities(path_or_name: str | os.PathLike) -> dict[str, str | None]:
+    """Return the BIDS entities of a file name (``sub-01_task-rest_eeg.edf``).
+
+    Parameters
+    ----------
+    path_or_name : path-like or str
+        A file (only its name is parsed) or a file name.
+
+    Returns
+    -------
+    dict
+        Entity names (``subject``, ``session``, ``task``, ``run``...) to values, as
+        :func:`mne_bids.get_entities_from_fname` returns them (None when absent); empty when
+        the name cannot be parsed.
+    """
+    from mne_bids import get_entities_from_fname
+
+    try:
+        return get_entities_from_fname(Path(path_or_name).name, on_error="ignore",
+                                       verbose="error")
+    except (ValueError, KeyError):
+        return {}
+
+
+def recording_identity(
+    path_or_name: str | os.PathLike,
+    *,
+    subject: str | None = None,
+    session: str | None = None,
+    task: str | None = None,
+    run: str | int | None = None,
+    inferred: Mapping[str, Any] | None = None,
+    default_task: str = "unknown",
+    stem: str | None = None,
+) -> dict[str, str]:
+    """Return the subject, session, task and run of a recording read from a file.
+
+    Each field is the first of these that is neither None nor empty: the explicit argument,
+    the BIDS entity of the file name (see :func:`bids_entities`), the value in ``inferred``
+    (reduced with :func:`bids_label`), and the default: the file stem reduced with
+    :func:`bids_label` as subject, ``"01"`` as session and run, ``default_task`` as task.
+
+    Parameters
+    ----------
+    path_or_name : path-like or str
+        The source file or folder (only its name is used), or its name.
+    subject, session, task, run : str, optional
+        Explicit identity; converted with :class:`str`.
+    inferred : mapping, optional
+        What the file itself declares (e.g. the subject id of an NWB file), by field name.
+    default_task : str
+        Task when neither the arguments, the name nor ``inferred`` give one.
+    stem : str, optional
+        Stem of the default subject; by default the name up to its first dot.
+
+    Returns
+    -------
+    dict of str to str
+        ``subject``, ``session``, ``task`` and ``run``.
+    """
+    name = Path(path_or_name).name
+    entities = bids_entities(name)
+    declared = {k: bids_label(v) for k, v in (inferred or {}).items() if _present(v)}
+    defaults = {"subject": bids_label(name.split(".")[0] if stem is None else stem),
+                "session": "01", "task": default_task, "run": "01"}
+    given = {"subject": subject, "session": session, "task": task, "run": run}
+    return {
+        key: str(next((v for v in (given[key], entities.get(key), declared.get(key))
+                       if _present(v)), defaults[key]))
+        for key in _IDENTITY_KEYS
+    }
+
+
+def _present(value: Any) -> bool:
+    return value is not None and str(value) != ""
+
+
+def refuse_event_map(path: str | os.PathLike, event_map: Mapping[str, str] | None) -> None:
+    """Refuse a non-empty ``event_map`` for a file that holds no events.
+
+    Parameters
+    ----------
+    path : path-like
+        The file being read.
+    event_map : mapping, optional
+        The ``event_map`` the reader was given.
+
+    Raises
+    ------
+    IngestError
+        If ``event_map`` is not empty.
+    """
+    if event_map:
+        raise IngestError(path, f"event_map {dict(event_map)!r} was given but the file holds no "
+                                "events to map")
+
+
+def read_table_columns(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a CSV table (tab-separated when the name ends in ``.tsv``) as arrays by column.
+
+    Parameters
+    ----------
+    path : path-like
+        The table, with a header line.
+
+    Returns
+    -------
+    dict of str to ndarray
+        One array per column, keyed by the column name.
+
+    Raises
+    ------
+    OSError, ValueError
+        As :func:`pandas.read_csv` raises them; callers say which file and what it should hold.
+    """
+    import pandas as pd
+
+    sep = "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    frame = pd.read_csv(path, sep=sep)
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
 
 
 def blockwise_array(

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +40,18 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..schema import make_recording, validate
-from .base import IngestError, blockwise_array, file_sha256, source_info
+from .base import (
+    IngestError,
+    blockwise_array,
+    companion_info,
+    file_sha256,
+    file_stamp,
+    read_table_columns,
+    recording_identity,
+    refuse_event_map,
+    snake_case,
+    source_info,
+)
 
 __all__ = [
     "delta_f_over_f",
@@ -126,46 +136,6 @@ def _apply_dff(traces: da.Array, dff: str | None, fs: float, window_s: float,
     return delta_f_over_f(traces, fs, window_s=window_s, percentile=percentile), "dF/F"
 
 
-def _label(text: str) -> str:
-    """A BIDS-safe label: the alphanumeric characters of ``text``."""
-    return re.sub(r"[^A-Za-z0-9]", "", text) or "unknown"
-
-
-def _identity(name: str, subject: str | None, session: str | None, task: str | None,
-              run: str | int | None, fallback_subject: str | None = None) -> dict[str, str]:
-    """BIDS entities in ``name`` if any, else ``fallback_subject`` or the sanitized stem of
-    ``name``, ``"01"``, ``"imaging"``, ``"01"``; explicit values win."""
-    from mne_bids import get_entities_from_fname
-
-    ents = get_entities_from_fname(name, on_error="ignore")
-    inferred = {
-        "subject": ents.get("subject") or _label(fallback_subject or name.split(".")[0]),
-        "session": ents.get("session") or "01",
-        "task": ents.get("task") or _DEFAULT_TASK,
-        "run": ents.get("run") or "01",
-    }
-    given = {"subject": subject, "session": session, "task": task, "run": run}
-    return {k: str(given[k]) if given[k] is not None else v for k, v in inferred.items()}
-
-
-def _no_events(path: Path, event_map: Mapping[str, str] | None) -> None:
-    if event_map:
-        raise IngestError(path, f"event_map {dict(event_map)!r} was given but the file holds no "
-                                "events to map")
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    """Modification time and size: part of every per-process cache key, so edits invalidate."""
-    st = path.stat()
-    return st.st_mtime_ns, st.st_size
-
-
-def _snake(name: str) -> str:
-    """``runningSpeed`` -> ``running_speed``; anything but letters and digits becomes ``_``."""
-    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name))
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
 def _check_fs(path: Path, fs: float | None, hint: str) -> float:
     if fs is None:
         raise IngestError(path, f"the frame rate is unknown: {hint}; pass fs=<frames per second>")
@@ -178,10 +148,6 @@ def _roi_names(n: int, ids: Sequence[Any] | None = None) -> list[str]:
     ids = list(range(n)) if ids is None else list(ids)
     width = max(3, len(str(max((int(i) for i in ids), default=0))))
     return [f"roi{int(i):0{width}d}" for i in ids]
-
-
-def _companion(path: Path) -> dict[str, str]:
-    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +312,7 @@ def _load_rois(rois: Any, path: Path, frame_shape: tuple[int, int]) -> tuple[np.
             arr = np.load(where, allow_pickle=False)
         except (OSError, ValueError) as err:
             raise IngestError(where, f"cannot be read as an array of ROI masks ({err})") from err
-        provenance = _companion(where)
+        provenance = companion_info(where)
     else:
         arr = np.asarray(rois)
         provenance = {"sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
@@ -426,11 +392,10 @@ def _read_covariates(covariates: Any, n_frames: int, path: Path) -> tuple[dict, 
                     raise ValueError("expected an object of name -> values or a list of "
                                      "{'name', 'value'} entries")
             else:
-                raw = pd.read_csv(where, sep="\t" if where.suffix.lower() == ".tsv" else ",")
-                raw = {str(c): raw[c].to_numpy() for c in raw.columns}
+                raw = read_table_columns(where)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise IngestError(where, f"cannot be read as per-frame covariates ({err})") from err
-        provenance: Any = _companion(where)
+        provenance: Any = companion_info(where)
     elif isinstance(covariates, Mapping):
         raw = dict(covariates)
         provenance = {"names": sorted(str(k) for k in raw)}
@@ -438,7 +403,7 @@ def _read_covariates(covariates: Any, n_frames: int, path: Path) -> tuple[dict, 
         raise TypeError(f"covariates must be a path or a mapping, got {type(covariates).__name__}")
     behavior: dict[str, np.ndarray] = {}
     for name, values in raw.items():
-        key = _snake(name)
+        key = snake_case(name)
         try:
             arr = np.asarray(values, dtype=np.float64)
         except (TypeError, ValueError) as err:
@@ -555,7 +520,7 @@ def read_tiff_movie(
     path = Path(path)
     if not path.is_file():
         raise IngestError(path, "file not found")
-    _no_events(path, event_map)
+    refuse_event_map(path, event_map)
     shape, dtype, meta_fs, fs_origin = _inspect_tiff(path)
     fs_origin = "argument" if fs is not None else fs_origin
     fs = _check_fs(path, fs if fs is not None else meta_fs,
@@ -564,7 +529,7 @@ def read_tiff_movie(
     dtype = dtype.newbyteorder("=")  # blocks are cast to native byte order
     sha = file_sha256(path)
     movie = blockwise_array(
-        partial(_tiff_frames, str(path.resolve()), _stamp(path), shape),
+        partial(_tiff_frames, str(path.resolve()), file_stamp(path), shape),
         shape, dtype, chunk_rows=chunk_frames,
         name=f"calcium-tiff-movie-{tokenize(sha, shape, str(dtype), chunk_frames)}",
     )
@@ -608,9 +573,11 @@ def read_tiff_movie(
         params["covariates"] = extra["covariates"]
     params["keep_movie"] = bool(keep_movie)
     step = f"{_MODULE}.read_tiff_movie"
+    ident = recording_identity(path, subject=subject, session=session, task=task, run=run,
+                               default_task=_DEFAULT_TASK)
     ds = make_recording(
         signal, sfreq=fs, ch_names=_roi_names(n_rois), ch_types="roi", units=units,
-        modality="calcium", **_identity(path.name, subject, session, task, run),
+        modality="calcium", **ident,
         positions=positions, coord_frame="pixel", behavior=behavior,
         movie=movie if keep_movie else None,
         source=source_info(path, reader=step, reader_version=tifffile.__version__, **extra),
@@ -715,7 +682,7 @@ def read_suite2p(
     plane = Path(plane_dir)
     if not plane.is_dir():
         raise IngestError(plane, "is not a suite2p plane folder (no such directory)")
-    _no_events(plane, event_map)
+    refuse_event_map(plane, event_map)
     if use not in ("F", "spks"):
         raise ValueError(f"use must be 'F' or 'spks', got {use!r}")
     if dff == "auto":
@@ -772,10 +739,10 @@ def read_suite2p(
     else:
         rows = np.arange(n_all)
     coef = float(neuropil_coef) if use == "F" else 0.0
-    block = partial(_suite2p_block, str(main.resolve()), _stamp(main),
+    block = partial(_suite2p_block, str(main.resolve()), file_stamp(main),
                     str(neu_path.resolve()) if neu_path else None,
-                    _stamp(neu_path) if neu_path else None, rows, coef)
-    companions = {n: _companion(plane / n) for n in needed if plane / n != main}
+                    file_stamp(neu_path) if neu_path else None, rows, coef)
+    companions = {n: companion_info(plane / n) for n in needed if plane / n != main}
     raw = blockwise_array(
         block, (n_frames, rows.size), np.float32, chunk_rows=chunk_frames,
         name=f"calcium-suite2p-{tokenize(companions, file_sha256(main), rows, coef, chunk_frames)}",
@@ -788,10 +755,11 @@ def read_suite2p(
         params.update(dff_window_s=float(dff_window_s), dff_percentile=float(dff_percentile))
     experiment = plane.parent.parent if plane.parent.name == "suite2p" else plane
     step = f"{_MODULE}.read_suite2p"
+    ident = recording_identity(experiment.resolve(), subject=subject, session=session,
+                               task=task, run=run, default_task=_DEFAULT_TASK)
     ds = make_recording(
         signal, sfreq=fs, ch_names=_roi_names(n_all, rows), ch_types="roi", units=units,
-        modality="calcium",
-        **_identity(experiment.resolve().name, subject, session, task, run),
+        modality="calcium", **ident,
         positions=positions[rows], coord_frame="pixel",
         source=source_info(main, reader=step, reader_version=np.__version__,
                            plane_dir=str(plane.resolve()), companions=companions),
@@ -924,9 +892,9 @@ def _nwb_behavior(path: Path, nwb: Any, times: np.ndarray) -> tuple[dict, list[s
                                         f"increasing timestamps for {data.shape[0]} samples")
             cols = data.reshape(data.shape[0], -1)
             resampled = np.column_stack([np.interp(times, t, c) for c in cols.T])
-            name = _snake(ts.name)
+            name = snake_case(ts.name)
             if name in out or not name:
-                name = f"{_snake(iname)}_{name}"
+                name = f"{snake_case(iname)}_{name}"
             out[name] = resampled[:, 0] if data.ndim == 1 else resampled
             sources.append(f"{iname}/{ts.name}")
     return out, sources
@@ -1067,7 +1035,7 @@ def read_nwb_ophys(
     inside = (events["onset"] >= times[0]) & (events["onset"] + events["duration"] <= end)
     sha = file_sha256(path)
     raw = blockwise_array(
-        partial(_nwb_rows, str(path.resolve()), _stamp(path), dataset, conversion, offset),
+        partial(_nwb_rows, str(path.resolve()), file_stamp(path), dataset, conversion, offset),
         (shape[0], n_rois), np.float32, chunk_rows=chunk_frames,
         name=f"calcium-nwb-{tokenize(sha, dataset, conversion, offset, chunk_frames)}",
     )
@@ -1082,7 +1050,8 @@ def read_nwb_ophys(
                               "events_outside": int((~inside).sum())}
     if dff:
         params.update(dff_window_s=float(dff_window_s), dff_percentile=float(dff_percentile))
-    ident = _identity(path.name, subject, session, task, run, fallback_subject=nwb_subject)
+    ident = recording_identity(path, subject=subject, session=session, task=task, run=run,
+                               inferred={"subject": nwb_subject}, default_task=_DEFAULT_TASK)
     step = f"{_MODULE}.read_nwb_ophys"
     ds = make_recording(
         signal, sfreq=sfreq, ch_names=names, ch_types="roi", units=units, modality="calcium",
@@ -1173,7 +1142,7 @@ def read_trace_array(
     path = Path(path)
     if not path.is_file():
         raise IngestError(path, "file not found")
-    _no_events(path, event_map)
+    refuse_event_map(path, event_map)
     if orientation not in ("channels_first", "time_first"):
         raise ValueError(f"orientation must be 'channels_first' or 'time_first', got "
                          f"{orientation!r}")
@@ -1212,14 +1181,15 @@ def read_trace_array(
         raise IngestError(path, f"ch_names has {len(names)} names for {n_ch} channels")
     channels_first = orientation == "channels_first"
     sig = blockwise_array(
-        partial(_trace_rows, str(path.resolve()), _stamp(path), key, channels_first),
+        partial(_trace_rows, str(path.resolve()), file_stamp(path), key, channels_first),
         (n_times, n_ch), np.float32, chunk_rows=chunk_frames,
         name=f"calcium-traces-{tokenize(file_sha256(path), key, channels_first, chunk_frames)}",
     )
     step = f"{_MODULE}.read_trace_array"
+    ident = recording_identity(path, subject=subject, session=session, task=task, run=run,
+                               default_task=_DEFAULT_TASK)
     ds = make_recording(
-        sig, sfreq=fs, ch_names=names, ch_types="roi", units=units, modality="calcium",
-        **_identity(path.name, subject, session, task, run),
+        sig, sfreq=fs, ch_names=names, ch_types="roi", units=units, modality="calcium", **ident,
         source=source_info(path, reader=step, reader_version=np.__version__),
         history=[{"step": step, "params": {"fs": fs, "key": key, "orientation": orientation,
                                            "units": units}}],

@@ -38,7 +38,15 @@ import xarray as xr
 from mne.io.constants import FIFF
 
 from ..schema import make_recording, validate
-from .base import IngestError, blockwise_array, file_sha256, source_info
+from .base import (
+    IngestError,
+    bids_entities,
+    blockwise_array,
+    file_sha256,
+    file_stamp,
+    recording_identity,
+    source_info,
+)
 
 __all__ = ["list_bids_recordings", "read_bids", "read_mne", "read_muse_csv"]
 
@@ -171,11 +179,12 @@ def read_mne(
         "channels_tsv": str(channels_tsv) if channels_tsv else None,
         "electrodes_tsv": str(electrodes_tsv) if electrodes_tsv else None,
     }
+    identity = recording_identity(path, subject=subject, session=session, task=task, run=run)
     return _recording_from_raw(
-        path, raw, data_file=path, identity=_identity(path, subject, session, task, run),
-        event_map=event_map, modality=modality, picks=picks, drop_flat=drop_flat,
-        electrodes=electrodes_tsv, outside=outside, outside_events=outside_events,
-        sidecars=sidecars, reader=_MNE_READER, reader_version=mne.__version__, params=params,
+        path, raw, data_file=path, identity=identity, event_map=event_map, modality=modality,
+        picks=picks, drop_flat=drop_flat, electrodes=electrodes_tsv, outside=outside,
+        outside_events=outside_events, sidecars=sidecars, reader=_MNE_READER,
+        reader_version=mne.__version__, params=params,
     )
 
 
@@ -389,7 +398,8 @@ def read_muse_csv(
     inferred = {k: m.group(1) for k, pat in (("subject", r"subject(\d+)"),
                                              ("session", r"session(\d+)"))
                 if (m := re.search(pat, path.name, re.IGNORECASE))}  # fmt: skip
-    identity = _identity(path, subject, session, task, run, inferred)
+    identity = recording_identity(path, subject=subject, session=session, task=task, run=run,
+                                  inferred=inferred)
 
     sha = file_sha256(path)
     token = _token(sha, columns, channels)
@@ -481,8 +491,7 @@ def _cached_raw(path: str, size: int, mtime_ns: int) -> Any:
 def _mne_block(path: str, picks: tuple[int, ...], start: int, stop: int) -> np.ndarray:
     """Rows ``start:stop`` of the picked channels, as float32 (time, channel)."""
     try:
-        stat = os.stat(path)
-        raw = _cached_raw(path, stat.st_size, stat.st_mtime_ns)
+        raw = _cached_raw(path, *file_stamp(path))
         data = raw.get_data(picks=list(picks), start=start, stop=stop)
     except Exception as err:
         raise OSError(f"{path}: cannot read samples {start}:{stop} "
@@ -651,13 +660,9 @@ def _infer_modality(types: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- BIDS sidecars
 
 
-def _bids_entities(path: Path) -> dict[str, str | None]:
-    return mne_bids.get_entities_from_fname(path.name, on_error="ignore", verbose="error")
-
-
 def _channels_sidecar(path: Path) -> Path | None:
     """The ``channels.tsv`` that BIDS pairs with a data file, if there is one."""
-    if not _bids_entities(path).get("subject"):
+    if not bids_entities(path).get("subject"):
         return None
     candidate = path.with_name(f"{path.name.rsplit('_', 1)[0]}_channels.tsv")
     return candidate if candidate.is_file() else None
@@ -665,13 +670,13 @@ def _channels_sidecar(path: Path) -> Path | None:
 
 def _electrodes_sidecar(path: Path) -> Path | None:
     """The ``electrodes.tsv`` of the subject and session of a BIDS data file, if there is one."""
-    entities = _bids_entities(path)
+    entities = bids_entities(path)
     if not entities.get("subject"):
         return None
     matches = [
         candidate
         for candidate in sorted(path.parent.glob(f"sub-{entities['subject']}_*electrodes.tsv"))
-        if all(_bids_entities(candidate).get(k) in (None, entities.get(k))
+        if all(bids_entities(candidate).get(k) in (None, entities.get(k))
                for k in ("session", "acquisition"))
     ]
     if len(matches) > 1:
@@ -819,19 +824,6 @@ def _muse_block(path: str, columns: tuple[str, ...], channels: tuple[str, ...], 
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-def _identity(path: Path, subject: str | None, session: str | None, task: str | None,
-              run: str | None, inferred: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Identity from the arguments, else BIDS entities, else ``inferred``, else defaults."""
-    entities = _bids_entities(path)
-    stem = re.sub(r"[^A-Za-z0-9]", "", path.name.split(".")[0]) or "unknown"
-    defaults = {"subject": stem, "session": "01", "task": "unknown", "run": "01"}
-    given = {"subject": subject, "session": session, "task": task, "run": run}
-    return {
-        key: str(given[key] or entities.get(key) or (inferred or {}).get(key) or defaults[key])
-        for key in defaults
-    }
 
 
 def _maybe_drop_flat(

@@ -53,7 +53,15 @@ import xarray as xr
 from dask.base import tokenize
 
 from ..schema import make_recording, validate
-from .base import IngestError, blockwise_array, file_sha256, source_info
+from .base import (
+    IngestError,
+    bids_entities,
+    blockwise_array,
+    companion_info,
+    file_stamp,
+    recording_identity,
+    source_info,
+)
 
 __all__ = ["events_to_volumes", "list_bids_func", "read_bids_func", "read_nifti"]
 
@@ -79,11 +87,6 @@ _CLEAN_ROWS_FACTOR = 4
 def _image(path: str, stamp: tuple[int, int]) -> nib.Nifti1Image:
     """Open a NIfTI image once per process; ``stamp`` (size, mtime) invalidates the cache."""
     return nib.load(path, mmap=False, keep_file_open=True)
-
-
-def _stamp(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
 
 
 def _volumes(path: str, stamp: tuple[int, int], start: int, stop: int) -> np.ndarray:
@@ -278,7 +281,7 @@ def read_nifti(
         raise ValueError(f"high_pass_filter must be 'cosine' or 'butterworth', "
                          f"got {high_pass_filter!r}")
     img = _open_nifti(path)
-    key, stamp = str(path.resolve()), _stamp(path)
+    key, stamp = str(path.resolve()), file_stamp(path)
     shape3 = tuple(int(s) for s in img.shape[:3])
     n_spatial, n_volumes = int(np.prod(shape3)), int(img.shape[3])
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -337,7 +340,8 @@ def read_nifti(
         import nilearn
 
         params["cleaning"] = f"nilearn.signal.clean per run (nilearn {nilearn.__version__})"
-    ident = _identity(path, subject, session, task, run)
+    ident = recording_identity(path, subject=subject, session=session, task=task, run=run,
+                               stem=_stem(path.name))
     ds = make_recording(
         signal,
         sfreq=1.0 / tr_used,
@@ -401,7 +405,7 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
     if not path.name.lower().endswith(_NIFTI_SUFFIXES):
         raise IngestError(path, "is not a NIfTI file: the name must end in .nii or .nii.gz")
     try:
-        img = _image(str(path.resolve()), _stamp(path))
+        img = _image(str(path.resolve()), file_stamp(path))
     except Exception as err:  # nibabel, gzip and zlib raise many types for bad bytes
         raise IngestError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from err
     if not isinstance(img, nib.Nifti1Image):
@@ -492,7 +496,7 @@ def _load_grid_image(
                                  f"of the image {path} (shape {shape3}): their affines differ "
                                  f"({np.round(other_img.affine, 4).tolist()} vs "
                                  f"{np.round(img.affine, 4).tolist()})")
-    companions[role] = {"path": str(other.resolve()), "sha256": file_sha256(other)}
+    companions[role] = companion_info(other)
     return data, other, str(other.resolve())
 
 
@@ -579,7 +583,7 @@ def _parcel_names(
             raise IngestError(where, "atlas_labels needs the columns 'index' and 'name' (BIDS "
                                      f"dseg.tsv); it has {list(table.columns)}")
         lookup = {int(i): str(n) for i, n in zip(table["index"], table["name"], strict=True)}
-        companions["atlas_labels"] = {"path": str(where.resolve()), "sha256": file_sha256(where)}
+        companions["atlas_labels"] = companion_info(where)
         desc = str(where.resolve())
     elif isinstance(atlas_labels, Mapping):
         lookup = {int(k): str(v) for k, v in atlas_labels.items()}
@@ -622,7 +626,7 @@ def _load_events(
     else:
         where = Path(events)
         table = _read_table(where, "events")
-        companions["events"] = {"path": str(where.resolve()), "sha256": file_sha256(where)}
+        companions["events"] = companion_info(where)
         desc = str(where.resolve())
     missing = sorted({"onset", "duration"} - set(table.columns))
     if missing:
@@ -673,7 +677,7 @@ def _load_confounds(
     else:
         where = Path(confounds)
         table = _read_table(where, "confounds")
-        companions["confounds"] = {"path": str(where.resolve()), "sha256": file_sha256(where)}
+        companions["confounds"] = companion_info(where)
         desc = str(where.resolve())
     if columns is not None:
         missing = [c for c in columns if c not in table.columns]
@@ -712,15 +716,6 @@ def _stem(name: str) -> str:
     return Path(name).stem
 
 
-def _entities(name: str) -> dict[str, Any]:
-    from mne_bids import get_entities_from_fname
-
-    try:
-        return get_entities_from_fname(name, on_error="ignore")
-    except (ValueError, KeyError):
-        return {}
-
-
 def _run_prefix(stem: str) -> str:
     """The run-level BIDS entities of a stem (``sub-01_task-x_run-1``), without ``space``..."""
     return "_".join(p for p in stem.split("_") if p.split("-", 1)[0] in _RUN_ENTITIES)
@@ -730,7 +725,7 @@ def _events_beside(path: Path) -> Path | None:
     """The events file of a run: BIDS name, ``<prefix>_events.tsv`` or ``<stem>_events.tsv``."""
     stem = _stem(path.name)
     candidates = []
-    if _entities(path.name).get("subject"):
+    if bids_entities(path).get("subject"):
         candidates.append(_run_prefix(stem) + "_events.tsv")
     if "_" in stem:
         candidates.append(stem.rsplit("_", 1)[0] + "_events.tsv")
@@ -747,18 +742,6 @@ def _confounds_beside(path: Path) -> Path | None:
         if (path.parent / (prefix + suffix)).is_file():
             return path.parent / (prefix + suffix)
     return None
-
-
-def _identity(path: Path, subject: str | None, session: str | None, task: str | None,
-              run: str | None) -> dict[str, str]:
-    ents = _entities(path.name)
-    stem_label = re.sub(r"[^A-Za-z0-9]", "", _stem(path.name)) or "unknown"
-    return {
-        "subject": str(subject or ents.get("subject") or stem_label),
-        "session": str(session or ents.get("session") or "01"),
-        "task": str(task or ents.get("task") or "unknown"),
-        "run": str(run or ents.get("run") or "01"),
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -847,7 +830,7 @@ def list_bids_func(bids_root: str | os.PathLike) -> list[dict[str, Any]]:
     for p in sorted(root.rglob("*_bold.nii*")):
         if not (_BOLD_NAME.search(p.name) and p.parent.name == "func" and p.is_file()):
             continue
-        ents = _entities(p.name)
+        ents = bids_entities(p)
         if not ents.get("subject") or not ents.get("task"):
             continue
         events, confounds = _events_beside(p), _confounds_beside(p)

@@ -48,7 +48,17 @@ import pandas as pd
 import xarray as xr
 
 from ..schema import make_recording, validate
-from .base import IngestError, blockwise_array, file_sha256, source_info
+from .base import (
+    IngestError,
+    bids_label,
+    blockwise_array,
+    file_sha256,
+    read_table_columns,
+    recording_identity,
+    refuse_event_map,
+    snake_case,
+    source_info,
+)
 
 __all__ = [
     "load_video_position_tracking",
@@ -149,7 +159,7 @@ def read_spike_times(
         duplicate unit names, or if the behaviour is malformed.
     """
     path = Path(path)
-    _no_events(path, event_map)
+    refuse_event_map(path, event_map)
     scale = _time_scale(time_unit, sampling_rate)
     suffix = path.suffix.lower()
     companions: dict[str, str] = {}
@@ -189,8 +199,9 @@ def read_spike_times(
         path, times, units, names,
         bin_size=bin_size, t_start=t_start, t_stop=t_stop,
         default_extent=None, behavior=behavior_data, max_gap=max_gap,
-        identity=_identity(path, subject, session, task, run,
-                           {"subject": _sanitize(path.parent.name)} if suffix == ".npy" else None),
+        identity=recording_identity(
+            path, subject=subject, session=session, task=task, run=run,
+            inferred={"subject": bids_label(path.parent.name)} if suffix == ".npy" else None),
         source=source_info(path, reader=f"{_MODULE}.read_spike_times", reader_version=version,
                            **companions),
         step="read_spike_times", params=params, event_map=None,
@@ -401,7 +412,7 @@ def read_matclust(
     import scipy
 
     path = Path(path)
-    _no_events(path, event_map)
+    refuse_event_map(path, event_map)
     mat = _loadmat(path, squeeze_me=False)
     trains, names, timerange = _matclust_units(path, mat, epoch)
     times = np.concatenate(trains)
@@ -432,7 +443,7 @@ def read_matclust(
         bin_size=bin_size, t_start=t_start, t_stop=t_stop, default_extent=default,
         behavior=behavior, max_gap=max_gap, speed_from="position" if track is not None else None,
         regions=[region] * len(names),
-        identity=_identity(path, subject, session, task, run),
+        identity=recording_identity(path, subject=subject, session=session, task=task, run=run),
         source=source_info(path, reader=f"{_MODULE}.read_matclust",
                            reader_version=scipy.__version__, **companions),
         step="read_matclust", params=params, event_map=None,
@@ -671,7 +682,7 @@ def read_nelpy_linear_track(
     options.setdefault("region", "hippocampus")
     return read_matclust(
         folder / "spikes.mat", position=folder / "trajectory.videoPositionTracking",
-        subject=subject or _sanitize(folder.name), session=session, task=task or "lineartrack",
+        subject=subject or bids_label(folder.name), session=session, task=task or "lineartrack",
         run=run, event_map=event_map, **options,
     )
 
@@ -770,9 +781,8 @@ def read_nwb_units(
         bin_size=bin_size, t_start=t_start, t_stop=t_stop,
         default_extent=(min(starts), max(stops)), behavior=behavior, max_gap=max_gap,
         regions=regions, events=events,
-        identity=_identity(path, subject, session, task, run, {
-            "subject": _sanitize(file_subject) if file_subject else None,
-            "session": _sanitize(file_session) if file_session else None}),
+        identity=recording_identity(path, subject=subject, session=session, task=task, run=run,
+                                    inferred={"subject": file_subject, "session": file_session}),
         source=source_info(path, reader=f"{_MODULE}.read_nwb_units",
                            reader_version=pynwb.__version__),
         step="read_nwb_units", params=params, event_map=event_map,
@@ -836,9 +846,9 @@ def _nwb_behavior(nwb: Any, module: str) -> tuple[_Behavior, dict[str, str]]:
     behavior: _Behavior = {}
     units: dict[str, str] = {}
     for container, ts in series:
-        name = _snake(ts.name)
+        name = snake_case(ts.name, default="value")
         if name in behavior:  # same series name in two containers: qualify it
-            name = f"{_snake(container)}_{name}"
+            name = f"{snake_case(container, default='value')}_{name}"
         data = np.asarray(ts.data[:], dtype=np.float64) * ts.conversion + getattr(ts, "offset",
                                                                                    0.0)
         if ts.timestamps is not None:
@@ -977,15 +987,16 @@ def read_binned_trials(
             parts.append(arr)
         values = _finite_or_missing(path, f"{group}.{field}", np.concatenate(parts))
         resampled, valid = _resample(centres, values, centres, 1.5 * step, path, field)
-        covariates[_snake(field)] = resampled
-        covariates[f"{_snake(field)}_valid"] = valid
+        key = snake_case(field, default="value")
+        covariates[key] = resampled
+        covariates[f"{key}_valid"] = valid
     params = {"group": group, "bin_size": step, "counts": counts, "labels": labels,
               "label_prefix": label_prefix, "behavior": list(behavior), "units_axis": units_axis}
     ds = make_recording(
         data, sfreq=1.0 / step, time=time, ch_names=[f"unit{i}" for i in range(data.shape[1])],
         ch_types="unit", units="count", modality="spikes",
         events=_map_events(events, event_map), behavior=covariates,
-        **_identity(path, subject, session, task, run),
+        **recording_identity(path, subject=subject, session=session, task=task, run=run),
         source=source_info(path, reader=f"{_MODULE}.read_binned_trials",
                            reader_version=scipy.__version__),
         history=[{"step": f"{_MODULE}.read_binned_trials", "params": params}],
@@ -1047,7 +1058,7 @@ def read_golub_bci(
         counts="spikes", labels="angles", label_prefix="direction",
         behavior=("cursorToTargetDirection", "cursorProgress", "intuitiveProgress",
                   "perturbedProgress", "vraw_intuitive", "vraw_perturbed"),
-        subject=subject or (_sanitize(monkey) if monkey else None), session=session,
+        subject=subject or (bids_label(monkey) if monkey else None), session=session,
         task=task or "bci", run=run or f"{blocks.index(block) + 1:02d}", event_map=event_map,
     )
     trials = np.atleast_1d(getattr(_mat_field(path, mat, f"{block}.clouds"), "windowIdx", []))
@@ -1087,7 +1098,7 @@ def _label_text(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Shared machinery: extent, lazy binning, behaviour resampling, identity, events
+# Shared machinery: extent, lazy binning, behaviour resampling, events
 # --------------------------------------------------------------------------------------------
 
 
@@ -1204,10 +1215,9 @@ def _behavior_source(path: Path, behavior: Mapping[str, Any] | str | os.PathLike
             table = _load_npz(where)
         elif suffix in (".csv", ".tsv"):
             try:
-                frame = pd.read_csv(where, sep="\t" if suffix == ".tsv" else ",")
+                table = read_table_columns(where)
             except Exception as err:
                 raise IngestError(where, f"cannot be read as a table ({_describe(err)})") from err
-            table = {str(c): frame[c].to_numpy() for c in frame.columns}
         else:
             raise IngestError(where, f"unsupported behaviour file type {where.suffix!r}; "
                                      "expected .npz, .csv or .tsv")
@@ -1225,9 +1235,10 @@ def _behavior_source(path: Path, behavior: Mapping[str, Any] | str | os.PathLike
         if arr.dtype.kind not in "iufb" or arr.shape[:1] != t.shape:
             raise IngestError(where, f"behaviour {name!r} must be numeric with {t.size} rows "
                                      f"like 'time', got {arr.dtype} of shape {arr.shape}")
-        out[_snake(name)] = (t.astype(np.float64),
-                             _finite_or_missing(where, f"behaviour {name!r}",
-                                                arr.astype(np.float64)))
+        out[snake_case(name, default="value")] = (
+            t.astype(np.float64),
+            _finite_or_missing(where, f"behaviour {name!r}", arr.astype(np.float64)),
+        )
     return out, beh_path
 
 
@@ -1294,33 +1305,3 @@ def _map_events(events: pd.DataFrame, event_map: Mapping[str, str] | None) -> pd
         return events
     labels = events["label"].astype(str)
     return events.assign(label=labels.map(lambda s: str(event_map.get(s, s))))
-
-
-def _identity(path: Path, subject: str | None, session: str | None, task: str | None,
-              run: str | None, inferred: Mapping[str, str | None] | None = None
-              ) -> dict[str, str]:
-    """Identity from the arguments, else BIDS entities of the file name, else ``inferred``
-    (what the file says), else the sanitized file stem, ``"01"``, ``"unknown"``, ``"01"``."""
-    from mne_bids import get_entities_from_fname
-
-    entities = get_entities_from_fname(path.name, on_error="ignore")
-    defaults = {"subject": _sanitize(path.name.split(".")[0]), "session": "01",
-                "task": "unknown", "run": "01"}
-    given = {"subject": subject, "session": session, "task": task, "run": run}
-    return {key: str(given[key] or entities.get(key) or (inferred or {}).get(key) or default)
-            for key, default in defaults.items()}
-
-
-def _no_events(path: Path, event_map: Mapping[str, str] | None) -> None:
-    if event_map:
-        raise IngestError(path, f"event_map {dict(event_map)!r} was given but the file holds no "
-                                "events to map")
-
-
-def _sanitize(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]", "", str(text)) or "unknown"
-
-
-def _snake(name: str) -> str:
-    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", str(name))
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "value"
