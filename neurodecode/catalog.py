@@ -35,7 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .config import get_settings
 from .schema import MODALITIES
 
-__all__ = ["CatalogEntry", "FileRule", "RemoteFile", "catalog_dir", "load_catalog", "load_entry"]
+__all__ = [
+    "CatalogEntry",
+    "FileRule",
+    "RemoteFile",
+    "catalog_dir",
+    "fetch_entry",
+    "load_catalog",
+    "load_entry",
+]
 
 _ENTITIES = ("subject", "session", "task", "run")
 
@@ -184,6 +192,46 @@ def _substitute(value: Any, subst: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_substitute(v, subst) for v in value]
     return value
+
+
+def fetch_entry(entry: CatalogEntry, data_root: str | Path | None = None) -> list[Path]:
+    """Download the entry's ``remote`` files that are missing locally (needs a network).
+
+    Files already present are checked against their SHA-256 and never downloaded again.
+
+    Parameters
+    ----------
+    entry : CatalogEntry
+        The dataset.
+    data_root : path-like, optional
+        Data root (default: the ``sample_data`` setting).
+
+    Returns
+    -------
+    list of Path
+        Local paths of the remote files.
+
+    Raises
+    ------
+    ValueError
+        If a downloaded or present file does not match its SHA-256.
+    """
+    import pooch
+
+    root = entry.root_path(data_root)
+    paths = []
+    for remote in entry.remote:
+        target = root / remote.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fetched = pooch.retrieve(
+            remote.url,
+            known_hash=f"sha256:{remote.sha256}",
+            fname=target.name,
+            path=target.parent,
+            progressbar=False,
+        )
+        paths.append(Path(fetched))
+    return paths
 
 
 def catalog_dir() -> Path:

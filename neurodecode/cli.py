@@ -309,6 +309,28 @@ def _parse_options(items: list[str]) -> dict:
     return options
 
 
+@catalog_app.command("fetch")
+def catalog_fetch(
+    name: Annotated[str, typer.Argument(help="Catalog entry name.")],
+    data_root: Annotated[Path | None, typer.Option(help="Data root (default: settings).")] = None,
+) -> None:
+    """Download an entry's remote files that are missing locally, checking their SHA-256."""
+    from .catalog import fetch_entry, load_catalog
+
+    entries = load_catalog()
+    if name not in entries:
+        console.print(f"[red]no catalog entry {name!r}")
+        raise typer.Exit(1)
+    if not entries[name].remote:
+        console.print(
+            f"{name}: no remote files listed; place the files under "
+            f"{entries[name].root_path(data_root)}"
+        )
+        return
+    for path in fetch_entry(entries[name], data_root):
+        console.print(f"[green]ok[/green] {path}")
+
+
 @app.command()
 def ingest(
     sources: Annotated[list[str], typer.Argument(help="Catalog entry names, or files.")],
@@ -317,6 +339,13 @@ def ingest(
         str, typer.Option(help="local (LocalCluster), threads, slurm, or a scheduler address.")
     ] = "local",
     workers: Annotated[int, typer.Option(help="Workers (processes or SLURM jobs).")] = 2,
+    cluster_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML ClusterConfig (kind, n_workers, slurm: {queue, account, cores, "
+            "memory, walltime, ...}); overrides --scheduler/--workers."
+        ),
+    ] = None,
     reader: Annotated[str | None, typer.Option(help="Reader for ad-hoc files.")] = None,
     option: Annotated[
         list[str] | None,
@@ -332,6 +361,8 @@ def ingest(
     report: Annotated[Path | None, typer.Option(help="Write per-file results as JSON.")] = None,
 ) -> None:
     """Ingest catalog datasets or files into stores, in parallel; failures are per file."""
+    import yaml
+
     from .catalog import load_catalog
     from .ingest.runner import ClusterConfig, plan_entry, plan_files, results_table, run_ingest
 
@@ -354,9 +385,14 @@ def ingest(
             progress.console.print(f"[{colour}]{res.status:10}[/{colour}] {res.path}")
             progress.advance(bar)
 
+        cluster = (
+            ClusterConfig(**yaml.safe_load(cluster_config.read_text()))
+            if cluster_config
+            else ClusterConfig.from_scheduler(scheduler, workers)
+        )
         results = run_ingest(
             tasks,
-            cluster=ClusterConfig.from_scheduler(scheduler, workers),
+            cluster=cluster,
             force=force,
             on_result=done,
         )

@@ -308,8 +308,9 @@ def test_every_catalog_dataset_ingests_with_known_facts(sample_data, tmp_path, d
     (r06,) = by_name["S001R06.edf"]
     assert {"imagine_both_fists", "imagine_both_feet"} <= set(r06["event_label"].values)
 
-    haxby = [ds for name, ds_list in by_name.items() if name == "bold_1slice.nii.gz"
-             for ds in ds_list]
+    haxby = [
+        ds for name, ds_list in by_name.items() if name == "bold_1slice.nii.gz" for ds in ds_list
+    ]
     assert len(haxby) == 12
     for ds in haxby:
         assert ds.sizes["time"] == 121 and ds.attrs["sfreq"] == pytest.approx(1 / 2.5)
@@ -337,3 +338,69 @@ def test_every_catalog_dataset_ingests_with_known_facts(sample_data, tmp_path, d
     assert ecog.attrs["modality"] == "ecog" and ecog.sizes["channel"] == 83
     (eeglab,) = by_name["test_raw.set"]
     assert eeglab.sizes["channel"] == 32 and eeglab.attrs["sfreq"] == 128.0
+
+
+def test_fetch_remote_files_from_a_local_server(tmp_path):
+    """pooch download with SHA-256 check, from an HTTP server on 127.0.0.1."""
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from neurodecode.catalog import RemoteFile, fetch_entry
+
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = np.random.default_rng(0).standard_normal((3, 50)).astype(np.float32)
+    np.save(served / "traces.npy", payload)
+    sha = hashlib.sha256((served / "traces.npy").read_bytes()).hexdigest()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/traces.npy"
+        entry = CatalogEntry(
+            name="remote",
+            modality="calcium",
+            description="d",
+            licence="l",
+            root="remote",
+            reader="trace_array",
+            reader_options={"fs": 10.0},
+            files=[{"glob": "*.npy"}],
+            remote=[RemoteFile(path="sub/traces.npy", url=url, sha256=sha)],
+        )
+        (path,) = fetch_entry(entry, tmp_path / "data")
+        assert path == tmp_path / "data" / "remote" / "sub" / "traces.npy"
+        np.testing.assert_array_equal(np.load(path), payload)
+        fetch_entry(entry, tmp_path / "data")  # present and valid: not downloaded again
+        bad = entry.model_copy(
+            update={"remote": [RemoteFile(path="other.npy", url=url, sha256="0" * 64)]}
+        )
+        with pytest.raises(ValueError, match="SHA256|hash"):
+            fetch_entry(bad, tmp_path / "data")
+    finally:
+        server.shutdown()
+
+
+def test_slurm_cluster_config_builds_a_job_script():
+    pytest.importorskip("dask_jobqueue")
+    from neurodecode.ingest.runner import make_cluster
+
+    config = ClusterConfig(
+        kind="slurm",
+        n_workers=4,
+        slurm={
+            "queue": "normal",
+            "account": "lab42",
+            "cores": 4,
+            "memory": "16GB",
+            "walltime": "01:00:00",
+        },
+    )
+    with make_cluster(config, scale=False) as cluster:
+        script = cluster.job_script()
+    assert "#SBATCH -p normal" in script and "#SBATCH -A lab42" in script
+    assert "#SBATCH -t 01:00:00" in script and "--cpus-per-task=4" in script
+    assert "--nworkers 4" in script  # one worker process per core: one file each

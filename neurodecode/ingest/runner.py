@@ -36,6 +36,7 @@ __all__ = [
     "IngestTask",
     "get_reader",
     "guess_reader",
+    "make_cluster",
     "plan_entry",
     "plan_files",
     "run_ingest",
@@ -362,36 +363,55 @@ class ClusterConfig(BaseModel):
         return cls(kind="address", address=scheduler, n_workers=n_workers)
 
 
-@contextmanager
-def cluster_client(config: ClusterConfig):
-    """Yield a ``dask.distributed.Client`` for ``config`` (``None`` for ``threads``)."""
-    from dask.distributed import Client, LocalCluster
+def make_cluster(config: ClusterConfig, *, scale: bool = True):
+    """Create the cluster ``config`` describes (``None`` for ``threads`` and ``address``).
 
-    if config.kind == "threads":
-        yield None
-    elif config.kind == "address":
-        with Client(config.address) as client:
-            yield client
-    elif config.kind == "slurm":
+    Parameters
+    ----------
+    config : ClusterConfig
+    scale : bool
+        Submit the SLURM jobs (``n_workers`` of them) right away.
+
+    Returns
+    -------
+    distributed.LocalCluster or dask_jobqueue.SLURMCluster or None
+    """
+    if config.kind in ("threads", "address"):
+        return None
+    if config.kind == "slurm":
         try:
             from dask_jobqueue import SLURMCluster
         except ImportError as err:
             raise ImportError("SLURM needs dask-jobqueue: pip install 'neurodecode[hpc]'") from err
-        with SLURMCluster(**config.slurm) as cluster, Client(cluster) as client:
+        cluster = SLURMCluster(**{"cores": 1, "memory": "4GB", **config.slurm})
+        if scale:
             cluster.scale(jobs=config.n_workers)
+        return cluster
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=config.n_workers,
+        threads_per_worker=config.threads_per_worker,
+        memory_limit=config.memory_limit,
+        processes=True,
+        dashboard_address=":0",
+    )
+
+
+@contextmanager
+def cluster_client(config: ClusterConfig):
+    """Yield a ``dask.distributed.Client`` for ``config`` (``None`` for ``threads``)."""
+    from dask.distributed import Client
+
+    if config.kind == "threads":
+        yield None
+        return
+    if config.kind == "address":
+        with Client(config.address) as client:
             yield client
-    else:
-        with (
-            LocalCluster(
-                n_workers=config.n_workers,
-                threads_per_worker=config.threads_per_worker,
-                memory_limit=config.memory_limit,
-                processes=True,
-                dashboard_address=":0",
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
+        return
+    with make_cluster(config) as cluster, Client(cluster) as client:
+        yield client
 
 
 def _ingest_on_worker(task: IngestTask, force: bool) -> IngestResult:
