@@ -26,7 +26,11 @@ __all__ = [
     "Recording",
     "Samples",
     "epochs",
+    "label_at",
+    "label_map",
     "open_recordings",
+    "pick_channels",
+    "target_at",
     "time_samples",
     "window_table",
     "windows",
@@ -165,7 +169,8 @@ class Samples:
         )
 
 
-def _channels(rec: Recording, ch_types: Sequence[str] | None) -> np.ndarray:
+def pick_channels(rec: Recording, ch_types: Sequence[str] | None) -> np.ndarray:
+    """Indices of the channels of the given types (default: :data:`DATA_CH_TYPES`)."""
     types = as_str_array(rec.ds["ch_type"].values)
     wanted = DATA_CH_TYPES if ch_types is None else tuple(ch_types)
     picks = np.flatnonzero(np.isin(types, wanted))
@@ -223,7 +228,8 @@ def _check_same_channels(names: list[list[str]], recs: Sequence[Recording]) -> l
     return first
 
 
-def _label_map(labels: Sequence[str] | Mapping[str, str] | None) -> Mapping[str, str] | None:
+def label_map(labels: Sequence[str] | Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """Event label → class mapping from a list of labels (each its own class) or a mapping."""
     if labels is None or isinstance(labels, Mapping):
         return labels
     return {label: label for label in labels}
@@ -268,16 +274,18 @@ def epochs(
         ``y`` holds class names; the table adds ``onset`` and ``label``. Epochs that do not fit
         inside their recording are left out (counted in ``table.attrs["dropped"]``).
     """
-    mapping = _label_map(labels)
+    mapping = label_map(labels)
     X, rows, names, dropped = [], [], [], 0
     n = int(round((tmax - tmin) * recordings[0].sfreq)) + 1
     for rec in recordings:
-        if abs(rec.sfreq - recordings[0].sfreq) > 1e-9:
+        # rates may differ by clock drift (fitted rates of consumer devices), as long as an
+        # epoch's last sample moves by less than half a sample
+        if abs(rec.sfreq - recordings[0].sfreq) * (tmax - tmin) >= 0.5:
             raise ValueError(
-                f"{rec.path}: sampling rate {rec.sfreq} differs from "
-                f"{recordings[0].sfreq}; resample first"
+                f"{rec.path}: sampling rate {rec.sfreq:g} Hz differs from "
+                f"{recordings[0].sfreq:g} Hz; resample first"
             )
-        picks = _channels(rec, ch_types)
+        picks = pick_channels(rec, ch_types)
         names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
         ev = events_frame(rec.ds)
         if mapping is not None:
@@ -358,7 +366,7 @@ def window_table(recordings: Sequence[Recording], *, length: float, stride: floa
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def _target_at(rec: Recording, target: str, times: np.ndarray) -> np.ndarray:
+def target_at(rec: Recording, target: str, times: np.ndarray) -> np.ndarray:
     """Behaviour ``target`` (a ``behavior_*`` name) interpolated at ``times``."""
     name = target if target.startswith("behavior_") else f"behavior_{target}"
     if name not in rec.ds:
@@ -371,7 +379,7 @@ def _target_at(rec: Recording, target: str, times: np.ndarray) -> np.ndarray:
     return out[:, 0] if values.ndim == 1 else out
 
 
-def _label_at(rec: Recording, times: np.ndarray, mapping: Mapping[str, str] | None) -> np.ndarray:
+def label_at(rec: Recording, times: np.ndarray, mapping: Mapping[str, str] | None) -> np.ndarray:
     """The event label active at each time (an event spans [onset, onset + duration)); ''."""
     ev = events_frame(rec.ds)
     if mapping is not None:
@@ -413,19 +421,19 @@ def windows(
     -------
     Samples
     """
-    mapping = _label_map(labels)
+    mapping = label_map(labels)
     table = window_table(recordings, length=length, stride=stride)
     X, ys, names, keep_rows = [], [], [], []
     for rec in recordings:
-        picks = _channels(rec, ch_types)
+        picks = pick_channels(rec, ch_types)
         names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
         rows = table[table["recording"] == rec.path]
         end = rows["stop"].to_numpy() - 1.0 / rec.sfreq
         if target == "events":
-            y = _label_at(rec, end, mapping)
+            y = label_at(rec, end, mapping)
             ok = y != ""
         elif target is not None:
-            y, ok = _target_at(rec, target, end), np.ones(len(rows), bool)
+            y, ok = target_at(rec, target, end), np.ones(len(rows), bool)
         else:
             y, ok = None, np.ones(len(rows), bool)
         rows = rows[ok]
@@ -483,17 +491,17 @@ def time_samples(
     Samples
         ``X`` is ``(n_steps, n_channels)``.
     """
-    mapping = _label_map(labels)
+    mapping = label_map(labels)
     X, ys, names, rows = [], [], [], []
     for rec in recordings:
-        picks = _channels(rec, ch_types)
+        picks = pick_channels(rec, ch_types)
         names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
         t = rec.ds["time"].values
         if target == "events":
-            y = _label_at(rec, t - delay, mapping)
+            y = label_at(rec, t - delay, mapping)
             ok = y != ""
         else:
-            y = _target_at(rec, target, t + delay)
+            y = target_at(rec, target, t + delay)
             ok = (t + delay >= t[0]) & (t + delay <= t[-1])
         X.append(np.asarray(rec.ds["signal"].data[:, picks])[ok])
         ys.append(y[ok])

@@ -191,12 +191,20 @@ class ContiguousBlocks(_Rule):
         block = np.minimum(
             ((start - t0) // np.where(width > 0, width, 1)).astype(int), self.n_blocks - 1
         )
+        rec = samples["recording"].to_numpy()
         for k in range(self.n_blocks):
             test = np.flatnonzero(block == k)
-            lo, hi = t0 + k * width, t0 + (k + 1) * width
-            far = (stop <= lo - self.gap) | (start >= hi + self.gap)
+            if not test.size:
+                continue
+            # the test block's actual extent per recording (windows may run past the block edge)
+            extent = (
+                samples.iloc[test].groupby("recording").agg(lo=("start", "min"), hi=("stop", "max"))
+            )
+            lo = extent["lo"].reindex(rec).to_numpy()
+            hi = extent["hi"].reindex(rec).to_numpy()
+            far = np.isnan(lo) | (stop <= lo - self.gap) | (start >= hi + self.gap)
             train = np.flatnonzero((block != k) & far)
-            if test.size and train.size:
+            if train.size:
                 yield train, test
 
 

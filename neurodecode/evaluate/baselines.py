@@ -50,6 +50,7 @@ __all__ = [
     "csp_lda",
     "erp_lda",
     "knn",
+    "lda",
     "logistic",
     "ridge",
     "xdawn_lda",
@@ -404,6 +405,21 @@ def csp_lda(n_components: int = 4) -> Pipeline:
 
 def _shrinkage_lda() -> LinearDiscriminantAnalysis:
     return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+
+
+def lda() -> Pipeline:
+    """Standardised features, shrinkage LDA (closed form: fast enough for many permutations).
+
+    Use it for many features and few samples per class (fMRI voxels, spike counts): Ledoit–Wolf
+    shrinkage keeps the covariance well conditioned, and nothing is tuned on the test data.
+
+    Returns
+    -------
+    Pipeline
+        ``standardize`` → ``flatten`` → ``lda`` (``solver="lsqr", shrinkage="auto"``).
+    """
+    return Pipeline([("standardize", ChannelStandardizer()), ("flatten", Flatten()),
+                     ("lda", _shrinkage_lda())])
 
 
 def erp_lda(decim: int = 10) -> Pipeline:
