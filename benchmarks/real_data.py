@@ -298,10 +298,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 permutations instead of 200")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--permutations", type=int, help="number of label permutations")
     parser.add_argument("--stores", type=Path, default=Path("outputs/real_data_stores"))
     parser.add_argument("--only", nargs="*", choices=sorted(ANALYSES), help="subset to run")
     args = parser.parse_args()
-    n_perm = 10 if args.quick else 200
+    n_perm = args.permutations or (10 if args.quick else 200)
     ingest(args.stores)
     results = []
     for name in args.only or ANALYSES:
