@@ -193,13 +193,7 @@ def write_recording(
             n: [dask.delayed(_block_digest)(b) for b in prepared[n].data.to_delayed().ravel()]
             for n in lazy_names
         }
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(minimum=1.0):
-                _, digests = dask.compute(delayed_write, digests)
-        else:
-            _, digests = dask.compute(delayed_write, digests)
+        _, digests = _compute(delayed_write, digests, progress=progress)
         bad = {n: sum(d[1] for d in blocks) for n, blocks in digests.items()}
         bad = {n: c for n, c in bad.items() if c}
         if bad:
@@ -227,6 +221,42 @@ def write_recording(
     return WriteResult(
         path, status, fingerprint, _nbytes(ds), _disk_usage(path), _time.perf_counter() - start
     )
+
+
+def _compute(*collections: Any, progress: bool = False) -> tuple[Any, ...]:
+    """``dask.compute`` that, on failure, returns only once no task is still writing.
+
+    With the local threaded scheduler, a failing task makes ``dask.compute`` raise while other
+    tasks may still be writing shards; the thread pool is owned here and joined before the
+    exception propagates, so the caller can remove the partial store for good.
+    """
+    import dask
+    from dask.base import get_scheduler
+
+    dask_collections = [c for c in collections if dask.is_dask_collection(c)]
+    if get_scheduler(collections=dask_collections) is not dask.threaded.get:  # distributed, sync
+        return dask.compute(*collections)
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
+    from dask.diagnostics import ProgressBar
+
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        with ProgressBar(minimum=1.0) if progress else nullcontext():
+            return dask.compute(*collections, scheduler="threads", pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _remove_settled(path: Path, quiet: float = 0.2, timeout: float = 10.0) -> None:
+    """Remove ``path`` and keep removing it until no straggling writer recreates it."""
+    deadline = _time.monotonic() + timeout
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        _time.sleep(quiet)
+        if not path.exists() or _time.monotonic() > deadline:
+            return
 
 
 def time_chunks(
