@@ -36,13 +36,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import eeg_like_block, peak_rss_mb, run_in_subprocess
 
 N_CHANNELS = 64
 SFREQ = 1000.0
@@ -50,25 +49,6 @@ LENGTH, STRIDE = 1.0, 0.25
 BATCH = 64
 WARMUP_BATCHES = 2
 BLOCK_ROWS = 100_000
-
-
-def _signal_block(start: int, stop: int) -> np.ndarray:
-    """Deterministic EEG-like block: AR(1) noise plus a 10 Hz rhythm, in volts."""
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng(start)
-    noise = rng.standard_normal((stop - start, N_CHANNELS)).astype(np.float32)
-    t = np.arange(start, stop) / SFREQ
-    x = lfilter([1.0], [1.0, -0.95], noise, axis=0) + 3 * np.sin(2 * np.pi * 10 * t)[:, None]
-    return (x * 1e-6).astype(np.float32)
-
-
-def _vmhwm_mb(pid: int | str = "self") -> float:
-    """Peak resident memory of a process (VmHWM, its own: not inherited across fork)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def _evict(folder: Path) -> None:
@@ -89,10 +69,11 @@ def _prepare(folder: Path, n_times: int) -> dict:
     from neurodecode.schema import make_recording
     from neurodecode.store import write_recording
 
-    npy = np.lib.format.open_memmap(folder / "signal.npy", mode="w+", dtype=np.float32,
-                                    shape=(n_times, N_CHANNELS))
+    npy = np.lib.format.open_memmap(
+        folder / "signal.npy", mode="w+", dtype=np.float32, shape=(n_times, N_CHANNELS)
+    )
     for s in range(0, n_times, BLOCK_ROWS):
-        npy[s:s + BLOCK_ROWS] = _signal_block(s, min(s + BLOCK_ROWS, n_times))
+        npy[s : s + BLOCK_ROWS] = eeg_like_block(s, min(s + BLOCK_ROWS, n_times), N_CHANNELS, SFREQ)
     npy.flush()
     del npy
     signal = da.from_array(np.load(folder / "signal.npy", mmap_mode="r"), chunks=(65_536, -1))
@@ -104,8 +85,11 @@ def _prepare(folder: Path, n_times: int) -> dict:
     )  # fmt: skip
     t0 = time.perf_counter()
     res = write_recording(rec, folder / "rec.zarr")
-    return {"write_seconds": time.perf_counter() - t0, "nbytes": res.nbytes,
-            "nbytes_stored": res.nbytes_stored}
+    return {
+        "write_seconds": time.perf_counter() - t0,
+        "nbytes": res.nbytes,
+        "nbytes_stored": res.nbytes_stored,
+    }
 
 
 def _dataset(folder: Path, in_memory: bool, per_window: bool):
@@ -135,8 +119,15 @@ def _chunks_per_batch(ds, batches: list[list[int]]) -> float:
     counts = []
     for b in batches:
         first = ds._first[b]
-        counts.append(len({c for f, n in zip(first, ds._n[b], strict=True)
-                           for c in range(f // rows, (f + n - 1) // rows + 1)}))
+        counts.append(
+            len(
+                {
+                    c
+                    for f, n in zip(first, ds._n[b], strict=True)
+                    for c in range(f // rows, (f + n - 1) // rows + 1)
+                }
+            )
+        )
     return float(np.mean(counts))
 
 
@@ -161,12 +152,16 @@ def _worker(mode: str, folder: Path, n_batches: int) -> dict:
         seconds = time.perf_counter() - t0
         (folder / "normalizer.json").write_text(json.dumps(norm.state_dict()))
         nbytes = (int(ds._first[-1] + ds._n[-1])) * N_CHANNELS * 4
-        return {"mode": mode, "seconds": seconds, "mb_per_s": nbytes / 1e6 / seconds,
-                "main_peak_rss_mb": _vmhwm_mb()}
+        return {
+            "mode": mode,
+            "seconds": seconds,
+            "mb_per_s": nbytes / 1e6 / seconds,
+            "main_peak_rss_mb": peak_rss_mb(),
+        }
 
     source, sampling, *rest = mode.split("_", 2)
     cold = "warm" not in rest
-    baseline = _vmhwm_mb()
+    baseline = peak_rss_mb()
     ds = _dataset(folder, in_memory=source == "numpy", per_window="per" in mode)
     if sampling == "chunk":
         sampler = ChunkBatchSampler(ds, BATCH, seed=0)
@@ -186,7 +181,7 @@ def _worker(mode: str, folder: Path, n_batches: int) -> dict:
             n_windows += len(batch["x"])
         for child in me.children():
             try:
-                workers[child.pid] = _vmhwm_mb(child.pid)
+                workers[child.pid] = peak_rss_mb(child.pid)
             except (FileNotFoundError, ProcessLookupError):
                 continue
         if k + 1 == WARMUP_BATCHES + n_batches:
@@ -198,9 +193,9 @@ def _worker(mode: str, folder: Path, n_batches: int) -> dict:
     uss = max(child.memory_full_info().uss for child in me.children()) / 2**20
     del batches
     sampler.set_epoch(0)
-    timed = list(sampler)[WARMUP_BATCHES:WARMUP_BATCHES + n_batches]
+    timed = list(sampler)[WARMUP_BATCHES : WARMUP_BATCHES + n_batches]
     window_mb = N_CHANNELS * int(ds._n[0]) * 4 / 1e6
-    main = _vmhwm_mb()
+    main = peak_rss_mb()
     return {
         "mode": mode,
         "windows": n_windows,
@@ -223,9 +218,7 @@ def _speed(reads: dict, a: str, b: str) -> float:
 
 
 def _run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_subprocess(__file__, args)
 
 
 MODES = ("numpy_random", "numpy_chunk", "store_random", "store_chunk_per_window", "store_chunk")
@@ -234,8 +227,12 @@ WARM_MODES = ("store_random_warm", "store_chunk_warm")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 min recording, 30 batches "
-                        "per measurement, no warm-cache runs (< 2 min on 2 cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="30 min recording, 30 batches "
+        "per measurement, no warm-cache runs (< 2 min on 2 cores)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -256,17 +253,26 @@ def main() -> None:
     try:
         common = ["--folder", str(folder)]
         prep = _run(["--_worker", "prepare", "--n", str(n_times), *common])
-        res = {m: _run(["--_worker", m, "--n", str(n_batches), *common])
-               for m in ("fit", *modes)}
+        res = {m: _run(["--_worker", m, "--n", str(n_batches), *common]) for m in ("fit", *modes)}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     reads = {m: res[m] for m in modes}
     figures = {
-        "recording": {"n_channels": N_CHANNELS, "sfreq": SFREQ, "minutes": minutes,
-                      "mb": prep["nbytes"] / 1e6, "stored_mb": prep["nbytes_stored"] / 1e6},
-        "windows": {"length_s": LENGTH, "stride_s": STRIDE, "batch_size": BATCH,
-                    "timed_batches": n_batches, "num_workers": 2},
+        "recording": {
+            "n_channels": N_CHANNELS,
+            "sfreq": SFREQ,
+            "minutes": minutes,
+            "mb": prep["nbytes"] / 1e6,
+            "stored_mb": prep["nbytes_stored"] / 1e6,
+        },
+        "windows": {
+            "length_s": LENGTH,
+            "stride_s": STRIDE,
+            "batch_size": BATCH,
+            "timed_batches": n_batches,
+            "num_workers": 2,
+        },
         "reads": reads,
         "ratio_store_vs_numpy": {},
         "speedup_chunk_vs_random": {},
@@ -281,25 +287,35 @@ def main() -> None:
         key = "cold" if not cache else "warm"
         for sampling in ("chunk", "random"):
             figures["ratio_store_vs_numpy"][f"{sampling}_{key}"] = _speed(
-                reads, f"store_{sampling}{cache}", f"numpy_{sampling}")
+                reads, f"store_{sampling}{cache}", f"numpy_{sampling}"
+            )
         figures["speedup_chunk_vs_random"][key] = _speed(
-            reads, f"store_chunk{cache}", f"store_random{cache}")
-    print(f"{minutes} min x {N_CHANNELS} ch x {SFREQ:g} Hz ({figures['recording']['mb']:.0f} MB), "
-          f"{LENGTH:g} s windows every {STRIDE:g} s, batches of {BATCH}, 2 workers")
-    print(f"{'':24}{'windows/s':>10}{'(median)':>9}{'MB/s':>7}{'chunks/batch':>14}"
-          f"{'main+worker RSS MB':>20}{'worker USS MB':>15}")
+            reads, f"store_chunk{cache}", f"store_random{cache}"
+        )
+    print(
+        f"{minutes} min x {N_CHANNELS} ch x {SFREQ:g} Hz ({figures['recording']['mb']:.0f} MB), "
+        f"{LENGTH:g} s windows every {STRIDE:g} s, batches of {BATCH}, 2 workers"
+    )
+    print(
+        f"{'':24}{'windows/s':>10}{'(median)':>9}{'MB/s':>7}{'chunks/batch':>14}"
+        f"{'main+worker RSS MB':>20}{'worker USS MB':>15}"
+    )
     for m, r in reads.items():
-        print(f"{m:24}{r['windows_per_s']:10.0f}{r['windows_per_s_median_batch']:9.0f}"
-              f"{r['mb_per_s']:7.0f}{r['chunks_per_batch']:14.1f}"
-              f"{r['main_peak_rss_mb']:11.0f} +{r['max_worker_peak_rss_mb']:6.0f}"
-              f"{r['max_worker_uss_mb']:17.0f}")
+        print(
+            f"{m:24}{r['windows_per_s']:10.0f}{r['windows_per_s_median_batch']:9.0f}"
+            f"{r['mb_per_s']:7.0f}{r['chunks_per_batch']:14.1f}"
+            f"{r['main_peak_rss_mb']:11.0f} +{r['max_worker_peak_rss_mb']:6.0f}"
+            f"{r['max_worker_uss_mb']:17.0f}"
+        )
     for k, v in figures["ratio_store_vs_numpy"].items():
         print(f"store / numpy, {k:<14}: {v:.2f}")
     for k, v in figures["speedup_chunk_vs_random"].items():
         print(f"chunk / random sampler, {k:<5}: {v:.1f}x")
     print(f"span reads / per-window reads : {figures['speedup_span_reads_vs_per_window']:.1f}x")
-    print(f"Normalizer.fit (streamed)     : {figures['normalizer_fit_mb_per_s']:.0f} MB/s, "
-          f"peak RSS {figures['normalizer_fit_peak_rss_mb']:.0f} MB")
+    print(
+        f"Normalizer.fit (streamed)     : {figures['normalizer_fit_mb_per_s']:.0f} MB/s, "
+        f"peak RSS {figures['normalizer_fit_peak_rss_mb']:.0f} MB"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

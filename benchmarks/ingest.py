@@ -19,26 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import peak_rss_mb, run_in_subprocess
 
 REPEATS = 3  # throughputs are the median of 3 warm runs; the 2 GB recording runs once
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ``ru_maxrss``, not inherited from the
-    parent across fork/exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_edf(path: Path, seconds: float, n_channels: int = 64, sfreq: float = 256.0) -> None:
@@ -88,7 +77,7 @@ def _worker(mode: str, path: Path, out: Path, warm: Path | None = None) -> dict:
         shutil.rmtree(out / "warm", ignore_errors=True)
     runs = [_measure(mode, path, out / str(i)) for i in range(REPEATS if warm else 1)]
     best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]  # the median run
-    return {**best, "peak_rss_mb": _peak_rss_mb(), "repeats": len(runs)}
+    return {**best, "peak_rss_mb": peak_rss_mb(), "repeats": len(runs)}
 
 
 def _measure(mode: str, path: Path, out: Path) -> dict:
@@ -123,29 +112,15 @@ def _measure(mode: str, path: Path, out: Path) -> dict:
         "seconds": seconds,
         "mb": n_samples * 4 / 1e6,
         "mb_per_s": n_samples * 4 / 1e6 / seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
 def _run(mode: str, path: Path, out: Path, warm: Path | None) -> dict:
     extra = ["--warm", str(warm)] if warm else []
-    proc = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--_worker",
-            mode,
-            "--path",
-            str(path),
-            "--out",
-            str(out),
-            *extra,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    return run_in_subprocess(
+        __file__, ["--_worker", mode, "--path", str(path), "--out", str(out), *extra]
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _speedup(files: list[Path], out: Path) -> dict:

@@ -19,30 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import eeg_like_block, peak_rss_mb, run_in_subprocess
 
 N_CHANNELS = 64
 SFREQ = 1000.0
 REPEATS = 3  # median of 3 for the in-memory measurements
-
-
-def _signal_block(start: int, stop: int, n_channels: int) -> np.ndarray:
-    """Deterministic EEG-like block: AR(1) noise plus a 10 Hz rhythm, in volts."""
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng(start)
-    noise = rng.standard_normal((stop - start, n_channels)).astype(np.float32)
-    t = np.arange(start, stop) / SFREQ
-    x = lfilter([1.0], [1.0, -0.95], noise, axis=0) + 3 * np.sin(2 * np.pi * 10 * t)[:, None]
-    return (x * 1e-6).astype(np.float32)
 
 
 def _recording(signal):
@@ -66,15 +53,6 @@ def _recording(signal):
     )
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ``ru_maxrss``, not inherited from the
-    parent across fork/exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _worker(mode: str, n_times: int, folder: Path) -> dict:
     """One measurement, in its own process."""
     import dask.array as da
@@ -83,12 +61,12 @@ def _worker(mode: str, n_times: int, folder: Path) -> dict:
     from neurodecode.store import open_recording, write_recording
 
     nbytes = n_times * N_CHANNELS * 4
-    base_rss = _peak_rss_mb()
+    base_rss = peak_rss_mb()
     times = []
     if mode in ("numpy_save", "store_write"):
         x = np.concatenate(
             [
-                _signal_block(s, min(s + 100_000, n_times), N_CHANNELS)
+                eeg_like_block(s, min(s + 100_000, n_times), N_CHANNELS, SFREQ)
                 for s in range(0, n_times, 100_000)
             ]
         )
@@ -106,7 +84,7 @@ def _worker(mode: str, n_times: int, folder: Path) -> dict:
         from functools import partial
 
         src = blockwise_array(
-            partial(_block_for, n_channels=N_CHANNELS),
+            partial(eeg_like_block, n_channels=N_CHANNELS, sfreq=SFREQ),
             (n_times, N_CHANNELS),
             np.float32,
             chunk_rows=65_536,
@@ -140,34 +118,17 @@ def _worker(mode: str, n_times: int, folder: Path) -> dict:
         "mode": mode,
         "seconds": seconds,
         "mb_per_s": nbytes / 1e6 / seconds,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "baseline_rss_mb": base_rss,
         "data_mb": nbytes / 1e6,
         "stored_mb": stored / 1e6,
     }
 
 
-def _block_for(start: int, stop: int, n_channels: int) -> np.ndarray:
-    return _signal_block(start, stop, n_channels)
-
-
 def _run(mode: str, n_times: int, folder: Path) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            __file__,
-            "--_worker",
-            mode,
-            "--n-times",
-            str(n_times),
-            "--folder",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
+    return run_in_subprocess(
+        __file__, ["--_worker", mode, "--n-times", str(n_times), "--folder", str(folder)]
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
