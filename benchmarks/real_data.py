@@ -56,6 +56,30 @@ def ingest(stores: Path) -> None:
         raise RuntimeError("\n".join(failed))
 
 
+def _evaluate(
+    estimator,
+    samples: Samples,
+    cv,
+    metrics: tuple[str, ...],
+    permutation: str,
+    n_perm: int,
+    X: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+):
+    """Cross-validate on ``samples`` (or on features ``X`` of its rows) with a chance level."""
+    return cross_validate(
+        estimator,
+        samples.X if X is None else X,
+        samples.y if y is None else y,
+        samples.table,
+        cv,
+        metrics=metrics,
+        n_permutations=n_perm,
+        permutation=permutation,
+        n_jobs=N_JOBS,
+    )
+
+
 def _row(name: str, samples: Samples, cv, result, note: str = "") -> dict:
     summary = result.summary.set_index("metric")
     out = {"analysis": name, "n_samples": len(samples), "cv": repr(cv), "note": note}
@@ -90,16 +114,13 @@ def eegbci(stores: Path, n_perm: int) -> list[dict]:
         ),
         (LeaveOneGroupOut("run"), "leave-one-run-out (leakage-safer)"),
     ):
-        res = cross_validate(
+        res = _evaluate(
             baselines.csp_lda(4),
-            s.X,
-            s.y,
-            s.table,
+            s,
             cv,
-            metrics=("accuracy", "balanced_accuracy", "roc_auc"),
-            n_permutations=n_perm,
-            permutation="within",
-            n_jobs=N_JOBS,
+            ("accuracy", "balanced_accuracy", "roc_auc"),
+            "within",
+            n_perm,
         )
         rows.append(_row("eegbci_hands_vs_feet_csp_lda", s, cv, res, note))
     return rows
@@ -113,17 +134,7 @@ def haxby(stores: Path, n_perm: int) -> list[dict]:
         s = time_samples(recs, target="events", delay=5.0, labels=labels)
         cv = LeaveOneGroupOut("run")
         metrics = ("balanced_accuracy", "roc_auc") if labels else ("balanced_accuracy",)
-        res = cross_validate(
-            baselines.lda(),
-            s.X,
-            s.y,
-            s.table,
-            cv,
-            metrics=metrics,
-            n_permutations=n_perm,
-            permutation="within",
-            n_jobs=N_JOBS,
-        )
+        res = _evaluate(baselines.lda(), s, cv, metrics, "within", n_perm)
         rows.append(
             _row(
                 name,
@@ -158,16 +169,13 @@ def muse(stores: Path, n_perm: int) -> list[dict]:
         for subject in sorted(set(s.table["subject"]), key=int):
             one = s.select(s.table["subject"].to_numpy() == subject)
             cv = ContiguousBlocks(n_blocks=5, gap=1.0)
-            res = cross_validate(
+            res = _evaluate(
                 baselines.erp_lda(decim=4),
-                one.X,
-                one.y,
-                one.table,
+                one,
                 cv,
-                metrics=("roc_auc", "balanced_accuracy"),
-                n_permutations=n_perm,
-                permutation="within",
-                n_jobs=N_JOBS,
+                ("roc_auc", "balanced_accuracy"),
+                "within",
+                n_perm,
             )
             rows.append(
                 _row(
@@ -179,16 +187,8 @@ def muse(stores: Path, n_perm: int) -> list[dict]:
                 )
             )
         cv = LeaveOneGroupOut("subject")
-        res = cross_validate(
-            baselines.erp_lda(decim=4),
-            s.X,
-            s.y,
-            s.table,
-            cv,
-            metrics=("roc_auc", "balanced_accuracy"),
-            n_permutations=n_perm,
-            permutation="within",
-            n_jobs=N_JOBS,
+        res = _evaluate(
+            baselines.erp_lda(decim=4), s, cv, ("roc_auc", "balanced_accuracy"), "within", n_perm
         )
         rows.append(_row(f"{dataset}_erp_lda_loso", s, cv, res, "leave-one-subject-out"))
     return rows
@@ -200,17 +200,7 @@ def golub(stores: Path, n_perm: int) -> list[dict]:
     s = time_samples(recs, target="events")
     s = Samples(np.sqrt(s.X), s.y, s.table, s.ch_names, s.sfreq)  # variance-stabilised counts
     cv = LeaveOneGroupOut("run")
-    res = cross_validate(
-        baselines.lda(),
-        s.X,
-        s.y,
-        s.table,
-        cv,
-        metrics=("balanced_accuracy",),
-        n_permutations=n_perm,
-        permutation="within",
-        n_jobs=N_JOBS,
-    )
+    res = _evaluate(baselines.lda(), s, cv, ("balanced_accuracy",), "within", n_perm)
     return [
         _row(
             "golub_8_directions",
@@ -234,17 +224,7 @@ def linear_track(stores: Path, n_perm: int) -> list[dict]:
     cv = ContiguousBlocks(n_blocks=5, gap=2.0)
     rows = []
     for est_name, est in (("ridge", baselines.ridge()), ("knn", baselines.knn(15, "regression"))):
-        res = cross_validate(
-            est,
-            X,
-            s.y,
-            s.table,
-            cv,
-            metrics=("r2", "median_absolute_error"),
-            n_permutations=n_perm,
-            permutation="circular_shift",
-            n_jobs=N_JOBS,
-        )
+        res = _evaluate(est, s, cv, ("r2", "median_absolute_error"), "circular_shift", n_perm, X=X)
         rows.append(
             _row(
                 f"linear_track_position_{est_name}",
@@ -262,17 +242,7 @@ def calcium_speed(stores: Path, n_perm: int) -> list[dict]:
     recs = open_recordings(stores / "svoboda_mouse_s1")
     s = time_samples(recs, target="running_speed")
     cv = ContiguousBlocks(n_blocks=5, gap=2.0)
-    res = cross_validate(
-        baselines.ridge(cv=5),
-        s.X,
-        s.y,
-        s.table,
-        cv,
-        metrics=("r2", "pearson_r"),
-        n_permutations=n_perm,
-        permutation="circular_shift",
-        n_jobs=N_JOBS,
-    )
+    res = _evaluate(baselines.ridge(cv=5), s, cv, ("r2", "pearson_r"), "circular_shift", n_perm)
     return [
         _row(
             "calcium_running_speed_ridge",
