@@ -30,6 +30,7 @@ __all__ = [
     "label_map",
     "open_recordings",
     "pick_channels",
+    "sample_positions",
     "target_at",
     "time_samples",
     "window_table",
@@ -515,3 +516,37 @@ def time_samples(
         _check_same_channels(names, recordings),
         recordings[0].sfreq,
     )
+
+
+def sample_positions(table: pd.DataFrame, sfreq: float) -> np.ndarray:
+    """Integer position of each time-step sample on one grid, for contiguity-aware estimators.
+
+    Consecutive samples of one recording get consecutive integers; different recordings are
+    separated by a gap, so that a position jump marks every place where a model's temporal
+    window must not reach across (another recording, or rows removed by a split). Slicing the
+    result with a split's training rows keeps that meaning: positions jump where test blocks
+    were cut out.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A sample table (columns ``recording`` and ``start``), e.g. ``time_samples(...).table``.
+    sfreq : float
+        Sampling rate of the samples.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_samples,)
+    """
+    if not {"recording", "start"} <= set(table.columns):
+        raise ValueError("the sample table needs 'recording' and 'start' columns")
+    steps = np.rint(table["start"].to_numpy(dtype=float) * float(sfreq)).astype(np.int64)
+    codes, _ = pd.factorize(table["recording"])
+    out = np.empty(len(table), dtype=np.int64)
+    offset = 0
+    for code in range(codes.max() + 1 if len(codes) else 0):
+        rows = codes == code
+        local = steps[rows] - steps[rows].min()
+        out[rows] = local + offset
+        offset += int(local.max()) + 2
+    return out

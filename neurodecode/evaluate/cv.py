@@ -195,6 +195,7 @@ def cross_validate(
     permutation: Literal["auto", "shuffle", "within", "circular_shift"] = "auto",
     random_state: int = 0,
     n_jobs: int | None = 1,
+    fit_params: Mapping[str, Any] | None = None,
 ) -> EvaluationResult:
     """Cross-validate an estimator under a leakage-checked split, with a permutation null.
 
@@ -238,6 +239,10 @@ def cross_validate(
         Seed of the permutations.
     n_jobs : int, optional
         Processes for :class:`joblib.Parallel` over all (permutation, fold) fits.
+    fit_params : mapping of str to array-like, optional
+        Extra arguments of ``estimator.fit``, one value per sample (sliced with the training
+        rows of each fold), e.g. ``{"contrastiveembedding__positions": sample_positions(...)}``
+        for a pipeline whose embedding must not window across removed test blocks.
 
     Returns
     -------
@@ -260,6 +265,11 @@ def cross_validate(
     if permutation != "auto" and permutation not in SCHEMES:
         raise ValueError(f"permutation must be 'auto' or one of {SCHEMES}, got {permutation!r}")
     scheme = default_scheme(y, samples) if permutation == "auto" else permutation
+    fit_params = dict(fit_params or {})
+    for key, value in fit_params.items():
+        fit_params[key] = value = np.asarray(value)
+        if len(value) != len(X):
+            raise ValueError(f"fit_params[{key!r}] has {len(value)} rows, X has {len(X)}")
 
     folds = list(cv.split(X, y, groups=samples))
     if not folds:
@@ -272,7 +282,7 @@ def cross_validate(
                                      groups=samples["recording"].to_numpy(),
                                      order=samples["start"].to_numpy(), random_state=random_state)
     flat = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_score)(estimator, X, t, train, test, scorers)
+        delayed(_fit_score)(estimator, X, t, train, test, scorers, fit_params)
         for t in targets for train, test in folds
     )
     scores = np.asarray(flat, dtype=float).reshape(len(targets), len(folds), len(scorers))
@@ -311,9 +321,11 @@ def _resolve_metrics(metrics: Sequence[str] | Mapping[str, Metric]) -> dict[str,
 
 
 def _fit_score(estimator: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray,
-               test: np.ndarray, scorers: Mapping[str, Metric]) -> list[float]:
+               test: np.ndarray, scorers: Mapping[str, Metric],
+               fit_params: Mapping[str, np.ndarray] | None = None) -> list[float]:
     """Fit a clone on ``train``, return each metric on ``test``."""
-    model = clone(estimator).fit(X[train], y[train])
+    params = {k: v[train] for k, v in (fit_params or {}).items()}
+    model = clone(estimator).fit(X[train], y[train], **params)
     outputs: dict[str, np.ndarray] = {}
     scores = []
     for name, metric in scorers.items():

@@ -1,0 +1,127 @@
+"""Consistency of embeddings across subjects, sessions or runs.
+
+Following CEBRA (Schneider, Lee & Mathis, Nature 2023): two embeddings are consistent when one is
+a linear function of the other. Across subjects the samples are not paired in time, so they are
+paired by behaviour: each embedding is averaged within label bins (100 bins of a 1-D label by
+default) and a linear map is fitted from the binned embedding of ``i`` to that of ``j``; the
+score is its R². Across runs of equal length the samples are paired in time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
+
+__all__ = ["binned_embedding", "consistency_score"]
+
+
+def binned_embedding(
+    embedding: np.ndarray, labels: np.ndarray, edges: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean embedding per label bin.
+
+    Parameters
+    ----------
+    embedding : ndarray, shape (n, d)
+    labels : ndarray, shape (n,) or (n, k)
+    edges : sequence of ndarray
+        Bin edges per label dimension.
+
+    Returns
+    -------
+    means : ndarray, shape (n_bins_total, d)
+        NaN rows for empty bins.
+    counts : ndarray, shape (n_bins_total,)
+    """
+    labels = np.asarray(labels, dtype=float).reshape(len(labels), -1)
+    if labels.shape[1] != len(edges):
+        raise ValueError(f"labels have {labels.shape[1]} dimensions, edges {len(edges)}")
+    sizes = [len(e) - 1 for e in edges]
+    cell = np.zeros(len(labels), dtype=np.int64)
+    for k, e in enumerate(edges):
+        b = np.clip(np.searchsorted(e, labels[:, k], side="right") - 1, 0, len(e) - 2)
+        cell = cell * sizes[k] + b
+    n_cells = int(np.prod(sizes))
+    counts = np.bincount(cell, minlength=n_cells)
+    sums = np.zeros((n_cells, embedding.shape[1]))
+    np.add.at(sums, cell, embedding)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts[:, None]
+    return means, counts
+
+
+def consistency_score(
+    embeddings: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray] | None = None,
+    *,
+    n_bins: int = 100,
+    names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """R² of linear maps between every ordered pair of embeddings.
+
+    Parameters
+    ----------
+    embeddings : sequence of ndarray, each (n_i, d)
+        Embeddings of the subjects (or runs) to compare.
+    labels : sequence of ndarray, optional
+        Per embedding, its behaviour label (n_i,) or (n_i, k). Samples are paired by label bin
+        (``n_bins`` per dimension, over the range common to all); bins empty in any embedding
+        are left out. Without labels, the embeddings must have equal length and are paired in
+        time (runs of one trial structure).
+    n_bins : int
+        Bins per label dimension.
+    names : sequence of str, optional
+        Row/column names (default ``"0", "1", ...``).
+
+    Returns
+    -------
+    DataFrame
+        ``scores.loc[i, j]`` is the R² of predicting embedding ``j`` from embedding ``i``;
+        the diagonal is NaN. ``scores.attrs["mean"]`` is the mean off-diagonal score and
+        ``scores.attrs["n_bins_used"]`` the number of bins shared by all embeddings.
+    """
+    embs = [np.asarray(e, dtype=float) for e in embeddings]
+    if len(embs) < 2:
+        raise ValueError("consistency needs at least two embeddings")
+    names = [str(k) for k in range(len(embs))] if names is None else [str(n) for n in names]
+    if labels is None:
+        lengths = {len(e) for e in embs}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"without labels the embeddings must be paired in time (equal length), got "
+                f"lengths {sorted(lengths)}; pass labels to pair them by behaviour"
+            )
+        paired = embs
+        used = len(embs[0])
+    else:
+        if len(labels) != len(embs):
+            raise ValueError(f"{len(labels)} label arrays for {len(embs)} embeddings")
+        labs = [np.asarray(lab, dtype=float).reshape(len(lab), -1) for lab in labels]
+        for k, (e, lab) in enumerate(zip(embs, labs, strict=True)):
+            if len(e) != len(lab):
+                raise ValueError(f"embedding {k} has {len(e)} rows but {len(lab)} labels")
+        lo = np.max([lab.min(0) for lab in labs], axis=0)
+        hi = np.min([lab.max(0) for lab in labs], axis=0)
+        if np.any(hi <= lo):
+            raise ValueError("the label ranges of the embeddings do not overlap")
+        edges = [np.linspace(lo[k], hi[k], n_bins + 1) for k in range(len(lo))]
+        binned = [binned_embedding(e, lab, edges) for e, lab in zip(embs, labs, strict=True)]
+        keep = np.all([c > 0 for _, c in binned], axis=0)
+        used = int(keep.sum())
+        if used < 3:
+            raise ValueError(f"only {used} label bins are shared by all embeddings")
+        paired = [m[keep] for m, _ in binned]
+    scores = np.full((len(embs), len(embs)), np.nan)
+    for i, a in enumerate(paired):
+        for j, b in enumerate(paired):
+            if i != j:
+                pred = LinearRegression().fit(a, b).predict(a)
+                scores[i, j] = r2_score(b, pred)
+    out = pd.DataFrame(scores, index=names, columns=names)
+    out.attrs["mean"] = float(np.nanmean(scores))
+    out.attrs["n_bins_used"] = used
+    return out
