@@ -5,6 +5,12 @@ a linear function of the other. Across subjects the samples are not paired in ti
 paired by behaviour: each embedding is averaged within label bins (100 bins of a 1-D label by
 default) and a linear map is fitted from the binned embedding of ``i`` to that of ``j``; the
 score is its R². Across runs of equal length the samples are paired in time.
+
+Differences from ``cebra.sklearn.metrics.consistency_score``: the bins span the label range
+common to all embeddings and a bin empty in any embedding is left out (CEBRA spans the union of
+the ranges and borrows neighbouring bins), and the bin means are only scaled to unit norm, as
+CEBRA does, with ``normalize=True``. R² is averaged uniformly over the target's dimensions in
+both.
 """
 
 from __future__ import annotations
@@ -36,19 +42,31 @@ def binned_embedding(
     means : ndarray, shape (n_bins_total, d)
         NaN rows for empty bins.
     counts : ndarray, shape (n_bins_total,)
+
+    Notes
+    -----
+    Bins are half-open ``[e[i], e[i + 1])`` except the last, which includes ``e[-1]``. Samples
+    outside the edges are left out (not piled into the edge bins).
     """
+    embedding = np.asarray(embedding, dtype=float)
     labels = np.asarray(labels, dtype=float).reshape(len(labels), -1)
     if labels.shape[1] != len(edges):
         raise ValueError(f"labels have {labels.shape[1]} dimensions, edges {len(edges)}")
+    if len(labels) != len(embedding):
+        raise ValueError(f"{len(labels)} labels for {len(embedding)} embedding rows")
     sizes = [len(e) - 1 for e in edges]
     cell = np.zeros(len(labels), dtype=np.int64)
+    inside = np.ones(len(labels), dtype=bool)
     for k, e in enumerate(edges):
+        e = np.asarray(e, dtype=float)
+        inside &= (labels[:, k] >= e[0]) & (labels[:, k] <= e[-1])
         b = np.clip(np.searchsorted(e, labels[:, k], side="right") - 1, 0, len(e) - 2)
         cell = cell * sizes[k] + b
     n_cells = int(np.prod(sizes))
+    cell = cell[inside]
     counts = np.bincount(cell, minlength=n_cells)
     sums = np.zeros((n_cells, embedding.shape[1]))
-    np.add.at(sums, cell, embedding)
+    np.add.at(sums, cell, embedding[inside])
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts[:, None]
     return means, counts
@@ -60,6 +78,7 @@ def consistency_score(
     *,
     n_bins: int = 100,
     names: Sequence[str] | None = None,
+    normalize: bool = False,
 ) -> pd.DataFrame:
     """R² of linear maps between every ordered pair of embeddings.
 
@@ -76,18 +95,42 @@ def consistency_score(
         Bins per label dimension.
     names : sequence of str, optional
         Row/column names (default ``"0", "1", ...``).
+    normalize : bool
+        Scale every paired row (bin mean, or sample without labels) to unit norm before the
+        regression, as CEBRA's ``align_embeddings`` does by default; natural for embeddings on
+        the unit sphere (cosine similarity), whose bin means are shorter where they spread.
 
     Returns
     -------
     DataFrame
         ``scores.loc[i, j]`` is the R² of predicting embedding ``j`` from embedding ``i``;
         the diagonal is NaN. ``scores.attrs["mean"]`` is the mean off-diagonal score and
-        ``scores.attrs["n_bins_used"]`` the number of bins shared by all embeddings.
+        ``scores.attrs["n_bins_used"]`` the number of bins shared by all embeddings (the
+        number of paired samples without labels).
+
+    Raises
+    ------
+    ValueError
+        Fewer than two embeddings, an embedding that is not 2-D or not finite, lengths that do
+        not match their labels (or, without labels, each other), label ranges that do not
+        overlap, or fewer than 3 shared bins.
     """
-    embs = [np.asarray(e, dtype=float) for e in embeddings]
-    if len(embs) < 2:
-        raise ValueError("consistency needs at least two embeddings")
+    if len(embeddings) < 2:
+        raise ValueError(f"consistency needs at least two embeddings, got {len(embeddings)}")
+    embs = []
+    for k, e in enumerate(embeddings):
+        e = np.asarray(e, dtype=float)
+        e = e[:, None] if e.ndim == 1 else e
+        if e.ndim != 2 or e.shape[1] == 0:
+            raise ValueError(f"embedding {k} must be (n_samples, n_dims), got shape {e.shape}")
+        if not np.all(np.isfinite(e)):
+            raise ValueError(f"embedding {k} contains NaN or Inf")
+        embs.append(e)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     names = [str(k) for k in range(len(embs))] if names is None else [str(n) for n in names]
+    if len(names) != len(embs):
+        raise ValueError(f"{len(names)} names for {len(embs)} embeddings")
     if labels is None:
         lengths = {len(e) for e in embs}
         if len(lengths) != 1:
@@ -104,6 +147,10 @@ def consistency_score(
         for k, (e, lab) in enumerate(zip(embs, labs, strict=True)):
             if len(e) != len(lab):
                 raise ValueError(f"embedding {k} has {len(e)} rows but {len(lab)} labels")
+            if not np.all(np.isfinite(lab)):
+                raise ValueError(f"labels {k} contain NaN or Inf")
+        if len({lab.shape[1] for lab in labs}) != 1:
+            raise ValueError("the label arrays differ in their number of dimensions")
         lo = np.max([lab.min(0) for lab in labs], axis=0)
         hi = np.min([lab.max(0) for lab in labs], axis=0)
         if np.any(hi <= lo):
@@ -115,6 +162,11 @@ def consistency_score(
         if used < 3:
             raise ValueError(f"only {used} label bins are shared by all embeddings")
         paired = [m[keep] for m, _ in binned]
+    if normalize:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            paired = [p / np.linalg.norm(p, axis=1, keepdims=True) for p in paired]
+        if not all(np.all(np.isfinite(p)) for p in paired):
+            raise ValueError("normalize=True needs non-zero rows (bin means)")
     scores = np.full((len(embs), len(embs)), np.nan)
     for i, a in enumerate(paired):
         for j, b in enumerate(paired):

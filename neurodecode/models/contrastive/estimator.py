@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from ..encoders import OffsetEncoder
 from .losses import InfoNCE, goodness_of_fit_bits
 from .module import ContrastiveModule, PairBatches
-from .sampling import CONDITIONALS, PairSampler
+from .sampling import CONDITIONALS, PairSampler, valid_positions
 
 __all__ = ["ContrastiveEmbedding"]
 
@@ -280,7 +280,24 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             callback=callback,
             callback_frequency=callback_frequency,
         )
+        self.anchors_ = None if labels is None else self._anchors(signals, labels, segs)
         return self
+
+    def _anchors(self, signals, labels, segs, per_session: int = 4096) -> dict[str, np.ndarray]:
+        """Labels and embeddings of a uniform subsample of the training sessions' samples."""
+        enc = self.encoder_
+        rng = np.random.default_rng(self.random_state)
+        offsets = torch.arange(-enc.left, enc.right)
+        out_labels, out_emb = [], []
+        with torch.inference_mode():
+            for s, (x, lab, seg) in enumerate(zip(signals, labels, segs, strict=True)):
+                valid = valid_positions(seg, enc.left, enc.right)
+                pick = np.sort(rng.choice(valid, min(len(valid), per_session), replace=False))
+                rows = (torch.from_numpy(pick)[:, None] + offsets).reshape(-1)
+                win = torch.from_numpy(x).index_select(0, rows).view(len(pick), len(offsets), -1)
+                out_emb.append(enc(win, session=s).numpy())
+                out_labels.append(np.asarray(lab)[pick])
+        return {"labels": np.concatenate(out_labels), "embedding": np.concatenate(out_emb)}
 
     def adapt(
         self,
@@ -289,11 +306,17 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         *,
         positions: Any = None,
         max_iter: int | None = None,
+        align: bool = True,
     ) -> int:
         """Add a session (e.g. a new subject) by training only a new input layer.
 
-        The shared layers stay frozen, so a few minutes of data are enough and the new session
-        lands in the existing embedding space.
+        The shared layers stay frozen, so a few minutes of data are enough. With ``align`` (and
+        a label conditional), the positives of the new session's references are *anchors*: a
+        subsample of the training sessions' samples stored with the model (``anchors_``),
+        matched by label and kept at their trained embedding. The new session then lands where
+        the training sessions embed the same behaviour, so decoders fitted on them transfer.
+        Without it (or for ``conditional="time"``), the new layer is trained on the new
+        session's own pairs only.
 
         Parameters
         ----------
@@ -301,6 +324,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             One session, as in :meth:`fit`.
         max_iter : int, optional
             Steps (default: ``self.max_iter``).
+        align : bool
+            Draw positives from the stored anchors (see above).
 
         Returns
         -------
@@ -316,6 +341,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
                 labels = [np.searchsorted(self.classes_, np.asarray(labels[0]).ravel())]
             else:
                 labels = self._label_arrays(labels)
+        anchors = getattr(self, "anchors_", None) if align and labels is not None else None
         session = self.encoder_.add_session(signals[0].shape[1])
         self.n_sessions_ = self.encoder_.n_sessions
         self._train(
@@ -325,6 +351,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             train_sessions=[session],
             max_iter=self.max_iter if max_iter is None else max_iter,
             session_base=session,
+            anchors=anchors,
         )
         return session
 
@@ -339,6 +366,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         callback=None,
         callback_frequency=None,
         session_base: int = 0,
+        anchors: dict[str, np.ndarray] | None = None,
     ) -> None:
         enc = self.encoder_
         sampler = PairSampler(
@@ -350,6 +378,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             time_offset=self.time_offset,
             delta=self.delta,
             hybrid=self.hybrid,
+            anchors=None if anchors is None else anchors["labels"],
         )
         device = _device(self.device)
         tensors = [torch.from_numpy(s).to(device) for s in signals]
@@ -382,6 +411,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             hybrid_dims=hybrid_dims,
             train_sessions=train_sessions,
             on_step=on_step,
+            anchor_embedding=None if anchors is None else torch.from_numpy(anchors["embedding"]),
         )
         start = time.perf_counter()
         if max_iter > 0:
@@ -561,6 +591,9 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             "log": {k: list(map(float, v)) for k, v in self.log_.items()},
             "classes": None if not hasattr(self, "classes_") else self.classes_.tolist(),
             "fit_time": float(getattr(self, "fit_time_", math.nan)),
+            "anchors": None
+            if getattr(self, "anchors_", None) is None
+            else {k: torch.from_numpy(np.asarray(v)) for k, v in self.anchors_.items()},
         }
         tmp = path.with_name(path.name + ".partial")
         torch.save(state, tmp)
@@ -593,6 +626,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         est.n_sessions_ = len(state["n_inputs"])
         est.log_ = state["log"]
         est.fit_time_ = state["fit_time"]
+        anchors = state.get("anchors")
+        est.anchors_ = None if anchors is None else {k: v.numpy() for k, v in anchors.items()}
         if state["classes"] is not None:
             est.classes_ = np.asarray(state["classes"])
         return est

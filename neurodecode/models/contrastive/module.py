@@ -21,11 +21,12 @@ __all__ = ["ContrastiveModule", "PairBatches"]
 class PairBatches(IterableDataset):
     """An endless stream of gathered training batches.
 
-    Each item is ``(windows, pos_session)``: ``windows`` has, per session ``s``, a tensor ``(n_rows,
-    receptive_field, n_ch_s)`` holding, in order: the references of ``s``, the positives *found in*
-    ``s`` (for the session whose positives are searched here), the negatives of ``s`` and, with
-    ``hybrid``, the time positives of ``s``; ``pos_session[s]`` is the session whose data hold the
-    positives of ``s``'s references (``s`` itself unless positives are matched across sessions).
+    Each item is ``(windows, pos_session)``. ``windows`` has, per session ``s``, a tensor
+    ``(n_rows, receptive_field, n_ch_s)`` holding, in order: the references of ``s``, the
+    positives *found in* ``s``, the negatives of ``s`` and, with ``hybrid``, the time positives of
+    ``s``. ``pos_session[s]`` is the session whose data hold the positives of ``s``'s references
+    (``s`` itself unless positives are matched across sessions). With anchors, ``pos_session`` is
+    ``-1``, the positives' windows are left out and a third element gives their anchor rows.
     Windows are gathered with one ``index_select`` per session from the (unpadded) signal, so no
     copy of the recording is made.
 
@@ -65,15 +66,21 @@ class PairBatches(IterableDataset):
     def next_batch(self) -> tuple[list[torch.Tensor], list[int]]:
         """Sample and gather one batch."""
         pairs = self.sampler.sample(self.rng, self.batch_size)
+        anchored = pairs.pos_session[0] == -1
         source_of = {t: s for s, t in enumerate(pairs.pos_session)}
         out = []
         for s, x in enumerate(self.signals):
-            parts = [pairs.ref[s], pairs.pos[source_of[s]], pairs.neg[s]]
+            parts = [pairs.ref[s]]
+            if not anchored:
+                parts.append(pairs.pos[source_of[s]])
+            parts.append(pairs.neg[s])
             if pairs.pos_time is not None:
                 parts.append(pairs.pos_time[s])
             rows = torch.from_numpy(np.concatenate(parts).astype(np.int64, copy=False))
             flat = (rows[:, None] + self.offsets).reshape(-1)
             out.append(x.index_select(0, flat).view(len(rows), len(self.offsets), x.shape[1]))
+        if anchored:
+            return out, pairs.pos_session, [torch.from_numpy(p) for p in pairs.pos]
         return out, pairs.pos_session
 
 
@@ -94,6 +101,9 @@ class ContrastiveModule(L.LightningModule):
     train_sessions : sequence of int or None
         Train only these input layers and freeze everything else (adaptation); None trains
         the whole encoder.
+    anchor_embedding : torch.Tensor or None
+        Fixed embeddings of anchor samples; batches with anchor rows take their positives from
+        it (adapting a new session to a trained embedding).
     on_step : callable or None
         Called as ``on_step(step, stats)`` after each optimiser step, with the loss terms.
     """
@@ -108,6 +118,7 @@ class ContrastiveModule(L.LightningModule):
         hybrid_dims: int | None = None,
         sessions: Sequence[int] | None = None,
         train_sessions: Sequence[int] | None = None,
+        anchor_embedding: torch.Tensor | None = None,
         on_step: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         super().__init__()
@@ -118,6 +129,7 @@ class ContrastiveModule(L.LightningModule):
         self.sessions = None if sessions is None else list(sessions)
         self.train_sessions = None if train_sessions is None else list(train_sessions)
         self.on_step = on_step
+        self.register_buffer("anchor_embedding", anchor_embedding, persistent=False)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters the optimiser updates."""
@@ -134,19 +146,26 @@ class ContrastiveModule(L.LightningModule):
 
     def embed_batch(self, batch: tuple[list[torch.Tensor], list[int]]) -> dict[str, torch.Tensor]:
         """Embed a batch from :class:`PairBatches`; return ref/pos/neg(/time) embeddings."""
-        sessions, pos_session = batch
+        sessions, pos_session = batch[0], batch[1]
+        anchor_rows = batch[2] if len(batch) > 2 else None
         n_sessions = len(sessions)
         source_of = {int(t): s for s, t in enumerate(pos_session)}
+        n_parts = (2 if anchor_rows is not None else 3) + (self.hybrid_dims is not None)
         ref, pos, neg, tpos = [None] * n_sessions, [None] * n_sessions, [], []
         for s, windows in enumerate(sessions):
             layer = s if self.sessions is None else self.sessions[s]
             emb = self.encoder(windows, session=layer)
-            b = len(windows) // (4 if self.hybrid_dims is not None else 3)
+            b = len(windows) // n_parts
             ref[s] = emb[:b]
-            pos[source_of[s]] = emb[b : 2 * b]
-            neg.append(emb[2 * b : 3 * b])
+            if anchor_rows is None:
+                pos[source_of[s]] = emb[b : 2 * b]
+                rest = emb[2 * b :]
+            else:
+                pos[s] = self.anchor_embedding[anchor_rows[s].to(emb.device)]
+                rest = emb[b:]
+            neg.append(rest[:b])
             if self.hybrid_dims is not None:
-                tpos.append(emb[3 * b :])
+                tpos.append(rest[b:])
         out = {"ref": torch.cat(ref), "pos": torch.cat(pos), "neg": torch.cat(neg)}
         if tpos:
             out["time"] = torch.cat(tpos)
@@ -183,5 +202,5 @@ class ContrastiveModule(L.LightningModule):
         return terms["loss"]
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
-        windows, pos_session = batch
-        return [x.to(device, non_blocking=True) for x in windows], pos_session
+        windows, rest = batch[0], batch[1:]
+        return ([x.to(device, non_blocking=True) for x in windows], *rest)

@@ -152,6 +152,10 @@ class PairSampler:
         Also draw a ``time`` positive for every reference (behaviour + time objectives).
     across_sessions : bool
         With several sessions, search label-matched positives in another session.
+    anchors : ndarray, optional
+        Labels of fixed anchor samples (e.g. of a trained model's sessions). Positives are then
+        drawn among the anchors (``pos`` holds anchor rows and ``pos_session`` is ``-1``): a new
+        session learns to embed a label where the anchors already are.
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class PairSampler:
         delta: float = 0.1,
         hybrid: bool = False,
         across_sessions: bool = True,
+        anchors: np.ndarray | None = None,
     ) -> None:
         if conditional not in CONDITIONALS:
             raise ValueError(f"conditional must be one of {CONDITIONALS}, got {conditional!r}")
@@ -183,8 +188,16 @@ class PairSampler:
             self._prepare(np.asarray(seg), None if labels is None else labels[s], left, right, s)
             for s, seg in enumerate(segments)
         ]
+        self.anchors = None
+        if anchors is not None:
+            if conditional == "time":
+                raise ValueError("anchors need a label conditional, not 'time'")
+            n = len(anchors)
+            self.anchors = self._prepare(
+                np.zeros(n, dtype=np.int64), anchors, 0, 1, "anchors", increments=False
+            )
 
-    def _prepare(self, seg, labels, left, right, s) -> _Session:
+    def _prepare(self, seg, labels, left, right, s, increments: bool = True) -> _Session:
         valid = valid_positions(seg, left, right)
         if len(valid) < 2:
             raise ValueError(
@@ -226,7 +239,7 @@ class PairSampler:
             raise ValueError(f"session {s}: labels contain NaN or Inf")
         session.labels = labels
         session.index = LabelIndex(labels[valid], valid)
-        if self.conditional == "time_delta":
+        if self.conditional == "time_delta" and increments:
             t = np.arange(len(seg) - off)
             same = seg[t] == seg[t + off]
             inc = labels[t + off][same] - labels[t][same]
@@ -235,16 +248,16 @@ class PairSampler:
             session.increments = inc
         return session
 
-    def _conditional(self, rng: np.random.Generator, ref: np.ndarray, s: int, target: int):
-        src, dst = self.sessions[s], self.sessions[target]
-        if self.conditional == "time":
-            return None
+    def _conditional(
+        self, rng: np.random.Generator, ref: np.ndarray, src: _Session, dst: _Session, name: str
+    ) -> np.ndarray:
+        """Positives in ``dst`` for references ``ref`` of ``src``."""
         if self.conditional == "discrete":
             cls = src.labels[ref]
             rows = np.fromiter((dst.class_of.get(c, -1) for c in cls.tolist()), np.intp, len(cls))
             if np.any(rows < 0):
                 missing = sorted(set(cls[rows < 0].tolist()))
-                raise ValueError(f"classes {missing} have no valid sample in session {target}")
+                raise ValueError(f"classes {missing} have no valid sample in {name}")
             starts, counts = dst.class_starts[rows, 0], dst.class_starts[rows, 1]
             pick = starts + (rng.random(len(ref)) * counts).astype(np.intp)
             return dst.class_members[pick]
@@ -258,7 +271,9 @@ class PairSampler:
     def sample(self, rng: np.random.Generator, batch_size: int) -> PairIndex:
         """Draw one batch of indices (``batch_size`` references per session)."""
         n = self.n_sessions
-        if self.across_sessions and self.conditional != "time":
+        if self.anchors is not None:
+            target = [-1] * n
+        elif self.across_sessions and self.conditional != "time":
             perm = rng.permutation(n)
             # A derangement: shift by a random non-zero amount so no session maps to itself.
             target = list(np.roll(perm, int(rng.integers(1, n)))[np.argsort(perm)])
@@ -271,7 +286,11 @@ class PairSampler:
                 pos = ref + self.time_offset
             else:
                 ref = sess.valid[rng.integers(0, len(sess.valid), batch_size)]
-                pos = self._conditional(rng, ref, s, int(target[s]))
+                if self.anchors is not None:
+                    pos = self._conditional(rng, ref, sess, self.anchors, "the anchors")
+                else:
+                    t = int(target[s])
+                    pos = self._conditional(rng, ref, sess, self.sessions[t], f"session {t}")
             neg = sess.valid[rng.integers(0, len(sess.valid), batch_size)]
             if self.hybrid:
                 # Time positives need references with a partner: redraw those without one.

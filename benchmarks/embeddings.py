@@ -1,0 +1,186 @@
+"""Contrastive embeddings: neurodecode against the ``cebra`` package on identical data.
+
+Both implementations are driven by the peer harness ``../shared/bench/bench_cebra.py`` (its
+synthetic 3-D place-field data, its contiguous 80/20 split, its KNN decoder), each run in a fresh
+process with the same arguments; neurodecode enters through
+``--impl neurodecode.models.contrastive:cebra_factory``. Reported per conditional:
+
+* iterations/s over the whole ``fit`` and in the steady state (from the harness's callbacks),
+  and their ratio neurodecode / cebra;
+* held-out KNN R² of the 3-D position from each embedding (and, once, from PCA and raw data);
+* peak memory: VmHWM of each process (the harness runs without its baselines here, so the peak
+  is the data, the model and the transform);
+* step-rate scaling: neurodecode's steady ``time_delta`` rate at 1,000,000 samples against
+  100,000 (the positive search is a KD-tree query, so it should barely change).
+
+Usage::
+
+    python benchmarks/embeddings.py --quick --json outputs/bench_embeddings.json
+
+``--quick`` (≤ 2 min on 2 cores) runs fewer iterations (R² after a few dozen steps is a sanity
+check, not the 500-iteration comparison); the default is the issue's protocol: 100k × 120,
+offset10-model, batch 512, 500 iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from measure import peak_rss_mb, run_in_subprocess
+
+HERE = Path(__file__).resolve()
+DEFAULT_HARNESS = HERE.parents[2] / "shared" / "bench" / "bench_cebra.py"
+OURS = "neurodecode.models.contrastive:cebra_factory"
+KEYS = (
+    "iters_per_s",
+    "steady_iters_per_s",
+    "fit_s",
+    "knn_r2_embedding",
+    "knn_median_err_embedding",
+    "knn_r2_pca",
+    "knn_r2_raw",
+    "transform_full_s",
+    "transform_full_batched_s",
+    "loss_last",
+    "rss_after_data_mb",
+)
+
+
+def worker(harness: Path, argv: list[str]) -> None:
+    """Run the harness in this process and print its figures plus VmHWM as one JSON line."""
+    spec = importlib.util.spec_from_file_location("bench_cebra", harness)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stdout = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # the harness prints its whole JSON; keep ours last
+    try:
+        res = module.main(argv)
+    finally:
+        sys.stdout.close()
+        sys.stdout = stdout
+    out = {k: res[k] for k in KEYS if k in res}
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["env"] = res.get("env", {})
+    print(json.dumps(out, default=str))
+
+
+def run(harness: Path, impl: str, conditional: str, iters: int, n_samples: int, device: str,
+        baselines: bool = False, seed: int = 0) -> dict:
+    """One harness run in a fresh process."""
+    argv = [
+        "--impl", impl, "--conditional", conditional, "--max-iter", str(iters),
+        "--n-samples", str(n_samples), "--device", device, "--seed", str(seed),
+        "--timing-every", str(max(5, iters // 10)),
+    ]  # fmt: skip
+    if not baselines:
+        argv.append("--skip-baselines")
+    t0 = time.perf_counter()
+    res = run_in_subprocess(str(HERE), ["--worker", "--harness", str(harness), "--", *argv])
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (≤ 2 min)")
+    parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    parser.add_argument("--harness", type=Path, default=DEFAULT_HARNESS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--n-samples", type=int, default=100_000)
+    parser.add_argument("--scale-samples", type=int, default=1_000_000)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.worker:
+        worker(args.harness, [a for a in rest if a != "--"])
+        return
+    if not args.harness.exists():
+        sys.exit(f"the peer harness is not at {args.harness} (pass --harness)")
+    try:
+        import cebra  # noqa: F401
+    except ImportError:
+        sys.exit("the peer package `cebra` is not installed (pip install -e .[dev])")
+
+    # (conditional, cebra iterations, neurodecode iterations); equal iterations for R².
+    if args.quick:
+        plan = [("time_delta", 30, 300), ("time", 150, 300)]
+        scale_iters = 150
+    else:
+        plan = [("time_delta", 500, 500), ("time", 500, 500)]
+        scale_iters = 500
+    results: dict = {"n_samples": args.n_samples, "device": args.device, "runs": {}}
+    print(f"{'run':34} {'it/s':>8} {'steady':>8} {'R²':>7} {'peak MB':>8} {'fit s':>7}")
+
+    def show(name: str, r: dict) -> None:
+        results["runs"][name] = r
+        print(
+            f"{name:34} {r['iters_per_s']:8.2f} {r.get('steady_iters_per_s', float('nan')):8.2f} "
+            f"{r['knn_r2_embedding']:7.3f} {r['peak_rss_mb']:8.0f} {r['fit_s']:7.1f}",
+            flush=True,
+        )
+
+    for conditional, it_cebra, it_ours in plan:
+        ours = run(args.harness, OURS, conditional, it_ours, args.n_samples, args.device,
+                   baselines=conditional == "time_delta")
+        show(f"neurodecode {conditional} ({it_ours} it)", ours)
+        if it_ours != it_cebra:  # R² at cebra's iteration count, for an equal comparison
+            same = run(args.harness, OURS, conditional, it_cebra, args.n_samples, args.device)
+            show(f"neurodecode {conditional} ({it_cebra} it)", same)
+        else:
+            same = ours
+        peer = run(args.harness, "cebra", conditional, it_cebra, args.n_samples, args.device)
+        show(f"cebra {conditional} ({it_cebra} it)", peer)
+        results[conditional] = {
+            "speedup_iters_per_s": ours["iters_per_s"] / peer["iters_per_s"],
+            "speedup_steady": ours.get("steady_iters_per_s", float("nan"))
+            / peer.get("steady_iters_per_s", float("nan")),
+            "r2_neurodecode": same["knn_r2_embedding"],
+            "r2_cebra": peer["knn_r2_embedding"],
+            "r2_difference": same["knn_r2_embedding"] - peer["knn_r2_embedding"],
+            "iterations": it_cebra,
+            "peak_rss_ratio": same["peak_rss_mb"] / peer["peak_rss_mb"],
+            "r2_pca": ours.get("knn_r2_pca"),
+            "r2_raw": ours.get("knn_r2_raw"),
+        }
+
+    small = run(args.harness, OURS, "time_delta", scale_iters, args.n_samples, args.device)
+    show(f"neurodecode time_delta {args.n_samples // 1000}k", small)
+    big = run(args.harness, OURS, "time_delta", scale_iters, args.scale_samples, args.device)
+    show(f"neurodecode time_delta {args.scale_samples // 1000}k", big)
+    results["scaling"] = {
+        "n_small": args.n_samples,
+        "n_large": args.scale_samples,
+        "steady_small": small.get("steady_iters_per_s"),
+        "steady_large": big.get("steady_iters_per_s"),
+        "ratio_large_to_small": big.get("steady_iters_per_s") / small.get("steady_iters_per_s"),
+    }
+
+    print()
+    for conditional, *_ in plan:
+        r = results[conditional]
+        print(
+            f"{conditional:10}: neurodecode/cebra it/s {r['speedup_iters_per_s']:.1f}x "
+            f"(steady {r['speedup_steady']:.1f}x); KNN R² {r['r2_neurodecode']:.3f} vs "
+            f"{r['r2_cebra']:.3f} after {r['iterations']} it (diff {r['r2_difference']:+.3f}); "
+            f"peak memory {r['peak_rss_ratio']:.2f}x cebra's"
+        )
+    r = results["time_delta"]
+    if r["r2_pca"] is not None:
+        print(f"baselines : KNN R² on PCA {r['r2_pca']:.3f}, on raw data {r['r2_raw']:.3f}")
+    s = results["scaling"]
+    print(
+        f"scaling   : steady time_delta it/s at {s['n_large']:,} samples / {s['n_small']:,} = "
+        f"{s['ratio_large_to_small']:.2f}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
