@@ -202,6 +202,18 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             )
         return signals, (labels if need_y else None), segs
 
+    def _class_codes(self, labels: Any) -> np.ndarray:
+        """Class indices of labels for a fitted discrete model; unseen classes are an error."""
+        labels = np.asarray(labels).ravel()
+        codes = np.searchsorted(self.classes_, labels).clip(0, len(self.classes_) - 1)
+        unseen = self.classes_[codes] != labels
+        if np.any(unseen):
+            raise ValueError(
+                f"classes {sorted(set(labels[unseen].tolist()))} were not seen in fit "
+                f"(known: {self.classes_.tolist()})"
+            )
+        return codes
+
     def _label_arrays(self, labels: list[np.ndarray]) -> list[np.ndarray]:
         if self.conditional == "discrete":
             classes = np.unique(np.concatenate([np.asarray(lab).ravel() for lab in labels]))
@@ -338,7 +350,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             raise ValueError("adapt one session at a time")
         if labels is not None:
             if self.conditional == "discrete":
-                labels = [np.searchsorted(self.classes_, np.asarray(labels[0]).ravel())]
+                labels = [self._class_codes(labels[0])]
             else:
                 labels = self._label_arrays(labels)
         anchors = getattr(self, "anchors_", None) if align and labels is not None else None
@@ -528,7 +540,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
         if labels is not None:
             labels = (
-                [np.searchsorted(self.classes_, np.asarray(labels[0]).ravel())]
+                [self._class_codes(labels[0])]
                 if self.conditional == "discrete"
                 else self._label_arrays(labels)
             )
@@ -568,6 +580,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
     def goodness_of_fit_(self) -> float:
         """Goodness of fit (bits) of the last 10 training steps."""
         check_is_fitted(self, "log_")
+        if not self.log_.get("loss"):
+            raise ValueError("the model was fitted with max_iter=0: no training loss to report")
         n_terms = 2 if self.hybrid else 1
         last = np.mean(self.log_["loss"][-10:]) / n_terms
         return goodness_of_fit_bits(last, self.batch_size, self.n_sessions_)

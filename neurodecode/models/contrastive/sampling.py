@@ -100,7 +100,9 @@ def valid_positions(segments: np.ndarray, left: int, right: int) -> np.ndarray:
     t = np.arange(left, n - right + 1)
     if len(t) == 0:
         return t
-    ok = segments[t - left] == segments[t + right - 1]
+    # changes[i] = number of segment changes up to sample i: a window is valid iff it has none
+    changes = np.concatenate([[0], np.cumsum(segments[1:] != segments[:-1])])
+    ok = changes[t - left] == changes[t + right - 1]
     return t[ok]
 
 
@@ -285,7 +287,9 @@ class PairSampler:
                 ref = sess.time_next[rng.integers(0, len(sess.time_next), batch_size)]
                 pos = ref + self.time_offset
             else:
-                ref = sess.valid[rng.integers(0, len(sess.valid), batch_size)]
+                # With hybrid, references also need a partner for the time objective.
+                pool = sess.time_next if self.hybrid else sess.valid
+                ref = pool[rng.integers(0, len(pool), batch_size)]
                 if self.anchors is not None:
                     pos = self._conditional(rng, ref, sess, self.anchors, "the anchors")
                 else:
@@ -293,9 +297,6 @@ class PairSampler:
                     pos = self._conditional(rng, ref, sess, self.sessions[t], f"session {t}")
             neg = sess.valid[rng.integers(0, len(sess.valid), batch_size)]
             if self.hybrid:
-                # Time positives need references with a partner: redraw those without one.
-                tnext = sess.time_next[rng.integers(0, len(sess.time_next), batch_size)]
-                ref = tnext if self.conditional == "time" else ref
                 times.append(ref + self.time_offset)
             refs.append(ref)
             poss.append(pos)
