@@ -75,3 +75,15 @@ def test_adaptation_trains_only_the_new_input_layer():
         torch.equal(a, b) for a, b in zip(first, enc.input_layers[0].parameters(), strict=True)
     )
     assert not torch.equal(adapted, enc.input_layers[new].weight)
+
+
+def test_estimator_lightning_trainer_matches_the_plain_loop():
+    from neurodecode.models import ContrastiveEmbedding
+
+    x, pos = _place_cells(2000, 16, 3)
+    params = dict(output_dim=4, hidden_dim=16, batch_size=64, max_iter=15, random_state=1)
+    loop = ContrastiveEmbedding(trainer="loop", **params).fit(x, pos)
+    lit = ContrastiveEmbedding(trainer="lightning", **params).fit(x, pos)
+    np.testing.assert_allclose(lit.log_["loss"], loop.log_["loss"], rtol=1e-5, atol=1e-6)
+    for a, b in zip(loop.encoder_.parameters(), lit.encoder_.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

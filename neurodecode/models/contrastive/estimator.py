@@ -74,6 +74,11 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         Adam settings.
     device : str
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... or ``"auto"`` (a GPU when there is one).
+    trainer : {"auto", "lightning", "loop"}
+        ``"lightning"`` trains with a :class:`lightning.Trainer`; ``"loop"`` runs the same
+        module's steps in a plain loop (identical updates, without the Trainer's per-step hooks,
+        which matter for the ~10 ms steps of a small model on CPU); ``"auto"`` uses the loop on
+        CPU and Lightning on GPUs.
     random_state : int
         Seed of initialisation and sampling.
     verbose : bool
@@ -123,6 +128,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         learning_rate: float = 3e-4,
         weight_decay: float = 0.0,
         device: str = "cpu",
+        trainer: Literal["auto", "lightning", "loop"] = "auto",
         random_state: int = 0,
         verbose: bool = False,
     ) -> None:
@@ -144,6 +150,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.device = device
+        self.trainer = trainer
         self.random_state = random_state
         self.verbose = verbose
 
@@ -159,6 +166,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         for name in ("output_dim", "hidden_dim", "receptive_field", "batch_size", "time_offset"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.trainer not in ("auto", "lightning", "loop"):
+            raise ValueError(f"trainer must be 'auto', 'lightning' or 'loop', got {self.trainer!r}")
         if self.max_iter < 0:
             raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
 
@@ -427,13 +436,13 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         )
         start = time.perf_counter()
         if max_iter > 0:
-            if device.type == "cpu":
+            if self.trainer == "loop" or (self.trainer == "auto" and device.type == "cpu"):
                 _fit_loop(module, stream, max_iter)
             else:
                 trainer = L.Trainer(
                     max_steps=max_iter,
-                    accelerator="gpu",
-                    devices=[device.index or 0],
+                    accelerator="cpu" if device.type == "cpu" else "gpu",
+                    devices=1 if device.type == "cpu" else [device.index or 0],
                     logger=False,
                     enable_checkpointing=False,
                     enable_model_summary=False,

@@ -77,7 +77,7 @@ class PairBatches(IterableDataset):
             if pairs.pos_time is not None:
                 parts.append(pairs.pos_time[s])
             rows = torch.from_numpy(np.concatenate(parts).astype(np.int64, copy=False))
-            flat = (rows[:, None] + self.offsets).reshape(-1)
+            flat = (rows[:, None] + self.offsets).reshape(-1).to(x.device, non_blocking=True)
             out.append(x.index_select(0, flat).view(len(rows), len(self.offsets), x.shape[1]))
         if anchored:
             return out, pairs.pos_session, [torch.from_numpy(p) for p in pairs.pos]
