@@ -10,7 +10,12 @@ Usage::
     python benchmarks/real_data.py --quick --json outputs/real_data.json
 
 ``--quick`` uses fewer permutations (10 instead of 200: p-values are then at best 1/11); the
-scores themselves are the same.
+scores themselves are the same. The contrastive-embedding analyses retrain the embedding for
+every fold and permutation (about 30 min with 20 permutations on 2 cores), so ``--quick`` leaves
+them out unless they are named with ``--only``::
+
+    python benchmarks/real_data.py --only embedding_linear_track embedding_calcium \
+        --permutations 20 --json outputs/real_embeddings.json
 """
 
 from __future__ import annotations
@@ -254,6 +259,214 @@ def calcium_speed(stores: Path, n_perm: int) -> list[dict]:
     ]
 
 
+#: Every permutation of an embedding pipeline is a full retraining (5 folds x ``max_iter`` steps),
+#: so embedding rows use at most this many permutations (``--permutations`` caps it further).
+EMBED_MAX_PERMUTATIONS = 20
+
+#: Settings of the contrastive embedding on the rat linear track (100 ms bins).
+TRACK_EMBEDDING = dict(
+    conditional="time_delta",
+    output_dim=8,
+    hidden_dim=32,
+    receptive_field=10,
+    time_offset=10,
+    batch_size=256,
+    max_iter=1000,
+    learning_rate=1e-3,
+    random_state=0,
+)
+
+
+def _cross_validate_rows(
+    name: str,
+    samples: Samples,
+    estimator,
+    X: np.ndarray,
+    y: np.ndarray,
+    metrics: tuple[str, ...],
+    n_perm: int,
+    note: str,
+    fit_params: dict | None = None,
+) -> dict:
+    """One row: ``cross_validate`` with ContiguousBlocks(5, 2 s) and circular-shift chance."""
+    cv = ContiguousBlocks(n_blocks=5, gap=2.0)
+    t0 = time.perf_counter()
+    res = cross_validate(
+        estimator,
+        X,
+        y,
+        samples.table,
+        cv,
+        metrics=metrics,
+        n_permutations=n_perm,
+        permutation="circular_shift",
+        n_jobs=N_JOBS,
+        fit_params=fit_params,
+    )
+    row = _row(name, samples, cv, res, note)
+    row["n_permutations"] = n_perm
+    row["fit_seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def track_bins(stores: Path, bin_size: float = 0.1) -> tuple[Samples, np.ndarray]:
+    """Rat linear track as consecutive bins of sqrt spike counts over the tracked 985 s.
+
+    Returns the samples (``X``: ``(n_bins, 31)`` variance-stabilised counts, ``y``: (x, y)
+    position in pixels at each bin's end, ``sfreq = 1 / bin_size``) and each bin's integer
+    position on the time grid (for :meth:`ContrastiveEmbedding.fit`). All bins are kept, running
+    or not, so that every test block is contiguous: the embedding's windows (and the smoothing
+    of the baselines) never bridge a hole at prediction time.
+    """
+    from neurodecode.data.samples import sample_positions
+
+    recs = open_recordings(stores / "nelpy_linear_track")
+    s = windows(recs, length=bin_size, stride=bin_size, target="position")
+    s = s.select(s.table["stop"].to_numpy() <= 985.0)  # tracker stuck afterwards
+    counts = np.sqrt(s.X.sum(axis=2)).astype(np.float32)
+    s = Samples(counts, s.y, s.table, s.ch_names, 1.0 / bin_size)
+    return s, sample_positions(s.table, s.sfreq)
+
+
+def embedding_linear_track(stores: Path, n_perm: int) -> list[dict]:
+    """Rat position from a CEBRA-style embedding + KNN vs KNN/PCA baselines, 100 ms bins.
+
+    The embedding (``time_delta`` on the (x, y) position, 10-bin = 1 s centred receptive
+    field) is trained inside each fold on the training blocks only, with sample positions so
+    that no window spans a cut-out test block; a cosine KNN (k = 25) maps it to position. The
+    baselines get the same 1 s support: a centred 10-bin boxcar of the counts (a fixed filter:
+    with the 2 s gap no training feature mixes test bins). The shuffled-label row trains and
+    tests the embedding pipeline on positions circularly shifted by a third of the session.
+    """
+    from scipy.ndimage import uniform_filter1d
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from neurodecode.models.contrastive import ContrastiveEmbedding
+
+    s, positions = track_bins(stores)
+    smooth = uniform_filter1d(s.X, size=10, axis=0)
+    metrics = ("r2", "median_absolute_error")
+    n_emb = min(n_perm, EMBED_MAX_PERMUTATIONS)
+    embed = make_pipeline(
+        ContrastiveEmbedding(**TRACK_EMBEDDING), KNeighborsRegressor(25, metric="cosine")
+    )
+    fit_params = {"contrastiveembedding__positions": positions}
+    cfg = "time_delta, dim 8, rf 10 bins, 1000 steps, batch 256"
+    rows = [
+        _cross_validate_rows(
+            "linear_track_embedding_knn",
+            s,
+            embed,
+            s.X,
+            s.y,
+            metrics,
+            n_emb,
+            f"CEBRA-style ({cfg}) + cosine KNN k=25; 100 ms sqrt counts, all 985 s (running "
+            f"or not); chance from {n_emb} permutations (each a full refit, capped at "
+            f"{EMBED_MAX_PERMUTATIONS})",
+            fit_params,
+        )
+    ]
+    shifted = np.roll(s.y, len(s.y) // 3, axis=0)
+    rows.append(
+        _cross_validate_rows(
+            "linear_track_embedding_shuffled_labels",
+            s,
+            embed,
+            s.X,
+            shifted,
+            metrics,
+            0,
+            "control: same embedding pipeline trained and scored on positions circularly "
+            "shifted by 1/3 of the session (one draw of the null); must be near R2 0",
+            fit_params,
+        )
+    )
+    for name, est, X, note in (
+        (
+            "linear_track_bins_knn_raw",
+            make_pipeline(StandardScaler(), KNeighborsRegressor(25)),
+            s.X,
+            "KNN k=25 on standardised sqrt counts of single 100 ms bins (no smoothing)",
+        ),
+        (
+            "linear_track_bins_knn_smoothed",
+            make_pipeline(StandardScaler(), KNeighborsRegressor(25)),
+            smooth,
+            "KNN k=25 on counts smoothed by a centred 1 s boxcar (the embedding's support)",
+        ),
+        (
+            "linear_track_bins_pca_knn",
+            make_pipeline(StandardScaler(), PCA(8), KNeighborsRegressor(25)),
+            smooth,
+            "PCA(8) + KNN k=25 on the 1 s boxcar-smoothed counts",
+        ),
+    ):
+        rows.append(_cross_validate_rows(name, s, est, X, s.y, metrics, n_perm, note))
+    return rows
+
+
+def embedding_calcium(stores: Path, n_perm: int) -> list[dict]:
+    """Running speed from ΔF/F: contrastive embedding + KNN and plain KNN, contiguous blocks.
+
+    Only 500 frames (10 Hz): a small encoder (5-frame receptive field, ``time_delta`` on speed
+    with 5-frame increments, batch 128, 500 steps), trained on ~360 frames per fold.
+    """
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from neurodecode.data.samples import sample_positions
+    from neurodecode.models.contrastive import ContrastiveEmbedding
+
+    recs = open_recordings(stores / "svoboda_mouse_s1")
+    s = time_samples(recs, target="running_speed")
+    positions = sample_positions(s.table, s.sfreq)
+    metrics = ("r2", "pearson_r")
+    n_emb = min(n_perm, EMBED_MAX_PERMUTATIONS)
+    embed = make_pipeline(
+        StandardScaler(),
+        ContrastiveEmbedding(
+            conditional="time_delta",
+            output_dim=8,
+            receptive_field=5,
+            time_offset=5,
+            batch_size=128,
+            max_iter=500,
+            learning_rate=1e-3,
+            random_state=0,
+        ),
+        KNeighborsRegressor(25, metric="cosine"),
+    )
+    return [
+        _cross_validate_rows(
+            "calcium_running_speed_embedding_knn",
+            s,
+            embed,
+            s.X,
+            s.y,
+            metrics,
+            n_emb,
+            f"ΔF/F → embedding (rf 5 frames, dim 8, 500 steps) + cosine KNN k=25; 500 frames; "
+            f"{n_emb} permutations (capped at {EMBED_MAX_PERMUTATIONS})",
+            {"contrastiveembedding__positions": positions},
+        ),
+        _cross_validate_rows(
+            "calcium_running_speed_knn",
+            s,
+            make_pipeline(StandardScaler(), KNeighborsRegressor(25)),
+            s.X,
+            s.y,
+            metrics,
+            n_perm,
+            "KNN k=25 on standardised ΔF/F (no embedding); compare with the ridge row",
+        ),
+    ]
+
+
 ANALYSES = {
     "eegbci": eegbci,
     "haxby": haxby,
@@ -261,6 +474,8 @@ ANALYSES = {
     "golub": golub,
     "linear_track": linear_track,
     "calcium": calcium_speed,
+    "embedding_linear_track": embedding_linear_track,
+    "embedding_calcium": embedding_calcium,
 }
 
 
@@ -275,7 +490,8 @@ def main() -> None:
     n_perm = args.permutations or (10 if args.quick else 200)
     ingest(args.stores)
     results = []
-    for name in args.only or ANALYSES:
+    default = [n for n in ANALYSES if not (args.quick and n.startswith("embedding_"))]
+    for name in args.only or default:
         t0 = time.perf_counter()
         for row in ANALYSES[name](args.stores, n_perm):
             row["seconds"] = round(time.perf_counter() - t0, 1)
