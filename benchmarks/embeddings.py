@@ -73,6 +73,46 @@ def worker(harness: Path, argv: list[str]) -> None:
     print(json.dumps(out, default=str))
 
 
+def scale_worker(harness: Path, n_samples: int, iters: int, device: str) -> None:
+    """Steady ``time_delta`` step rate of neurodecode on the harness's data of ``n_samples``.
+
+    Only ``fit`` is timed (no transform, no KNN: the harness's brute-force cosine KNN over a
+    million samples would take far longer than the training being measured).
+    """
+    spec = importlib.util.spec_from_file_location("bench_cebra", harness)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from neurodecode.models.contrastive import ContrastiveEmbedding
+
+    X, y = module.make_synthetic_data(n_samples, 120, seed=0)
+    rss_data = peak_rss_mb()
+    est = ContrastiveEmbedding(max_iter=iters, device=device)
+    stamps: list[tuple[int, float]] = []
+    t0 = time.perf_counter()
+    est.fit(
+        X,
+        y,
+        callback=lambda step, _: stamps.append((step, time.perf_counter())),
+        callback_frequency=max(5, iters // 10),
+    )
+    fit_s = time.perf_counter() - t0
+    (s0, ta), (s1, tb) = stamps[1], stamps[-1]
+    print(json.dumps({
+        "n_samples": n_samples, "iters_per_s": iters / fit_s,
+        "steady_iters_per_s": (s1 - s0) / (tb - ta), "fit_s": fit_s,
+        "rss_after_data_mb": rss_data, "peak_rss_mb": peak_rss_mb(),
+    }))  # fmt: skip
+
+
+def scale_run(harness: Path, n_samples: int, iters: int, device: str) -> dict:
+    """:func:`scale_worker` in a fresh process."""
+    return run_in_subprocess(
+        str(HERE),
+        ["--scale-worker", "--harness", str(harness), "--n-samples", str(n_samples),
+         "--iters", str(iters), "--device", device],
+    )  # fmt: skip
+
+
 def run(
     harness: Path,
     impl: str,
@@ -105,10 +145,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--scale-samples", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("compare", "scaling"), help="run one part")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scale-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--iters", type=int, default=500, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
         worker(args.harness, [a for a in rest if a != "--"])
+        return
+    if args.scale_worker:
+        scale_worker(args.harness, args.n_samples, args.iters, args.device)
         return
     if not args.harness.exists():
         sys.exit(f"the peer harness is not at {args.harness} (pass --harness)")
@@ -135,7 +181,7 @@ def main() -> None:
             flush=True,
         )
 
-    for conditional, it_cebra, it_ours in plan:
+    for conditional, it_cebra, it_ours in [] if args.only == "scaling" else plan:
         ours = run(
             args.harness,
             OURS,
@@ -174,20 +220,29 @@ def main() -> None:
             "r2_raw": ours.get("knn_r2_raw"),
         }
 
-    small = run(args.harness, OURS, "time_delta", scale_iters, args.n_samples, args.device)
-    show(f"neurodecode time_delta {args.n_samples // 1000}k", small)
-    big = run(args.harness, OURS, "time_delta", scale_iters, args.scale_samples, args.device)
-    show(f"neurodecode time_delta {args.scale_samples // 1000}k", big)
-    results["scaling"] = {
-        "n_small": args.n_samples,
-        "n_large": args.scale_samples,
-        "steady_small": small.get("steady_iters_per_s"),
-        "steady_large": big.get("steady_iters_per_s"),
-        "ratio_large_to_small": big.get("steady_iters_per_s") / small.get("steady_iters_per_s"),
-    }
+    scale = {}
+    for n in [] if args.only == "compare" else (args.n_samples, args.scale_samples):
+        scale[n] = scale_run(args.harness, n, scale_iters, args.device)
+        print(
+            f"{'neurodecode time_delta fit, ' + format(n, ',') + ' samples':34} "
+            f"{scale[n]['iters_per_s']:8.2f} {scale[n]['steady_iters_per_s']:8.2f} {'':>7} "
+            f"{scale[n]['peak_rss_mb']:8.0f} {scale[n]['fit_s']:7.1f}",
+            flush=True,
+        )
+    if scale:
+        small, big = scale[args.n_samples], scale[args.scale_samples]
+        results["scaling"] = {
+            "n_small": args.n_samples,
+            "n_large": args.scale_samples,
+            "steady_small": small["steady_iters_per_s"],
+            "steady_large": big["steady_iters_per_s"],
+            "ratio_large_to_small": big["steady_iters_per_s"] / small["steady_iters_per_s"],
+            "peak_rss_mb_small": small["peak_rss_mb"],
+            "peak_rss_mb_large": big["peak_rss_mb"],
+        }
 
     print()
-    for conditional, *_ in plan:
+    for conditional in [c for c, *_ in plan if c in results]:
         r = results[conditional]
         print(
             f"{conditional:10}: neurodecode/cebra it/s {r['speedup_iters_per_s']:.1f}x "
@@ -196,14 +251,15 @@ def main() -> None:
             f"peak memory through fit {r['fit_peak_ratio']:.2f}x cebra's (fit added "
             f"{r['fit_added_mb']['neurodecode']:.0f} vs {r['fit_added_mb']['cebra']:.0f} MB)"
         )
-    r = results["time_delta"]
-    if r["r2_pca"] is not None:
+    if results.get("time_delta", {}).get("r2_pca") is not None:
+        r = results["time_delta"]
         print(f"baselines : KNN R² on PCA {r['r2_pca']:.3f}, on raw data {r['r2_raw']:.3f}")
-    s = results["scaling"]
-    print(
-        f"scaling   : steady time_delta it/s at {s['n_large']:,} samples / {s['n_small']:,} = "
-        f"{s['ratio_large_to_small']:.2f}"
-    )
+    if "scaling" in results:
+        s = results["scaling"]
+        print(
+            f"scaling   : steady time_delta it/s at {s['n_large']:,} samples / "
+            f"{s['n_small']:,} = {s['ratio_large_to_small']:.2f}"
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))

@@ -10,16 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
-from torch.utils.data import DataLoader
 
 from ..encoders import OffsetEncoder
+from .batches import PairBatches
 from .losses import InfoNCE, goodness_of_fit_bits
-from .module import ContrastiveModule, PairBatches
+from .objective import ContrastiveObjective
 from .sampling import CONDITIONALS, PairSampler, valid_positions
 
 __all__ = ["ContrastiveEmbedding"]
@@ -423,7 +422,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         hybrid_dims = None
         if self.hybrid:
             hybrid_dims = int(self.hybrid_dims or max(1, self.output_dim // 2))
-        module = ContrastiveModule(
+        module = ContrastiveObjective(
             enc,
             self.criterion_,
             sessions=[session_base + s for s in range(len(signals))],
@@ -439,6 +438,11 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             if self.trainer == "loop" or (self.trainer == "auto" and device.type == "cpu"):
                 _fit_loop(module, stream, max_iter)
             else:
+                import lightning as L
+                from torch.utils.data import DataLoader
+
+                from .module import ContrastiveModule
+
                 trainer = L.Trainer(
                     max_steps=max_iter,
                     accelerator="cpu" if device.type == "cpu" else "gpu",
@@ -449,7 +453,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
                     enable_progress_bar=self.verbose,
                     num_sanity_val_steps=0,
                 )
-                trainer.fit(module, DataLoader(stream, batch_size=None))
+                trainer.fit(ContrastiveModule.wrap(module), DataLoader(stream, batch_size=None))
         self.fit_time_ = time.perf_counter() - start
         enc.to("cpu")
         self.criterion_.to("cpu")
@@ -572,7 +576,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             enc.right,
             seed=12345,
         )
-        module = ContrastiveModule(
+        module = ContrastiveObjective(
             enc,
             self.criterion_,
             sessions=[session],
@@ -707,20 +711,17 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         return cls(**kwargs)
 
 
-def _fit_loop(module: ContrastiveModule, stream: PairBatches, max_iter: int) -> None:
-    """The CPU training loop: the same module and optimiser as the Lightning path."""
-    optimizer = module.configure_optimizers()
-    module.train()
+def _fit_loop(objective: ContrastiveObjective, stream: PairBatches, max_iter: int) -> None:
+    """The plain training loop: the same objective and optimiser as the Lightning path."""
+    optimizer = objective.make_optimizer()
+    objective.train()
     for step in range(max_iter):
         batch = stream.next_batch()
         optimizer.zero_grad(set_to_none=True)
-        terms = module.loss(batch)
+        terms = objective.loss(batch)
         terms["loss"].backward()
         optimizer.step()
-        if module.on_step is not None:
-            stats = {k: float(v.detach()) for k, v in terms.items()}
-            stats["temperature"] = module.criterion.temperature
-            module.on_step(step, stats)
+        objective.report(step, terms)
 
 
 def _device(name: str) -> torch.device:
