@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=100_000)
     parser.add_argument("--scale-samples", type=int, default=1_000_000)
     parser.add_argument("--only", choices=("compare", "scaling"), help="run one part")
+    parser.add_argument("--conditional", choices=("time_delta", "time"), help="compare only one")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scale-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--iters", type=int, default=500, help=argparse.SUPPRESS)
@@ -181,6 +182,8 @@ def main() -> None:
             flush=True,
         )
 
+    if args.conditional:
+        plan = [p for p in plan if p[0] == args.conditional]
     for conditional, it_cebra, it_ours in [] if args.only == "scaling" else plan:
         ours = run(
             args.harness,

@@ -746,13 +746,12 @@ def _segments(positions: Any, n: int, k: int) -> np.ndarray:
 
 def _signal_and_labels(x: Any, y: Any) -> tuple[np.ndarray, Any]:
     """Signal array and labels from an array, a recording or a store path."""
-    import xarray as xr
-
     if isinstance(x, str | os.PathLike):
         from ...store import open_recording
 
         x = open_recording(x)
-    if isinstance(x, xr.Dataset):
+    # xarray (and pandas) are imported only for recordings: plain arrays stay light.
+    if type(x).__module__.startswith("xarray"):
         sig = np.asarray(x["signal"].data)
         if isinstance(y, str):
             name = y if y in x else f"behavior_{y}"
