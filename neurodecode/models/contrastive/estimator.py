@@ -241,6 +241,30 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             out.append(lab)
         return out
 
+    def _new_session_labels(self, labels: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        """Encode a new session's labels like the training labels (fitted model)."""
+        if labels is None:
+            return None
+        if self.conditional == "discrete":
+            return [self._class_codes(labels[0])]
+        return self._label_arrays(labels)
+
+    def _sampler(self, segs, labels, anchors: np.ndarray | None = None) -> PairSampler:
+        return PairSampler(
+            segs,
+            labels,
+            conditional=self.conditional,
+            left=self.encoder_.left,
+            right=self.encoder_.right,
+            time_offset=self.time_offset,
+            delta=self.delta,
+            hybrid=self.hybrid,
+            anchors=anchors,
+        )
+
+    def _hybrid_dims(self) -> int | None:
+        return int(self.hybrid_dims or max(1, self.output_dim // 2)) if self.hybrid else None
+
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -356,11 +380,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
         if len(signals) != 1:
             raise ValueError("adapt one session at a time")
-        if labels is not None:
-            if self.conditional == "discrete":
-                labels = [self._class_codes(labels[0])]
-            else:
-                labels = self._label_arrays(labels)
+        labels = self._new_session_labels(labels)
         anchors = getattr(self, "anchors_", None) if align and labels is not None else None
         session = self.encoder_.add_session(signals[0].shape[1])
         self.n_sessions_ = self.encoder_.n_sessions
@@ -389,17 +409,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         anchors: dict[str, np.ndarray] | None = None,
     ) -> None:
         enc = self.encoder_
-        sampler = PairSampler(
-            segs,
-            labels,
-            conditional=self.conditional,
-            left=enc.left,
-            right=enc.right,
-            time_offset=self.time_offset,
-            delta=self.delta,
-            hybrid=self.hybrid,
-            anchors=None if anchors is None else anchors["labels"],
-        )
+        sampler = self._sampler(segs, labels, None if anchors is None else anchors["labels"])
         device = _device(self.device)
         tensors = [torch.from_numpy(s).to(device) for s in signals]
         stream = PairBatches(
@@ -419,16 +429,13 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             if callback is not None and (step + 1) % every == 0:
                 callback(step + 1, self)
 
-        hybrid_dims = None
-        if self.hybrid:
-            hybrid_dims = int(self.hybrid_dims or max(1, self.output_dim // 2))
         module = ContrastiveObjective(
             enc,
             self.criterion_,
             sessions=[session_base + s for s in range(len(signals))],
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
-            hybrid_dims=hybrid_dims,
+            hybrid_dims=self._hybrid_dims(),
             train_sessions=train_sessions,
             on_step=on_step,
             anchor_embedding=None if anchors is None else torch.from_numpy(anchors["embedding"]),
@@ -551,23 +558,9 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "encoder_")
         signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
-        if labels is not None:
-            labels = (
-                [self._class_codes(labels[0])]
-                if self.conditional == "discrete"
-                else self._label_arrays(labels)
-            )
+        labels = self._new_session_labels(labels)
         enc = self.encoder_
-        sampler = PairSampler(
-            segs,
-            labels,
-            conditional=self.conditional,
-            left=enc.left,
-            right=enc.right,
-            time_offset=self.time_offset,
-            delta=self.delta,
-            hybrid=self.hybrid,
-        )
+        sampler = self._sampler(segs, labels)
         stream = PairBatches(
             [torch.from_numpy(signals[0])],
             sampler,
@@ -580,9 +573,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             enc,
             self.criterion_,
             sessions=[session],
-            hybrid_dims=int(self.hybrid_dims or max(1, self.output_dim // 2))
-            if self.hybrid
-            else None,
+            hybrid_dims=self._hybrid_dims(),
         )
         with torch.inference_mode():
             losses = [float(module.loss(stream.next_batch())["loss"]) for _ in range(n_batches)]

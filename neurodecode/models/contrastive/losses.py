@@ -17,7 +17,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["InfoNCE", "goodness_of_fit_bits"]
@@ -136,7 +135,3 @@ def goodness_of_fit_bits(loss: float | torch.Tensor, batch_size: int, n_sessions
         raise ValueError("batch_size * n_sessions must be >= 1")
     return float((math.log(n) - float(loss)) / math.log(2))
 
-
-def normalize_rows(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalise each row (the output of cosine encoders)."""
-    return F.normalize(x, dim=-1)
