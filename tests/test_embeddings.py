@@ -9,6 +9,8 @@ the neural data, fails.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -31,8 +33,9 @@ from neurodecode.models.contrastive import (
     PairSampler,
     goodness_of_fit_bits,
 )
+from neurodecode.models.contrastive.objective import FunctionalAdam
 from neurodecode.models.contrastive.sampling import valid_positions
-from neurodecode.models.encoders import OffsetEncoder, layer_kernels
+from neurodecode.models.encoders import OffsetEncoder, TemporalLinear, layer_kernels
 
 # Small, fast training settings shared by the estimator tests.
 FAST = dict(output_dim=4, batch_size=256, learning_rate=3e-3, random_state=0)
@@ -157,6 +160,67 @@ def test_encoder_matches_cebra(name, rf, normalize):
     with torch.no_grad():
         windows = seq.unfold(0, rf, 1)  # (n_windows, n_ch, rf)
         torch.testing.assert_close(enc.forward_sequence(seq), ref(windows), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_in", [5, 32, 120])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_temporal_linear_equals_conv1d(n_in, k):
+    """Both layouts (concatenate-then-project, and project-then-shift for wide inputs)."""
+    torch.manual_seed(0)
+    lin = TemporalLinear(n_in, 32, k)
+    conv = torch.nn.Conv1d(n_in, 32, k)
+    with torch.no_grad():
+        conv.weight.copy_(lin.weight.view(32, k, n_in).permute(0, 2, 1))
+        conv.bias.copy_(lin.bias)
+    x = torch.randn(16, 9, n_in, requires_grad=True)
+    xc = x.detach().transpose(1, 2).clone().requires_grad_(True)
+    got, expected = lin(x), conv(xc).transpose(1, 2)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(got)
+    got.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x.grad, xc.grad.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    conv_grad = conv.weight.grad.permute(0, 2, 1).reshape(32, -1)
+    torch.testing.assert_close(lin.weight.grad, conv_grad, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(lin.bias.grad, conv.bias.grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_functional_adam_equals_torch_adam(weight_decay):
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 2))]
+    nets.append(
+        torch.nn.Sequential(*[torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 2)])
+    )
+    nets[1].load_state_dict(nets[0].state_dict())
+    frozen_bias = [net[2].bias for net in nets]  # a parameter that never gets a gradient
+    opts = [
+        FunctionalAdam(list(nets[0].parameters()), lr=1e-2, weight_decay=weight_decay),
+        torch.optim.Adam(nets[1].parameters(), lr=1e-2, weight_decay=weight_decay),
+    ]
+    for _ in range(25):
+        x = torch.randn(8, 6)
+        for net, opt, bias in zip(nets, opts, frozen_bias, strict=True):
+            opt.zero_grad(set_to_none=True)
+            bias.requires_grad_(False)
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(nets[0][0].weight, nets[1][0].weight * 0)
+
+
+def test_plain_fit_does_not_import_the_compiler():
+    """The CPU loop avoids ``torch.optim.Optimizer``, whose first use imports ``torch._dynamo``."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from neurodecode.models.contrastive import ContrastiveEmbedding\n"
+        "x = np.random.default_rng(0).standard_normal((500, 4)).astype('float32')\n"
+        "ContrastiveEmbedding(conditional='time', max_iter=3, batch_size=32).fit(x)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("rf", list(range(1, 13)))

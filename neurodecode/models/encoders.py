@@ -43,9 +43,12 @@ class TemporalLinear(nn.Module):
     ``weight`` is ``(n_outputs, kernel_size * n_inputs)`` with the taps in time order
     (column block ``j`` multiplies sample ``t + j``); it equals a :class:`torch.nn.Conv1d`
     weight ``w`` as ``w.permute(0, 2, 1).reshape(n_outputs, -1)``. Initialised like
-    :class:`~torch.nn.Conv1d` (uniform with fan-in ``n_inputs * kernel_size``). The ``k``
-    shifted slices are concatenated and multiplied once: one large matrix product whose backward
-    pass needs no scatter, about twice as fast as ``Conv1d`` on CPU for these shapes.
+    :class:`~torch.nn.Conv1d` (uniform with fan-in ``n_inputs * kernel_size``). When
+    ``n_inputs <= n_outputs`` the ``k`` shifted slices are concatenated and multiplied once: one
+    large matrix product whose backward pass needs no scatter, about twice as fast as ``Conv1d``
+    on CPU for these shapes. A wider input (the first layer on many channels or voxels) is
+    instead projected onto all ``k`` taps and the shifted taps are added, so the intermediate
+    holds ``k * n_outputs`` rather than ``k * n_inputs`` values per sample.
     """
 
     def __init__(self, n_inputs: int, n_outputs: int, kernel_size: int) -> None:
@@ -63,9 +66,20 @@ class TemporalLinear(nn.Module):
         n = x.shape[-2] - k + 1
         if n < 1:
             raise ValueError(f"need at least {k} samples, got {x.shape[-2]}")
-        if k > 1:
+        if k == 1:
+            return F.linear(x, self.weight, self.bias)
+        if self.n_inputs <= self.n_outputs:
             x = torch.cat([x[..., j : j + n, :] for j in range(k)], dim=-1)
-        return F.linear(x, self.weight, self.bias)
+            return F.linear(x, self.weight, self.bias)
+        # Wide input: project every sample onto the k taps, then add the shifted taps. The
+        # intermediate has k * n_outputs channels instead of k * n_inputs.
+        m = self.n_outputs
+        taps = self.weight.view(m, k, self.n_inputs).transpose(0, 1).reshape(k * m, -1)
+        y = F.linear(x, taps)
+        out = y[..., :n, :m] + self.bias
+        for j in range(1, k):
+            out = out + y[..., j : j + n, j * m : (j + 1) * m]
+        return out
 
 
 def layer_kernels(receptive_field: int) -> tuple[int, int, int]:

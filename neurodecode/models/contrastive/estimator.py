@@ -704,7 +704,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
 
 def _fit_loop(objective: ContrastiveObjective, stream: PairBatches, max_iter: int) -> None:
     """The plain training loop: the same objective and optimiser as the Lightning path."""
-    optimizer = objective.make_optimizer()
+    optimizer = objective.make_optimizer(functional=True)
     objective.train()
     for step in range(max_iter):
         batch = stream.next_batch()

@@ -134,4 +134,3 @@ def goodness_of_fit_bits(loss: float | torch.Tensor, batch_size: int, n_sessions
     if n < 1:
         raise ValueError("batch_size * n_sessions must be >= 1")
     return float((math.log(n) - float(loss)) / math.log(2))
-

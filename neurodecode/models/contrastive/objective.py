@@ -7,11 +7,84 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.adam import adam
 
 from ..encoders import OffsetEncoder
 from .losses import InfoNCE
 
-__all__ = ["ContrastiveObjective"]
+__all__ = ["ContrastiveObjective", "FunctionalAdam"]
+
+
+class FunctionalAdam:
+    """Adam through :func:`torch.optim.adam.adam`, without the :class:`~torch.optim.Optimizer`.
+
+    Gives the same updates as ``torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)``
+    bit for bit (tested). Constructing any :class:`torch.optim.Optimizer` imports
+    ``torch._dynamo`` (with sympy: about 65 MB and 1.3 s in a fresh process) for its
+    compile guards; the plain CPU training loop needs none of that.
+
+    Parameters
+    ----------
+    params : list of torch.nn.Parameter
+    lr, weight_decay : float
+    betas : tuple of float
+    eps : float
+    """
+
+    def __init__(
+        self,
+        params: Sequence[nn.Parameter],
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.exp_avg = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.exp_avg_sq = [
+            torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params
+        ]
+        self.steps = [torch.tensor(0.0) for _ in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Drop the gradients."""
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam update of the parameters that have a gradient."""
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        adam(
+            [self.params[i] for i in live],
+            [self.params[i].grad for i in live],
+            [self.exp_avg[i] for i in live],
+            [self.exp_avg_sq[i] for i in live],
+            [],
+            [self.steps[i] for i in live],
+            foreach=False,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            grad_scale=None,
+            found_inf=None,
+            has_complex=False,
+            amsgrad=False,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            eps=self.eps,
+            maximize=False,
+        )
 
 
 class ContrastiveObjective(nn.Module):
@@ -69,13 +142,21 @@ class ContrastiveObjective(nn.Module):
             return [*self.encoder.parameters(), *self.criterion.parameters()]
         return [p for s in self.train_sessions for p in self.encoder.input_layers[s].parameters()]
 
-    def make_optimizer(self) -> torch.optim.Optimizer:
-        """Adam over :meth:`trainable_parameters`; everything else is frozen."""
+    def make_optimizer(self, functional: bool = False) -> torch.optim.Optimizer | FunctionalAdam:
+        """Adam over :meth:`trainable_parameters`; everything else is frozen.
+
+        Parameters
+        ----------
+        functional : bool
+            Return a :class:`FunctionalAdam` (same updates, bit for bit) instead of
+            :class:`torch.optim.Adam`, for the plain training loop.
+        """
         params = self.trainable_parameters()
         train = {id(p) for p in params}
         for p in [*self.encoder.parameters(), *self.criterion.parameters()]:
             p.requires_grad_(id(p) in train)
-        return torch.optim.Adam(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        cls = FunctionalAdam if functional else torch.optim.Adam
+        return cls(params, lr=self.learning_rate, weight_decay=self.weight_decay)
 
     def embed_batch(self, batch: tuple[list[torch.Tensor], list[int]]) -> dict[str, torch.Tensor]:
         """Embed a batch from :class:`PairBatches`; return ref/pos/neg(/time) embeddings."""
