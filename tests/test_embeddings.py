@@ -187,27 +187,27 @@ def test_temporal_linear_equals_conv1d(n_in, k):
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 def test_functional_adam_equals_torch_adam(weight_decay):
-    torch.manual_seed(0)
-    nets = [torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 2))]
-    nets.append(
-        torch.nn.Sequential(*[torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 2)])
-    )
-    nets[1].load_state_dict(nets[0].state_dict())
-    frozen_bias = [net[2].bias for net in nets]  # a parameter that never gets a gradient
+    def net() -> torch.nn.Sequential:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.GELU(), torch.nn.Linear(5, 2))
+
+    nets = [net(), net()]
+    start = nets[0][0].weight.detach().clone()
+    for n in nets:
+        n[2].bias.requires_grad_(False)  # a parameter that never gets a gradient
     opts = [
         FunctionalAdam(list(nets[0].parameters()), lr=1e-2, weight_decay=weight_decay),
         torch.optim.Adam(nets[1].parameters(), lr=1e-2, weight_decay=weight_decay),
     ]
     for _ in range(25):
         x = torch.randn(8, 6)
-        for net, opt, bias in zip(nets, opts, frozen_bias, strict=True):
+        for n, opt in zip(nets, opts, strict=True):
             opt.zero_grad(set_to_none=True)
-            bias.requires_grad_(False)
-            net(x).pow(2).sum().backward()
+            n(x).pow(2).sum().backward()
             opt.step()
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.equal(a, b)
-    assert not torch.equal(nets[0][0].weight, nets[1][0].weight * 0)
+    assert (nets[0][0].weight - start).abs().max() > 1e-2  # the updates did happen
 
 
 def test_plain_fit_does_not_import_the_compiler():
