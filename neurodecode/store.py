@@ -35,6 +35,7 @@ from .schema import STRING_VARIABLES, SchemaError, as_str_array, recording_label
 
 __all__ = [
     "WriteResult",
+    "clean_label",
     "time_chunks",
     "find_recordings",
     "open_recording",
@@ -101,19 +102,35 @@ def recording_path(root: str | os.PathLike, dataset: str, ds: xr.Dataset) -> Pat
         folder per modality, as BIDS has per datatype).
     """
     a = ds.attrs
-    parts = {k: _safe(str(a[k])) for k in ("subject", "session", "task", "run")}
+    parts = {k: clean_label(a[k]) for k in ("subject", "session", "task", "run")}
     return (
         Path(root)
         / (re.sub(r"[^A-Za-z0-9._+-]", "", dataset) or "dataset")
         / f"sub-{parts['subject']}"
         / f"ses-{parts['session']}"
-        / _safe(str(a["modality"]))
+        / clean_label(a["modality"])
         / f"task-{parts['task']}_run-{parts['run']}.zarr"
     )
 
 
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]", "", text.replace("_", "-")) or "none"
+def clean_label(text: object) -> str:
+    """Return ``text`` as it appears in store paths and in a written recording's attributes.
+
+    The rule is fixed and deterministic: ``_`` becomes ``-`` (``_`` separates entities in store
+    names), then every character other than ASCII letters, digits, ``.``, ``+`` and ``-`` is
+    removed; an empty result is ``"none"``. Two different labels can clean to the same one
+    (``"1_a"`` and ``"1-a"``); ingestion refuses to write both to one store.
+
+    Parameters
+    ----------
+    text : object
+        A subject, session, task, run or modality label; converted with :class:`str` first.
+
+    Returns
+    -------
+    str
+    """
+    return re.sub(r"[^A-Za-z0-9.+-]", "", str(text).replace("_", "-")) or "none"
 
 
 def write_recording(
