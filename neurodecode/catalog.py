@@ -20,19 +20,39 @@ A file rule selects files by ``glob`` (relative to the entry's root), keeps thos
 path matches ``pattern`` in full, and takes BIDS-like entities (subject, session, task, run) from
 its named groups. String reader options may use ``{root}`` (the entry's root), ``{dir}`` (the
 file's folder) and ``{stem}`` (the file name without suffixes).
+
+An entry is checked when it is loaded: its reader must exist and its ``reader_options`` (the
+entry's, merged with each file rule's) must be options of that reader with values of the right
+type (:func:`neurodecode.ingest.readers.validate_options`), so a typo fails at once, naming the
+YAML file, rather than in every worker.
+
+A lab adds its own entries in folders of its own (``load_catalog(extra_dirs)``, the
+``NEURODECODE_CATALOG`` setting, ``--catalog DIR`` on the command line); an entry name defined
+in two files is an error naming both.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .config import get_settings
+from .ingest.readers import READERS, get_reader, suggest, validate_options
 from .schema import MODALITIES
 
 __all__ = [
@@ -41,6 +61,7 @@ __all__ = [
     "RemoteFile",
     "catalog_dir",
     "fetch_entry",
+    "get_entry",
     "load_catalog",
     "load_entry",
 ]
@@ -92,7 +113,9 @@ class CatalogEntry(BaseModel):
     licence: str
     citation: str | None = None
     root: str = Field(description="Folder of the dataset, relative to the data root.")
-    reader: str = Field(description="Reader name (see neurodecode.ingest.READERS).")
+    reader: str = Field(
+        description="Reader name (``neurodecode readers``; neurodecode.ingest.readers.READERS)."
+    )
     reader_options: dict[str, Any] = Field(default_factory=dict)
     entities: dict[str, str] = Field(
         default_factory=dict, description="Default subject/session/task/run."
@@ -109,6 +132,12 @@ class CatalogEntry(BaseModel):
         "file that no longer matches is refused (corrupt, truncated or replaced).",
     )
     remote: list[RemoteFile] = Field(default_factory=list)
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source_file(self) -> Path | None:
+        """The YAML file the entry was loaded from (``None`` when built in Python)."""
+        return self._source
 
     @field_validator("modality")
     @classmethod
@@ -116,6 +145,32 @@ class CatalogEntry(BaseModel):
         if value not in MODALITIES:
             raise ValueError(f"modality {value!r} is not one of {MODALITIES}")
         return value
+
+    @field_validator("reader")
+    @classmethod
+    def _known_reader(cls, value: str) -> str:
+        if value not in READERS:
+            get_reader(value)  # a module:function path, or an error with a close match
+        return value
+
+    @model_validator(mode="after")
+    def _check_options(self) -> CatalogEntry:
+        """Entities are entity keys; reader options are the reader's, coerced to its types."""
+        _check_entities(self.entities, "entities")
+        self.reader_options = validate_options(
+            self.reader, self.reader_options, where="reader_options"
+        )
+        for i, rule in enumerate(self.files):
+            where = f"files[{i}] (glob {rule.glob!r})"
+            _check_entities(rule.entities, f"{where} entities")
+            merged = validate_options(
+                self.reader,
+                {**self.reader_options, **rule.reader_options},
+                where=f"{where} reader_options" if rule.reader_options else "reader_options",
+                complete=True,
+            )
+            rule.reader_options = {k: merged[k] for k in rule.reader_options}
+        return self
 
     def root_path(self, data_root: str | Path | None = None) -> Path:
         """Absolute folder of this dataset under ``data_root`` (default: the settings')."""
@@ -184,6 +239,15 @@ class CatalogEntry(BaseModel):
         return found
 
 
+def _check_entities(entities: Mapping[str, str], where: str) -> None:
+    for key in entities:
+        if key not in _ENTITIES:
+            raise ValueError(
+                f"{where}: {key!r} is not an entity;{suggest(key, _ENTITIES)} "
+                f"entities are {', '.join(_ENTITIES)}"
+            )
+
+
 def _substitute(value: Any, subst: dict[str, str]) -> Any:
     if isinstance(value, str):
         return value.format(**subst) if "{" in value else value
@@ -240,7 +304,7 @@ def catalog_dir() -> Path:
 
 
 def load_entry(path: str | Path) -> CatalogEntry:
-    """Read one catalog entry from YAML.
+    """Read one catalog entry from YAML and check it (reader, options, entities).
 
     Parameters
     ----------
@@ -250,30 +314,113 @@ def load_entry(path: str | Path) -> CatalogEntry:
     Returns
     -------
     CatalogEntry
+
+    Raises
+    ------
+    ValueError
+        One line naming the file and every problem found (``field: problem; ...``).
     """
+    path = Path(path)
     try:
-        return CatalogEntry(**(yaml.safe_load(Path(path).read_text()) or {}))
-    except Exception as err:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: invalid catalog entry: {' '.join(str(err).split())}") from err
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: invalid catalog entry: expected a mapping of fields, got "
+            f"{type(data).__name__}"
+        )
+    try:
+        entry = CatalogEntry(**data)
+    except ValidationError as err:
+        raise ValueError(f"{path}: invalid catalog entry: {_one_line(err)}") from err
+    except ValueError as err:  # an unknown module:function reader
         raise ValueError(f"{path}: invalid catalog entry: {err}") from err
+    entry._source = path
+    return entry
 
 
-def load_catalog(folder: str | Path | None = None) -> dict[str, CatalogEntry]:
-    """Read every ``*.yaml`` entry of a catalog folder.
+def _one_line(err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(part) for part in e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def _catalog_folders(extra_dirs: Sequence[str | os.PathLike] | None) -> list[Path]:
+    if isinstance(extra_dirs, str | os.PathLike):
+        extra_dirs = [extra_dirs]
+    folders: list[Path] = []
+    for folder in [catalog_dir(), *get_settings().catalog_dirs, *(extra_dirs or [])]:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"catalog folder {folder} does not exist or is not a folder")
+        if all(folder.resolve() != f.resolve() for f in folders):
+            folders.append(folder)
+    return folders
+
+
+def load_catalog(
+    extra_dirs: Sequence[str | os.PathLike] | None = None,
+) -> dict[str, CatalogEntry]:
+    """Read every ``*.yaml`` entry of the shipped catalog and of a lab's own catalog folders.
 
     Parameters
     ----------
-    folder : path-like, optional
-        Defaults to :func:`catalog_dir`.
+    extra_dirs : sequence of path-like, optional
+        Catalog folders read after :func:`catalog_dir` and the ``catalog_dirs`` setting
+        (``NEURODECODE_CATALOG``); a folder named twice is read once.
 
     Returns
     -------
     dict of str to CatalogEntry
-        Keyed by entry name.
+        Keyed by entry name, in folder then file name order.
+
+    Raises
+    ------
+    ValueError
+        If an entry is invalid (naming its file), or if two files define the same entry name
+        (naming both).
+    FileNotFoundError
+        If a catalog folder does not exist.
     """
     entries: dict[str, CatalogEntry] = {}
-    for path in sorted(Path(folder or catalog_dir()).glob("*.yaml")):
-        entry = load_entry(path)
-        if entry.name in entries:
-            raise ValueError(f"{path}: catalog entry name {entry.name!r} is used twice")
-        entries[entry.name] = entry
+    for folder in _catalog_folders(extra_dirs):
+        for path in sorted(folder.glob("*.yaml")):
+            entry = load_entry(path)
+            if entry.name in entries:
+                raise ValueError(
+                    f"catalog entry {entry.name!r} is defined twice: in "
+                    f"{entries[entry.name].source_file} and in {path}"
+                )
+            entries[entry.name] = entry
     return entries
+
+
+def get_entry(name: str, catalog: Mapping[str, CatalogEntry]) -> CatalogEntry:
+    """Look an entry up by name, with a close match in the error.
+
+    Parameters
+    ----------
+    name : str
+        Entry name.
+    catalog : mapping of str to CatalogEntry
+        From :func:`load_catalog`.
+
+    Returns
+    -------
+    CatalogEntry
+
+    Raises
+    ------
+    ValueError
+        One line: ``no catalog entry 'x'; did you mean 'y'? known entries: ...``.
+    """
+    if name in catalog:
+        return catalog[name]
+    raise ValueError(
+        f"no catalog entry {name!r};{suggest(name, catalog)} "
+        f"known entries: {', '.join(sorted(catalog))}"
+    )

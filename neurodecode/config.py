@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["Settings", "SimulationConfig", "get_settings"]
 
@@ -33,10 +33,30 @@ class Settings(BaseModel):
         (``NEURODECODE_SAMPLE_DATA``; default ``../shared/data`` beside the repository).
     store_root : Path
         Default root of recording stores (``NEURODECODE_STORE_ROOT``; default ``./stores``).
+    catalog_dirs : list of Path
+        A lab's own catalog folders, read after the shipped ``data_catalog/``
+        (``NEURODECODE_CATALOG``: folders separated by ``os.pathsep``, ``:`` on POSIX; default
+        none).
     """
 
     sample_data: Path = Field(default_factory=_default_sample_data)
     store_root: Path = Field(default_factory=lambda: Path("stores"))
+    catalog_dirs: list[Path] = Field(default_factory=list)
+
+    @field_validator("catalog_dirs", mode="before")
+    @classmethod
+    def _split_path_list(cls, value: Any) -> Any:
+        if isinstance(value, str | os.PathLike):
+            return [part for part in str(value).split(os.pathsep) if part.strip()]
+        return value
+
+
+#: Environment variable of each setting.
+_ENV = {
+    "sample_data": "NEURODECODE_SAMPLE_DATA",
+    "store_root": "NEURODECODE_STORE_ROOT",
+    "catalog_dirs": "NEURODECODE_CATALOG",
+}
 
 
 def get_settings() -> Settings:
@@ -46,11 +66,7 @@ def get_settings() -> Settings:
     -------
     Settings
     """
-    env = {
-        name: os.environ[f"NEURODECODE_{name.upper()}"]
-        for name in Settings.model_fields
-        if f"NEURODECODE_{name.upper()}" in os.environ
-    }
+    env = {name: os.environ[var] for name, var in _ENV.items() if var in os.environ}
     return Settings(**env)
 
 

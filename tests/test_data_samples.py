@@ -19,6 +19,8 @@ from neurodecode.schema import intervals_frame
 from neurodecode.simulate import simulate_dataset
 from neurodecode.store import recording_path, write_recording
 
+from .conftest import small_recording
+
 
 @pytest.fixture(scope="module")
 def sim_root(tmp_path_factory):
@@ -180,3 +182,67 @@ def test_stored_intervals_split(sim_root):
 def test_sample_table_is_required():
     with pytest.raises(TypeError, match="sample table"):
         list(LeaveOneGroupOut().split(np.zeros((4, 2)), groups=np.arange(4)))
+
+
+@pytest.fixture(scope="module")
+def channel_sets(tmp_path_factory):
+    """Three EEG stores: A, B (one channel of A missing, one extra) and C (A's, reversed)."""
+    root = tmp_path_factory.mktemp("channel_sets")
+    a = [f"EEG{i:03d}" for i in range(8)]
+    b = [c for c in a if c != "EEG003"] + ["X1"]
+    stores = {}
+    for key, names, seed in (("A", a, 1), ("B", b, 2), ("C", a[::-1], 3)):
+        ds = small_recording(n_channels=len(names), ch_names=names, seed=seed, run=key)
+        stores[key] = root / f"{key}.zarr"
+        write_recording(ds, stores[key])
+    return stores
+
+
+def test_different_channel_sets_are_named(channel_sets):
+    recs = open_recordings([channel_sets["A"], channel_sets["B"]])
+    a, b = (str(channel_sets[k]) for k in "AB")
+    for gather in (
+        lambda: epochs(recs, tmin=0.0, tmax=0.2),
+        lambda: windows(recs, length=1.0, stride=1.0),
+        lambda: time_samples(recs, target="speed"),
+    ):
+        with pytest.raises(ValueError) as err:
+            gather()
+        msg = str(err.value)
+        assert msg.startswith("recordings have different channel sets:")
+        assert f"{b} lacks [EEG003] that {a} has" in msg
+        assert f"{b} has [X1] that {a} lacks" in msg
+        assert "pass channels='common' to keep the 7 channels common to all" in msg
+
+
+def test_common_channels_kept_and_recorded(channel_sets):
+    recs = open_recordings([channel_sets["A"], channel_sets["B"]])
+    s = epochs(recs, tmin=0.0, tmax=0.2, channels="common")
+    common = [f"EEG{i:03d}" for i in range(8) if i != 3]
+    assert s.ch_names == common and s.ch_types == ["eeg"] * 7
+    row = int(np.flatnonzero(s.table["recording"] == str(channel_sets["B"]))[0])
+    rec = recs[1]
+    first = int(round(s.table["onset"].iloc[row] * rec.sfreq))
+    direct = rec.ds["signal"].sel(channel=common).values[first : first + s.X.shape[2]].T
+    np.testing.assert_array_equal(s.X[row], direct)
+    (step,) = s.table.attrs["history"]
+    assert step["step"] == "neurodecode.data.samples.common_channels"
+    assert step["params"] == {
+        "kept": 7,
+        "dropped": {str(channel_sets["A"]): ["EEG003"], str(channel_sets["B"]): ["X1"]},
+    }
+    assert s.select(np.arange(2)).table.attrs["history"] == [step]
+    assert s.select(np.arange(2)).ch_types == s.ch_types
+    with pytest.raises(ValueError, match="channels must be 'strict' or 'common'"):
+        epochs(recs, tmin=0.0, tmax=0.2, channels="union")
+
+
+def test_same_channels_in_another_order_follow_names(channel_sets):
+    recs = open_recordings([channel_sets["A"], channel_sets["C"]])
+    s = epochs(recs, tmin=0.0, tmax=0.2)
+    assert s.ch_names == [f"EEG{i:03d}" for i in range(8)]
+    assert s.table.attrs["history"] == []
+    row = int(np.flatnonzero(s.table["recording"] == str(channel_sets["C"]))[0])
+    first = int(round(s.table["onset"].iloc[row] * recs[1].sfreq))
+    direct = recs[1].ds["signal"].sel(channel=s.ch_names).values[first : first + s.X.shape[2]]
+    np.testing.assert_array_equal(s.X[row], direct.T)

@@ -8,11 +8,12 @@ split rules of :mod:`neurodecode.data.splits` need to keep runs, sessions and su
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,8 @@ import xarray as xr
 
 from ..schema import as_str_array, events_frame
 from ..store import find_recordings, open_recording
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DATA_CH_TYPES",
@@ -140,11 +143,14 @@ class Samples:
     table : DataFrame
         The sample table (see :mod:`neurodecode.data.splits`).
     ch_names : list of str
-        Channel names (identical across recordings, else an error is raised).
+        Channel names, the same for every recording (see ``channels`` of :func:`epochs`; the
+        channels left out with ``channels="common"`` are listed in ``table.attrs["history"]``).
     sfreq : float
         Sampling rate of ``X`` along time.
     times : ndarray or None
         Time of each column of ``X`` relative to the event or window start, in seconds.
+    ch_types : list of str or None
+        Channel type of each channel (schema names), when known.
     """
 
     X: np.ndarray
@@ -153,6 +159,7 @@ class Samples:
     ch_names: list[str]
     sfreq: float
     times: np.ndarray | None = None
+    ch_types: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.table)
@@ -167,6 +174,7 @@ class Samples:
             self.ch_names,
             self.sfreq,
             self.times,
+            self.ch_types,
         )
 
 
@@ -218,15 +226,84 @@ def _base_row(rec: Recording) -> dict[str, str]:
     }
 
 
-def _check_same_channels(names: list[list[str]], recs: Sequence[Recording]) -> list[str]:
+#: ``channels`` options of the functions that gather samples across recordings.
+ChannelSet = Literal["strict", "common"]
+_COMMON_STEP = "neurodecode.data.samples.common_channels"
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """The channels gathered from each recording, in one order for all."""
+
+    picks: list[np.ndarray]
+    names: list[str]
+    types: list[str]
+    dropped: dict[str, list[str]]
+
+    def record(self, table: pd.DataFrame) -> pd.DataFrame:
+        """``table`` with its ``attrs``: the channels left out (if any) in ``history``."""
+        table.attrs.setdefault("history", [])
+        if any(self.dropped.values()):
+            table.attrs["history"].append({
+                "step": _COMMON_STEP,
+                "params": {"kept": len(self.names),
+                           "dropped": {r: d for r, d in self.dropped.items() if d}},
+            })  # fmt: skip
+        return table
+
+
+def _channel_sets(
+    recs: Sequence[Recording], ch_types: Sequence[str] | None, channels: ChannelSet
+) -> _Channels:
+    """Pick the same channels, by name and in the first recording's order, in every recording.
+
+    ``"strict"``: every recording must have the same channel set (an order that differs is
+    followed by name); ``"common"``: keep the channels that every recording has.
+    """
+    if channels not in ("strict", "common"):
+        raise ValueError(f"channels must be 'strict' or 'common', got {channels!r}")
+    if not recs:
+        raise ValueError("no recording given")
+    picks = [pick_channels(r, ch_types) for r in recs]
+    names = [as_str_array(r.ds["channel"].values[p]).tolist() for r, p in zip(recs, picks,
+                                                                               strict=True)]
     first = names[0]
-    for n, r in zip(names[1:], recs[1:], strict=True):
-        if n != first:
-            raise ValueError(
-                f"{r.path}: channels differ from {recs[0].path}; pass ch_types or "
-                "use per-subject adapters for recordings with different channels"
-            )
-    return first
+    common = set(first).intersection(*map(set, names[1:]))
+    if channels == "strict" and any(set(n) != set(first) for n in names[1:]):
+        raise ValueError(_mismatch_message(recs, names, len(common)))
+    keep = [c for c in first if c in common]
+    if not keep:
+        raise ValueError(f"the {len(recs)} recordings have no channel in common: "
+                         + _mismatch_message(recs, names, 0))
+    out_picks, dropped = [], {}
+    for rec, p, n in zip(recs, picks, names, strict=True):
+        where = {c: i for i, c in enumerate(n)}
+        out_picks.append(p[[where[c] for c in keep]])
+        dropped[rec.path] = [c for c in n if c not in common]
+    if any(dropped.values()):
+        logger.info("channels not in every recording left out: %s",
+                       {r: d for r, d in dropped.items() if d})
+    types = as_str_array(recs[0].ds["ch_type"].values[out_picks[0]]).tolist()
+    return _Channels(out_picks, keep, types, dropped)
+
+
+def _mismatch_message(recs: Sequence[Recording], names: list[list[str]], n_common: int) -> str:
+    first = set(names[0])
+    parts = []
+    for rec, n in zip(recs[1:], names[1:], strict=True):
+        lacks = [c for c in names[0] if c not in set(n)]
+        extra = [c for c in n if c not in first]
+        if lacks:
+            parts.append(f"{rec.path} lacks {_few(lacks)} that {recs[0].path} has")
+        if extra:
+            parts.append(f"{rec.path} has {_few(extra)} that {recs[0].path} lacks")
+    return ("recordings have different channel sets: " + "; ".join(parts)
+            + f"; pass channels='common' to keep the {n_common} channels common to all")
+
+
+def _few(names: list[str], n: int = 10) -> str:
+    shown = ", ".join(names[:n])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > n else ''}]"
 
 
 def label_map(labels: Sequence[str] | Mapping[str, str] | None) -> Mapping[str, str] | None:
@@ -247,13 +324,14 @@ def epochs(
     l_freq: float | None = None,
     h_freq: float | None = None,
     decim: int = 1,
+    channels: ChannelSet = "strict",
 ) -> Samples:
     """Event-locked trials.
 
     Parameters
     ----------
     recordings : sequence of Recording
-        Recordings with the same channels.
+        Recordings with the same channels (see ``channels``).
     tmin, tmax : float
         Epoch limits around each event onset, in seconds (both included, as in MNE).
     labels : sequence of str or mapping, optional
@@ -268,6 +346,12 @@ def epochs(
         filter never sees across recordings, and it uses no label.
     decim : int
         Keep every ``decim``-th sample (after filtering).
+    channels : {"strict", "common"}
+        Channels of the picked types gathered from each recording, by name and in the first
+        recording's order. ``"strict"``: recordings with different channel sets are refused
+        with a ``ValueError`` naming them and the channels each lacks; ``"common"``: only the
+        channels that every recording has are kept, and those left out are listed (per
+        recording) in ``table.attrs["history"]``.
 
     Returns
     -------
@@ -276,9 +360,10 @@ def epochs(
         inside their recording are left out (counted in ``table.attrs["dropped"]``).
     """
     mapping = label_map(labels)
-    X, rows, names, dropped = [], [], [], 0
+    chans = _channel_sets(recordings, ch_types, channels)
+    X, rows, dropped = [], [], 0
     n = int(round((tmax - tmin) * recordings[0].sfreq)) + 1
-    for rec in recordings:
+    for rec, picks in zip(recordings, chans.picks, strict=True):
         # rates may differ by clock drift (fitted rates of consumer devices), as long as an
         # epoch's last sample moves by less than half a sample
         if abs(rec.sfreq - recordings[0].sfreq) * (tmax - tmin) >= 0.5:
@@ -286,8 +371,6 @@ def epochs(
                 f"{rec.path}: sampling rate {rec.sfreq:g} Hz differs from "
                 f"{recordings[0].sfreq:g} Hz; resample first"
             )
-        picks = pick_channels(rec, ch_types)
-        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
         ev = events_frame(rec.ds)
         if mapping is not None:
             ev = ev[ev["label"].isin(list(mapping))]
@@ -317,16 +400,17 @@ def epochs(
     if baseline is not None:
         sel = (times >= baseline[0] - 1e-9) & (times <= baseline[1] + 1e-9)
         data = data - data[:, :, sel].mean(axis=2, keepdims=True)
-    table = pd.DataFrame(rows)
+    table = chans.record(pd.DataFrame(rows))
     table.attrs["dropped"] = dropped
     y = table["label"].map(mapping).to_numpy() if mapping else table["label"].to_numpy()
     return Samples(
         np.ascontiguousarray(data[:, :, ::decim]),
         y.astype(str),
         table,
-        _check_same_channels(names, recordings),
+        chans.names,
         recordings[0].sfreq / decim,
         times[::decim],
+        chans.types,
     )
 
 
@@ -401,6 +485,7 @@ def windows(
     target: str | None = None,
     labels: Sequence[str] | Mapping[str, str] | None = None,
     ch_types: Sequence[str] | None = None,
+    channels: ChannelSet = "strict",
 ) -> Samples:
     """Sliding windows with a target at each window's end.
 
@@ -417,17 +502,19 @@ def windows(
         With ``target="events"``: labels to keep, or label → class.
     ch_types : sequence of str, optional
         Channel types to keep.
+    channels : {"strict", "common"}
+        Recordings with different channel sets: refused, or reduced to their common channels
+        (see :func:`epochs`).
 
     Returns
     -------
     Samples
     """
     mapping = label_map(labels)
+    chans = _channel_sets(recordings, ch_types, channels)
     table = window_table(recordings, length=length, stride=stride)
-    X, ys, names, keep_rows = [], [], [], []
-    for rec in recordings:
-        picks = pick_channels(rec, ch_types)
-        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
+    X, ys, keep_rows = [], [], []
+    for rec, picks in zip(recordings, chans.picks, strict=True):
         rows = table[table["recording"] == rec.path]
         end = rows["stop"].to_numpy() - 1.0 / rec.sfreq
         if target == "events":
@@ -447,7 +534,7 @@ def windows(
         )
         ys.append(None if y is None else y[ok])
         keep_rows.append(rows)
-    out = pd.concat(keep_rows, ignore_index=True)
+    out = chans.record(pd.concat(keep_rows, ignore_index=True))
     y_all = None if target is None else np.concatenate(ys)
     if target == "events":
         y_all = y_all.astype(str)
@@ -456,9 +543,10 @@ def windows(
         np.concatenate(X),
         y_all,
         out,
-        _check_same_channels(names, recordings),
+        chans.names,
         recordings[0].sfreq,
         np.arange(n) / recordings[0].sfreq,
+        chans.types,
     )
 
 
@@ -469,6 +557,7 @@ def time_samples(
     delay: float = 0.0,
     labels: Sequence[str] | Mapping[str, str] | None = None,
     ch_types: Sequence[str] | None = None,
+    channels: ChannelSet = "strict",
 ) -> Samples:
     """One sample per time step (a volume, a frame, a bin).
 
@@ -486,6 +575,9 @@ def time_samples(
         With ``target="events"``: labels to keep, or label → class.
     ch_types : sequence of str, optional
         Channel types to keep.
+    channels : {"strict", "common"}
+        Recordings with different channel sets: refused, or reduced to their common channels
+        (see :func:`epochs`).
 
     Returns
     -------
@@ -493,10 +585,9 @@ def time_samples(
         ``X`` is ``(n_steps, n_channels)``.
     """
     mapping = label_map(labels)
-    X, ys, names, rows = [], [], [], []
-    for rec in recordings:
-        picks = pick_channels(rec, ch_types)
-        names.append(as_str_array(rec.ds["channel"].values[picks]).tolist())
+    chans = _channel_sets(recordings, ch_types, channels)
+    X, ys, rows = [], [], []
+    for rec, picks in zip(recordings, chans.picks, strict=True):
         t = rec.ds["time"].values
         if target == "events":
             y = label_at(rec, t - delay, mapping)
@@ -512,9 +603,11 @@ def time_samples(
     return Samples(
         np.concatenate(X),
         y_all.astype(str) if target == "events" else y_all,
-        pd.concat(rows, ignore_index=True),
-        _check_same_channels(names, recordings),
+        chans.record(pd.concat(rows, ignore_index=True)),
+        chans.names,
         recordings[0].sfreq,
+        None,
+        chans.types,
     )
 
 
