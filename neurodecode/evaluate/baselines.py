@@ -6,7 +6,8 @@ Transformers for epochs ``X`` of shape (n_epochs, n_channels, n_times) or featur
 - :class:`BandPower` — log band power per channel (Welch), for oscillatory effects;
 - :class:`Decimate` — average in consecutive time bins, for evoked responses (ERPs);
 - :class:`Flatten` — one feature vector per sample;
-- :class:`ChannelStandardizer` — per-channel z-scoring, fitted on training data only.
+- :class:`ChannelStandardizer` — per-channel z-scoring, fitted on training data only;
+- :class:`MNEVerbose` — runs an MNE transformer at an MNE log level (quiet by default).
 
 Factories return unfitted :class:`~sklearn.pipeline.Pipeline` objects whose every data-fitted
 step (normalisation included) is fitted inside each cross-validation fold:
@@ -32,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import signal as sps
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold
@@ -40,12 +41,15 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from neurodecode.verbosity import Verbose, mne_verbose
+
 __all__ = [
     "DEFAULT_BANDS",
     "BandPower",
     "ChannelStandardizer",
     "Decimate",
     "Flatten",
+    "MNEVerbose",
     "bandpower_logistic",
     "csp_lda",
     "erp_lda",
@@ -291,6 +295,72 @@ class ChannelStandardizer(TransformerMixin, BaseEstimator):
         return X
 
 
+class MNEVerbose(TransformerMixin, BaseEstimator):
+    """Run an MNE transformer's ``fit`` and ``transform`` at an MNE log level.
+
+    MNE's decoding classes (:class:`mne.decoding.CSP`, :class:`mne.decoding.XdawnTransformer`)
+    log every covariance estimate at MNE's default ``info`` level: hundreds of lines per
+    cross-validation. This wrapper applies :func:`neurodecode.verbosity.mne_verbose` around
+    them, wherever the pipeline is fitted (joblib workers included, since the level travels
+    with the estimator).
+
+    Parameters
+    ----------
+    estimator : MNE transformer
+        Cloned at ``fit``.
+    verbose : bool, str, int or None
+        MNE-style level (``True`` = ``"info"``); ``None`` runs MNE at ``"warning"`` unless the
+        user or an enclosing call (``cross_validate(verbose=...)``) chose another level.
+
+    Attributes
+    ----------
+    estimator_ : MNE transformer
+        The fitted clone. Its attributes are reachable on the wrapper too
+        (``pipeline["csp"].patterns_``, ``pipeline["csp"].plot_patterns(info)``).
+    """
+
+    def __init__(self, estimator: Any, verbose: Verbose = None):
+        self.estimator = estimator
+        self.verbose = verbose
+
+    def fit(self, X: Any, y: Any = None) -> MNEVerbose:
+        """Fit a clone of ``estimator`` at the chosen MNE log level.
+
+        Parameters
+        ----------
+        X : array-like
+        y : array-like, optional
+
+        Returns
+        -------
+        MNEVerbose
+        """
+        with mne_verbose(self.verbose):
+            self.estimator_ = clone(self.estimator).fit(X, y)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Transform with the fitted clone at the chosen MNE log level.
+
+        Parameters
+        ----------
+        X : array-like
+
+        Returns
+        -------
+        ndarray
+        """
+        check_is_fitted(self)
+        with mne_verbose(self.verbose):
+            return self.estimator_.transform(X)
+
+    def __getattr__(self, name: str) -> Any:
+        fitted = self.__dict__.get("estimator_")
+        if fitted is None or name.startswith("__"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(fitted, name)
+
+
 # --------------------------------------------------------------------------- factories
 
 
@@ -373,7 +443,7 @@ def bandpower_logistic(sfreq: float, bands: Sequence[tuple[float, float]] = DEFA
                      ("standardize", ChannelStandardizer()), ("logistic", _logistic_model(C))])
 
 
-def csp_lda(n_components: int = 4) -> Pipeline:
+def csp_lda(n_components: int = 4, *, verbose: Verbose = None) -> Pipeline:
     """Common spatial patterns (log variance) then linear discriminant analysis.
 
     Use it for classes that differ in the spatial distribution of band power — motor imagery
@@ -384,22 +454,21 @@ def csp_lda(n_components: int = 4) -> Pipeline:
     ----------
     n_components : int
         CSP filters kept.
+    verbose : bool, str, int or None
+        MNE log level of the CSP fits, in MNE's convention; ``None`` (default) keeps MNE at
+        ``"warning"`` — no per-covariance ``info`` lines — unless ``MNE_LOGGING_LEVEL``,
+        :func:`mne.set_log_level` or ``cross_validate(verbose=...)`` asks for more.
 
     Returns
     -------
     Pipeline
-        ``csp`` (:class:`mne.decoding.CSP`, ``reg=None, log=True, norm_trace=False``) → ``lda``.
-
-    Notes
-    -----
-    MNE logs every covariance estimate at its default ``info`` level; with many permutations
-    set ``MNE_LOGGING_LEVEL=warning`` in the environment (it also reaches joblib workers) or
-    call :func:`mne.set_log_level`.
+        ``csp`` (:class:`MNEVerbose` around :class:`mne.decoding.CSP`, ``reg=None, log=True,
+        norm_trace=False``) → ``lda``.
     """
     from mne.decoding import CSP
 
-    return Pipeline([("csp", CSP(n_components=n_components, reg=None, log=True,
-                                 norm_trace=False)),
+    csp = CSP(n_components=n_components, reg=None, log=True, norm_trace=False)
+    return Pipeline([("csp", MNEVerbose(csp, verbose=verbose)),
                      ("lda", LinearDiscriminantAnalysis())])
 
 
@@ -444,7 +513,7 @@ def erp_lda(decim: int = 10) -> Pipeline:
                      ("flatten", Flatten()), ("lda", _shrinkage_lda())])
 
 
-def xdawn_lda(n_components: int = 2, decim: int = 10) -> Pipeline:
+def xdawn_lda(n_components: int = 2, decim: int = 10, *, verbose: Verbose = None) -> Pipeline:
     """xDAWN spatial filters (per class) enhancing evoked responses, then shrinkage LDA.
 
     Use it instead of :func:`erp_lda` for evoked responses recorded with many channels or at a
@@ -457,20 +526,19 @@ def xdawn_lda(n_components: int = 2, decim: int = 10) -> Pipeline:
         xDAWN components per class.
     decim : int
         As for :func:`erp_lda`.
+    verbose : bool, str, int or None
+        MNE log level of the xDAWN fits; as for :func:`csp_lda`.
 
     Returns
     -------
     Pipeline
-        ``xdawn`` (:class:`mne.decoding.XdawnTransformer`) → ``decimate`` → ``flatten`` →
-        ``lda``.
-
-    Notes
-    -----
-    MNE logs at its default ``info`` level while fitting; see :func:`csp_lda`.
+        ``xdawn`` (:class:`MNEVerbose` around :class:`mne.decoding.XdawnTransformer`) →
+        ``decimate`` → ``flatten`` → ``lda``.
     """
     from mne.decoding import XdawnTransformer
 
-    return Pipeline([("xdawn", XdawnTransformer(n_components=n_components)),
+    xdawn = XdawnTransformer(n_components=n_components)
+    return Pipeline([("xdawn", MNEVerbose(xdawn, verbose=verbose)),
                      ("decimate", Decimate(decim)), ("flatten", Flatten()),
                      ("lda", _shrinkage_lda())])
 

@@ -25,6 +25,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.base import clone
 
+from neurodecode import verbosity
 from neurodecode.data.splits import check_split
 from neurodecode.evaluate.metrics import METRICS, Metric
 from neurodecode.evaluate.permutation import (
@@ -196,6 +197,8 @@ def cross_validate(
     random_state: int = 0,
     n_jobs: int | None = 1,
     fit_params: Mapping[str, Any] | None = None,
+    verbose: verbosity.Verbose = None,
+    progress: bool | None = None,
 ) -> EvaluationResult:
     """Cross-validate an estimator under a leakage-checked split, with a permutation null.
 
@@ -243,6 +246,14 @@ def cross_validate(
         Extra arguments of ``estimator.fit``, one value per sample (sliced with the training
         rows of each fold), e.g. ``{"contrastiveembedding__positions": sample_positions(...)}``
         for a pipeline whose embedding must not window across removed test blocks.
+    verbose : bool, str, int or None
+        MNE log level of every fit and prediction, in MNE's convention (``True`` = ``"info"``);
+        ``None`` runs MNE at ``"warning"`` unless ``MNE_LOGGING_LEVEL`` or
+        :func:`mne.set_log_level` says otherwise (:func:`neurodecode.verbosity.mne_verbose`).
+        Applied in joblib workers too.
+    progress : bool, optional
+        Progress bar over the (1 + ``n_permutations``) × folds fits on stderr; ``None`` shows
+        it only when stderr is an interactive terminal (:func:`neurodecode.verbosity.progress`).
 
     Returns
     -------
@@ -278,13 +289,17 @@ def cross_validate(
         check_split(samples, train, test, within_recording=getattr(cv, "within_recording", False),
                     gap=getattr(cv, "gap", 0.0))
 
+    level = verbosity.mne_log_level(verbose)
     targets = [y] + permuted_targets(y, n_permutations, scheme=scheme,
                                      groups=samples["recording"].to_numpy(),
                                      order=samples["start"].to_numpy(), random_state=random_state)
-    flat = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_score)(estimator, X, t, train, test, scorers, fit_params)
+    fits = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fit_score)(estimator, X, t, train, test, scorers, fit_params, level)
         for t in targets for train, test in folds
     )
+    what = f"{len(folds)} folds" + (f" × {len(targets)} runs" if n_permutations else "")
+    flat = list(verbosity.progress(fits, len(targets) * len(folds),
+                                   f"cross-validation ({what})", progress))
     scores = np.asarray(flat, dtype=float).reshape(len(targets), len(folds), len(scorers))
 
     groups = _test_groups(cv, samples, [test for _, test in folds])
@@ -322,17 +337,19 @@ def _resolve_metrics(metrics: Sequence[str] | Mapping[str, Metric]) -> dict[str,
 
 def _fit_score(estimator: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray,
                test: np.ndarray, scorers: Mapping[str, Metric],
-               fit_params: Mapping[str, np.ndarray] | None = None) -> list[float]:
-    """Fit a clone on ``train``, return each metric on ``test``."""
+               fit_params: Mapping[str, np.ndarray] | None = None,
+               level: int | None = None) -> list[float]:
+    """Fit a clone on ``train``, return each metric on ``test``; MNE logs at ``level``."""
     params = {k: v[train] for k, v in (fit_params or {}).items()}
-    model = clone(estimator).fit(X[train], y[train], **params)
-    outputs: dict[str, np.ndarray] = {}
-    scores = []
-    for name, metric in scorers.items():
-        if metric.needs not in outputs:
-            outputs[metric.needs] = _output(model, X[test], metric.needs, name)
-        kwargs = {} if metric.needs == "predict" else {"labels": model.classes_}
-        scores.append(float(metric.func(y[test], outputs[metric.needs], **kwargs)))
+    with verbosity.mne_verbose(level):
+        model = clone(estimator).fit(X[train], y[train], **params)
+        outputs: dict[str, np.ndarray] = {}
+        scores = []
+        for name, metric in scorers.items():
+            if metric.needs not in outputs:
+                outputs[metric.needs] = _output(model, X[test], metric.needs, name)
+            kwargs = {} if metric.needs == "predict" else {"labels": model.classes_}
+            scores.append(float(metric.func(y[test], outputs[metric.needs], **kwargs)))
     return scores
 
 

@@ -36,6 +36,8 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.utils.multiclass import type_of_target
 
+from neurodecode import verbosity
+
 __all__ = [
     "SCHEMES",
     "PermutationResult",
@@ -213,6 +215,8 @@ def permutation_test(
     greater_is_better: bool = True,
     random_state: int = 0,
     n_jobs: int | None = 1,
+    verbose: verbosity.Verbose = None,
+    progress: bool | None = None,
 ) -> PermutationResult:
     """Score ``y`` and ``n_permutations`` permutations of it with one function.
 
@@ -234,17 +238,33 @@ def permutation_test(
     random_state : int
     n_jobs : int, optional
         Processes for :class:`joblib.Parallel`.
+    verbose : bool, str, int or None
+        MNE log level while ``score_fn`` runs, in MNE's convention; ``None`` runs MNE at
+        ``"warning"`` unless the user set another level
+        (:func:`neurodecode.verbosity.mne_verbose`). Applied in joblib workers too.
+    progress : bool, optional
+        Progress bar over the permutations on stderr; ``None`` shows it only when stderr is an
+        interactive terminal (:func:`neurodecode.verbosity.progress`).
 
     Returns
     -------
     PermutationResult
     """
     y = np.asarray(y)
+    level = verbosity.mne_log_level(verbose)
     targets = permuted_targets(y, n_permutations, scheme=scheme, groups=groups, order=order,
                                random_state=random_state)
-    null = Parallel(n_jobs=n_jobs)(delayed(score_fn)(t) for t in targets)
-    return PermutationResult(float(score_fn(y)), np.asarray(null, dtype=float),
-                             greater_is_better, scheme)
+    score = _score(score_fn, y, level)
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_score)(score_fn, t, level) for t in targets)
+    null = list(verbosity.progress(runs, n_permutations, f"{n_permutations} permutations",
+                                   progress))
+    return PermutationResult(score, np.asarray(null, dtype=float), greater_is_better, scheme)
+
+
+def _score(score_fn: Callable[[np.ndarray], float], y: np.ndarray, level: int) -> float:
+    with verbosity.mne_verbose(level):
+        return float(score_fn(y))
 
 
 def default_scheme(y: Any, samples: pd.DataFrame) -> Scheme:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,7 +84,13 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
     random_state : int
         Seed of initialisation and sampling.
     verbose : bool
-        Show Lightning's progress bar.
+        Report training progress on stderr. The plain loop prints a line about every
+        ``max_iter / 10`` steps and at the last one (step, ``loss``, ``alignment``,
+        ``uniformity``, the hybrid parts, a learnable temperature, and steps per second over
+        the interval), Lightning shows its progress bar with the loss; both end with a line of
+        the total time and speed. ``False`` prints nothing, Lightning's own messages included.
+        Quiet training does no per-step formatting; verbose training adds none of its own
+        device synchronisation (the loss terms are read once per step for ``log_`` anyway).
 
     Attributes
     ----------
@@ -422,10 +431,16 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         )
         log = self.log_
         every = max(1, int(callback_frequency or 1))
+        use_loop = self.trainer == "loop" or (self.trainer == "auto" and device.type == "cpu")
+        what = "fit" if train_sessions is None else f"adapt session {session_base}"
+        lines = _TrainingLines(what, max_iter, self.learnable_temperature)
+        report = lines if self.verbose and use_loop else None
 
         def on_step(step: int, stats: dict[str, float]) -> None:
             for key, value in stats.items():
                 log.setdefault(key, []).append(value)
+            if report is not None:
+                report(step, stats)
             if callback is not None and (step + 1) % every == 0:
                 callback(step + 1, self)
 
@@ -442,7 +457,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         )
         start = time.perf_counter()
         if max_iter > 0:
-            if self.trainer == "loop" or (self.trainer == "auto" and device.type == "cpu"):
+            if use_loop:
                 _fit_loop(module, stream, max_iter)
             else:
                 import lightning as L
@@ -450,18 +465,22 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
 
                 from .module import ContrastiveModule
 
-                trainer = L.Trainer(
-                    max_steps=max_iter,
-                    accelerator="cpu" if device.type == "cpu" else "gpu",
-                    devices=1 if device.type == "cpu" else [device.index or 0],
-                    logger=False,
-                    enable_checkpointing=False,
-                    enable_model_summary=False,
-                    enable_progress_bar=self.verbose,
-                    num_sanity_val_steps=0,
-                )
-                trainer.fit(ContrastiveModule.wrap(module), DataLoader(stream, batch_size=None))
+                with _quiet_lightning(quiet=not self.verbose):
+                    trainer = L.Trainer(
+                        max_steps=max_iter,
+                        accelerator="cpu" if device.type == "cpu" else "gpu",
+                        devices=1 if device.type == "cpu" else [device.index or 0],
+                        logger=False,
+                        enable_checkpointing=False,
+                        enable_model_summary=False,
+                        enable_progress_bar=self.verbose,
+                        num_sanity_val_steps=0,
+                    )
+                    trainer.fit(ContrastiveModule.wrap(module, progress_bar=self.verbose),
+                                DataLoader(stream, batch_size=None))
         self.fit_time_ = time.perf_counter() - start
+        if self.verbose and max_iter > 0:
+            lines.finish(self.fit_time_, log["loss"][-1])
         enc.to("cpu")
         self.criterion_.to("cpu")
         for p in [*enc.parameters(), *self.criterion_.parameters()]:
@@ -713,6 +732,62 @@ def _fit_loop(objective: ContrastiveObjective, stream: PairBatches, max_iter: in
         terms["loss"].backward()
         optimizer.step()
         objective.report(step, terms)
+
+
+class _TrainingLines:
+    """Progress lines of a training run on stderr (step lines: the plain loop, when verbose).
+
+    Parameters
+    ----------
+    what : str
+        Run name at the start of each line (``"fit"``, ``"adapt session 2"``).
+    max_iter : int
+        Steps of the run.
+    temperature : bool
+        Also print the (learnable) temperature.
+    """
+
+    def __init__(self, what: str, max_iter: int, temperature: bool) -> None:
+        self.what, self.max_iter, self.temperature = what, max_iter, temperature
+        self.every = max(1, max_iter // 10)
+        self.width = len(str(max_iter))
+        self.last_step, self.last_time = 0, time.perf_counter()
+
+    def __call__(self, step: int, stats: dict[str, float]) -> None:
+        done = step + 1
+        if done % self.every and done != self.max_iter:
+            return
+        now = time.perf_counter()
+        rate = (done - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_step, self.last_time = done, now
+        terms = "  ".join(f"{k} {v:.4f}" for k, v in stats.items()
+                          if k != "temperature" or self.temperature)
+        print(f"{self.what}: step {done:>{self.width}}/{self.max_iter}  {terms}  "
+              f"{rate:.1f} it/s", file=sys.stderr, flush=True)
+
+    def finish(self, seconds: float, loss: float) -> None:
+        """Print the closing line: total steps, time, mean speed and the last loss."""
+        print(f"{self.what}: {self.max_iter} steps in {seconds:.2f} s "
+              f"({self.max_iter / max(seconds, 1e-9):.1f} it/s), loss {loss:.4f}",
+              file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_lightning(quiet: bool) -> Iterator[None]:
+    """Hide Lightning's deprecated-API warning; with ``quiet`` also its info messages."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    if quiet:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            # lightning's own use of a deprecated torch.utils._pytree API (not ours)
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _device(name: str) -> torch.device:

@@ -19,18 +19,40 @@ class ContrastiveModule(L.LightningModule):
     training step, so a :class:`lightning.Trainer` and the estimator's plain loop make the same
     updates. Batches come from :class:`~neurodecode.models.contrastive.batches.PairBatches`
     (``DataLoader(stream, batch_size=None)``).
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Arguments of :class:`ContrastiveObjective`.
+    progress_bar : bool
+        Show ``loss``, ``alignment`` and ``uniformity`` in the trainer's progress bar (values
+        the objective already read for its log: no extra device synchronisation).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, progress_bar: bool = False, **kwargs: Any) -> None:
         super().__init__()
         self.objective = ContrastiveObjective(*args, **kwargs)
+        self.progress_bar = progress_bar
 
     @classmethod
-    def wrap(cls, objective: ContrastiveObjective) -> ContrastiveModule:
-        """A module training an existing objective (sharing its encoder and criterion)."""
+    def wrap(cls, objective: ContrastiveObjective, *, progress_bar: bool = False
+             ) -> ContrastiveModule:
+        """A module training an existing objective (sharing its encoder and criterion).
+
+        Parameters
+        ----------
+        objective : ContrastiveObjective
+        progress_bar : bool
+            As for the constructor.
+
+        Returns
+        -------
+        ContrastiveModule
+        """
         module = cls.__new__(cls)
         L.LightningModule.__init__(module)
         module.objective = objective
+        module.progress_bar = progress_bar
         return module
 
     @property
@@ -56,7 +78,10 @@ class ContrastiveModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         terms = self.objective.loss(batch)
-        self.objective.report(self.global_step, terms)
+        stats = self.objective.report(self.global_step, terms)
+        if self.progress_bar and stats is not None:
+            shown = {k: stats[k] for k in ("loss", "alignment", "uniformity")}
+            self.log_dict(shown, prog_bar=True, logger=False, on_step=True, on_epoch=False)
         return terms["loss"]
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):

@@ -207,9 +207,24 @@ class ContrastiveObjective(nn.Module):
             "time_loss": t_loss,
         }
 
-    def report(self, step: int, terms: dict[str, torch.Tensor]) -> None:
-        """Pass the step's loss terms (and the temperature) to ``on_step``."""
-        if self.on_step is not None:
-            stats = {k: float(v.detach()) for k, v in terms.items()}
-            stats["temperature"] = self.criterion.temperature
-            self.on_step(step, stats)
+    def report(self, step: int, terms: dict[str, torch.Tensor]) -> dict[str, float] | None:
+        """Pass the step's loss terms (and the temperature) to ``on_step``.
+
+        Parameters
+        ----------
+        step : int
+            Zero-based optimiser step.
+        terms : dict of str to Tensor
+            Output of :meth:`loss`.
+
+        Returns
+        -------
+        dict of str to float or None
+            The values passed (None without ``on_step``: nothing is read from the device).
+        """
+        if self.on_step is None:
+            return None
+        stats = {k: float(v.detach()) for k, v in terms.items()}
+        stats["temperature"] = self.criterion.temperature
+        self.on_step(step, stats)
+        return stats
