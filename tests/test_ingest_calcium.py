@@ -109,6 +109,42 @@ def test_trace_array_npy_time_first(tmp_path):
     assert list(ds["channel"].values) == list("abcde")
 
 
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed], ids=["stored", "deflated"])
+def test_corrupt_npz_member_is_reported_as_corrupt(tmp_path, save):
+    data = np.random.default_rng(2).random((5, 2000))
+    save(tmp_path / "good.npz", traces=data)
+    raw = bytearray((tmp_path / "good.npz").read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 8] = bytes(b ^ 0xFF for b in raw[middle:middle + 8])
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(raw))
+    msg = _fails(tmp_path, lambda: read_trace_array(bad, fs=10.0))
+    assert str(bad) in msg and "corrupt" in msg and "CRC" in msg
+    good = read_trace_array(tmp_path / "good.npz", fs=10.0)
+    np.testing.assert_array_equal(good["signal"].values, data.T.astype(np.float32))
+
+
+def test_corrupt_gzip_covariates_are_reported_as_corrupt(tmp_path):
+    import gzip
+
+    frames = _movie(n=60)
+    movie = tmp_path / "movie.tif"
+    tifffile.imwrite(movie, frames, imagej=True, metadata={"axes": "TYX", "finterval": 0.1})
+    table = "speed\n" + "\n".join(f"{v:.6f}" for v in np.linspace(0, 1, 60)) + "\n"
+    good = tmp_path / "cov.csv.gz"
+    with gzip.open(good, "wt") as fh:
+        fh.write(table)
+    raw = bytearray(good.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4] = bytes(b ^ 0xFF for b in raw[middle:middle + 4])
+    bad = tmp_path / "bad_cov.csv.gz"
+    bad.write_bytes(bytes(raw))
+    msg = _fails(tmp_path, lambda: read_tiff_movie(movie, roi_method="grid", covariates=bad))
+    assert str(bad) in msg and "corrupt" in msg
+    ds = read_tiff_movie(movie, roi_method="grid", covariates=good)
+    np.testing.assert_allclose(ds["behavior_speed"].values, np.linspace(0, 1, 60), atol=1e-6)
+
+
 # ---------------------------------------------------------------- synthetic TIFF movies
 
 
@@ -270,10 +306,12 @@ def test_dff_blockwise_equals_whole_trace():
 # ---------------------------------------------------------------- suite2p
 
 
-def _suite2p_plane(root: Path, n_rois=6, n_frames=400, fs=30.0) -> tuple[Path, dict]:
-    plane = root / "sub-12_ses-3" / "suite2p" / "plane0"
+def _suite2p_plane(root: Path, n_rois=6, n_frames=400, fs=30.0, name="plane0",
+                   seed=4) -> tuple[Path, dict]:
+    """A suite2p plane folder (``<root>/sub-12_ses-3/suite2p/<name>``) as suite2p writes it."""
+    plane = root / "sub-12_ses-3" / "suite2p" / name
     plane.mkdir(parents=True)
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     f = (200 + 30 * rng.random((n_rois, n_frames))).astype(np.float32)
     fneu = (80 + 10 * rng.random((n_rois, n_frames))).astype(np.float32)
     spks = np.maximum(rng.normal(0, 1, (n_rois, n_frames)), 0).astype(np.float32)

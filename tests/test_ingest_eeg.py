@@ -232,6 +232,82 @@ def test_drop_flat_channel(tmp_path, caplog):
     np.testing.assert_array_equal(back["signal"].values, data[[0, 2]].T.astype(np.float32))
 
 
+def exported_edf(tmp_path: Path, name: str = "sub-05_task-oddball_run-2_eeg.edf") -> Path:
+    """An EDF written by ``mne.export.export_raw``, with annotations of its own."""
+    data = np.random.default_rng(5).standard_normal((4, 1000)) * 1e-5
+    raw = mne.io.RawArray(data, mne.create_info(["Fz", "Cz", "Pz", "Oz"], 100.0, "eeg"),
+                          verbose="error")
+    raw.set_annotations(mne.Annotations([0.5, 7.0], [0.0, 0.0], ["annot_a", "annot_b"]))
+    path = tmp_path / name
+    mne.export.export_raw(path, raw, verbose="error")
+    return path
+
+
+def test_events_tsv_beside_an_edf_replaces_its_annotations(tmp_path):
+    path = exported_edf(tmp_path)
+    events = tmp_path / "sub-05_task-oddball_run-2_events.tsv"
+    pd.DataFrame({"onset": [1.0, 2.5, 6.0], "duration": [0.2, "n/a", 0.2],
+                  "trial_type": ["standard", "target", "standard"],
+                  "value": [1, 2, 1], "sample": [100, 250, 600]}).to_csv(
+        events, sep="\t", index=False, na_rep="n/a")
+    back = round_trip(read_mne(path, event_map={"target": "deviant"}), tmp_path)
+    ev = events_frame(back)
+    assert ev["label"].tolist() == ["standard", "deviant", "standard"]
+    np.testing.assert_allclose(ev["onset"], [1.0, 2.5, 6.0])
+    np.testing.assert_allclose(ev["duration"], [0.2, 0.0, 0.2])
+    assert ev["value"].tolist() == [1.0, 2.0, 1.0]
+    assert str(events.resolve()) in back.attrs["source"]["companions"]
+    assert back.attrs["history"][0]["params"]["events"] == str(events.resolve())
+    # events=False keeps the annotations of the file; a DataFrame replaces both
+    own = events_frame(read_mne(path, events=False))
+    assert own["label"].tolist() == ["annot_a", "annot_b"]
+    np.testing.assert_allclose(own["onset"], [0.5, 7.0])
+    table = pd.DataFrame({"onset": [3.0], "duration": [0.0], "trial_type": ["x"]})
+    given = read_mne(path, events=table)
+    assert events_frame(given)["label"].tolist() == ["x"]
+    assert given.attrs["history"][0]["params"]["events"].startswith("DataFrame sha256:")
+    assert str(events.resolve()) not in given.attrs["source"]["companions"]
+
+
+def test_events_tsv_outside_the_recording(tmp_path, caplog):
+    path = exported_edf(tmp_path)
+    events = tmp_path / "sub-05_task-oddball_run-2_events.tsv"
+    pd.DataFrame({"onset": [1.0, 9.5], "duration": [0.0, 2.0],
+                  "trial_type": ["in", "late"]}).to_csv(events, sep="\t", index=False)
+    message = assert_refused(lambda: read_mne(path), path, tmp_path, "outside", "9.5")
+    assert str(events) in message and "outside_events='drop'" in message
+    with caplog.at_level(logging.WARNING, logger="neurodecode.ingest.eeg"):
+        ds = read_mne(path, outside_events="drop")
+    assert events_frame(ds)["label"].tolist() == ["in"]
+    assert "1 event(s)" in caplog.text
+    assert ds.attrs["history"][-1]["step"] == "neurodecode.ingest.eeg.drop_outside_events"
+    bad = tmp_path / "bad_events.tsv"
+    bad.write_text("onset\ttrial_type\n1.0\tx\n")
+    assert_refused(lambda: read_mne(path, events=bad), bad, tmp_path, "lacks column(s)",
+                   "duration")
+
+
+def test_events_tsv_only_for_bids_names(tmp_path):
+    path = exported_edf(tmp_path, "recording.edf")  # not a BIDS name: nothing is paired with it
+    pd.DataFrame({"onset": [1.0], "duration": [0.0], "trial_type": ["x"]}).to_csv(
+        tmp_path / "recording_events.tsv", sep="\t", index=False)
+    ds = read_mne(path)
+    assert events_frame(ds)["label"].tolist() == ["annot_a", "annot_b"]
+    assert ds.attrs["history"][0]["params"]["events"] is None
+
+
+def test_corrupt_fif_gz_is_reported_as_corrupt(tmp_path):
+    data = np.random.default_rng(6).standard_normal((3, 20000)) * 1e-5
+    path = write_fif(tmp_path / "rec_raw.fif.gz", data, ["C3", "C4", "Cz"], "eeg")
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+    bad = tmp_path / "bad_raw.fif.gz"
+    bad.write_bytes(bytes(raw))
+    assert_refused(lambda: read_mne(bad), bad, tmp_path, "corrupt", "gzip")
+    assert read_mne(path).sizes["channel"] == 3
+
+
 # --------------------------------------------------------------------------- read_muse_csv
 
 
@@ -314,14 +390,19 @@ def test_list_bids_recordings(bids_root):
     found = list_bids_recordings(bids_root)
     assert [(d["subject"], d["session"], d["run"], d["datatype"]) for d in found] == [
         ("001", None, "04", "eeg"), ("002", "01", "06", "ieeg")]
-    assert all(Path(d["path"]).is_file() and d["task"] == "motor" for d in found)
+    assert all(d["bids_root"] == str(bids_root) and d["task"] == "motor" for d in found)
     assert [d["subject"] for d in list_bids_recordings(bids_root, datatype="ieeg")] == ["002"]
+    # every entry is exactly the keyword arguments that read this recording
+    read = [read_bids(**entry) for entry in found]
+    assert [(ds.attrs["subject"], ds.attrs["run"], ds.attrs["modality"]) for ds in read] == [
+        ("001", "04", "eeg"), ("002", "06", "seeg")]
+    assert [Path(ds.attrs["source"]["path"]).name for ds in read] == [
+        "sub-001_task-motor_run-04_eeg.edf", "sub-002_ses-01_task-motor_run-06_ieeg.edf"]
 
 
 @realdata
 def test_read_bids_eeg(bids_root, tmp_path):
-    entry = list_bids_recordings(bids_root, datatype="eeg")[0]
-    ds = read_bids(bids_root, **{k: v for k, v in entry.items() if k != "path"})
+    ds = read_bids(**list_bids_recordings(bids_root, datatype="eeg")[0])
     a = ds.attrs
     assert (a["subject"], a["session"], a["task"], a["run"]) == ("001", "01", "motor", "04")
     assert ds.sizes["channel"] == 64 and ds.sizes["time"] == 20000 and a["sfreq"] == 160.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import shutil
 
 import nibabel as nib
@@ -12,6 +13,7 @@ import pytest
 from nilearn.masking import compute_epi_mask
 from nilearn.signal import clean
 
+from neurodecode.ingest import fmri
 from neurodecode.ingest.base import IngestError
 from neurodecode.ingest.fmri import (
     events_to_volumes,
@@ -273,7 +275,13 @@ def test_bids_listing_and_reading(bids_root, tmp_path):
     assert [(r["subject"], r["task"], r["run"]) for r in runs] == [("01", "nback", "1"),
                                                                   ("01", "nback", "2")]
     assert runs[0]["events"].endswith("sub-01_task-nback_run-1_events.tsv")
-    assert runs[0]["confounds"] is None and runs[1]["confounds"].endswith("timeseries.tsv")
+    assert all(r["bids_root"] == str(bids_root) for r in runs)
+    # every entry is exactly the keyword arguments that read this run
+    read = [read_bids_func(**entry) for entry in runs]
+    assert [ds.attrs["run"] for ds in read] == ["1", "2"]
+    assert [ds.attrs["source"]["path"].rsplit("/", 1)[1] for ds in read] == [
+        "sub-01_task-nback_run-1_bold.nii.gz", "sub-01_task-nback_run-2_bold.nii.gz"]
+    assert all(ds.attrs["history"][0]["params"]["confounds"] is None for ds in read)
 
     ds = read_bids_func(bids_root, subject="01", task="nback", run="01")
     assert (ds.attrs["subject"], ds.attrs["task"], ds.attrs["run"]) == ("01", "nback", "1")
@@ -281,7 +289,8 @@ def test_bids_listing_and_reading(bids_root, tmp_path):
     assert ev["label"].tolist() == ["zero", "two"] and ev["value"].tolist() == [0.0, 2.0]
     back = open_recording(write_recording(ds, tmp_path / "bids.zarr").path)
     assert back.sizes["channel"] == 17 * 21 * 3 and back.sizes["time"] == 20
-    direct = read_nifti(runs[0]["path"])  # events found beside the file, identity from its name
+    # events found beside the file, identity from its name
+    direct = read_nifti(bids_root / "sub-01" / "func" / "sub-01_task-nback_run-1_bold.nii.gz")
     assert direct.attrs["subject"] == "01" and len(events_frame(direct)) == 2
 
     cleaned = read_bids_func(bids_root, subject="01", task="nback", run=2,
@@ -312,6 +321,55 @@ def test_truncated_gzip_is_refused(nipy, tmp_path, keep):
     bad = tmp_path / "cut.nii.gz"
     bad.write_bytes(raw[: int(len(raw) * keep)])
     assert_fails(tmp_path, lambda: read_nifti(bad), IngestError, bad, "read")
+
+
+def flip_middle(good, bad, n=16):
+    """Copy ``good`` to ``bad`` with ``n`` bytes in the middle inverted."""
+    raw = bytearray(good.read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + n] = bytes(b ^ 0xFF for b in raw[middle:middle + n])
+    bad.write_bytes(bytes(raw))
+    return bad
+
+
+def test_corrupt_middle_of_a_gzip_is_reported_as_corrupt(tmp_path):
+    data = (100 + np.random.default_rng(8).standard_normal((8, 9, 6, 40))).astype(np.float32)
+    good = save_nifti(tmp_path / "good.nii.gz", data)
+    bad = flip_middle(good, tmp_path / "bad.nii.gz")
+    message = assert_fails(tmp_path, lambda: read_nifti(bad), IngestError, bad, "corrupt",
+                           "gzip")
+    assert "NaN" not in message
+    # the check runs once per file version: a second read of the good file costs no decompression
+    checks = fmri._gzip_problem.cache_info()
+    first = read_nifti(good)
+    second = read_nifti(good)
+    after = fmri._gzip_problem.cache_info()
+    assert (after.misses - checks.misses, after.hits - checks.hits) == (1, 1)
+    np.testing.assert_array_equal(first["signal"].values, second["signal"].values)
+    events = tmp_path / "events.tsv"
+    pd.DataFrame({"onset": np.arange(0.0, 60.0, 0.5), "duration": 0.5,
+                  "trial_type": "a"}).to_csv(events, sep="\t", index=False)
+    with gzip.open(tmp_path / "events.tsv.gz", "wb") as fh:
+        fh.write(events.read_bytes())
+    bad_events = flip_middle(tmp_path / "events.tsv.gz", tmp_path / "bad_events.tsv.gz", n=4)
+    assert_fails(tmp_path, lambda: read_nifti(good, events=bad_events), IngestError,
+                 bad_events, "corrupt")
+    assert len(events_frame(read_nifti(good, events=tmp_path / "events.tsv.gz"))) == 120
+
+
+def test_repetition_time_from_the_json_sidecar(tmp_path, caplog):
+    path = save_nifti(tmp_path / "sub-01_task-x_bold.nii.gz", small_run(), tr=2.0)
+    sidecar = tmp_path / "sub-01_task-x_bold.json"
+    sidecar.write_text('{"RepetitionTime": 2.5, "TaskName": "x"}')
+    with caplog.at_level("WARNING", logger="neurodecode.ingest.fmri"):
+        ds = read_nifti(path)
+    assert ds.attrs["sfreq"] == pytest.approx(0.4)
+    assert ds.attrs["history"][0]["params"]["tr_from"] == "sidecar"
+    assert "2 s" in caplog.text and "2.5 s" in caplog.text
+    assert ds.attrs["source"]["companions"]["sidecar"]["path"] == str(sidecar.resolve())
+    assert read_nifti(path, tr=2.0).attrs["history"][0]["params"]["tr_from"] == "argument"
+    sidecar.write_text('{"RepetitionTime": -1}')
+    assert_fails(tmp_path, lambda: read_nifti(path), IngestError, sidecar, "RepetitionTime")
 
 
 def test_truncated_uncompressed_file_is_refused(tmp_path):
@@ -383,7 +441,7 @@ def test_non_nifti_files_are_refused(tmp_path, name, content):
         problem = "not a NIfTI file"
     else:
         bad.write_bytes(content)
-        problem = "cannot be read as NIfTI"
+        problem = "not gzip-compressed" if name.endswith(".gz") else "cannot be read as NIfTI"
     assert_fails(tmp_path, lambda: read_nifti(bad), IngestError, bad, problem)
 
 

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache, partial
@@ -52,6 +53,7 @@ from .base import (
     snake_case,
     source_info,
 )
+from .fmri import check_gzip
 
 __all__ = [
     "delta_f_over_f",
@@ -383,6 +385,8 @@ def _read_covariates(covariates: Any, n_frames: int, path: Path) -> tuple[dict, 
         where = Path(covariates)
         if not where.is_file():
             raise IngestError(where, "covariates file not found")
+        if where.name.lower().endswith(".gz"):  # pandas reads .csv.gz without checking it
+            check_gzip(where)
         try:
             if where.suffix.lower() == ".json":
                 raw = json.loads(where.read_text())
@@ -1136,8 +1140,8 @@ def read_trace_array(
     Raises
     ------
     IngestError
-        If the file or member is missing or unreadable, not a 2-D numeric matrix, empty, or the
-        sampling rate is not given.
+        If the file or member is missing, unreadable or corrupt (an ``.npz`` member that fails
+        its CRC-32), not a 2-D numeric matrix, empty, or the sampling rate is not given.
     """
     path = Path(path)
     if not path.is_file():
@@ -1166,6 +1170,8 @@ def read_trace_array(
             raise IngestError(path, f"has suffix {path.suffix!r}; expected .npy or .npz")
     except IngestError:
         raise
+    except zipfile.BadZipFile as err:  # zipfile checks each member's CRC-32 as it reads it
+        raise IngestError(path, f"is a corrupt .npz archive: {err}") from err
     except (OSError, ValueError, EOFError) as err:
         what = f"member {key!r}" if key else "the file"
         raise IngestError(path, f"{what} cannot be read as a numeric array ({err})") from err

@@ -4,7 +4,8 @@
   EEGLAB, Persyst, ...), with channel types and positions from BIDS sidecars when they sit next
   to the file (or are named explicitly).
 * :func:`read_muse_csv` reads the CSV exports of Muse headbands (eeg-notebooks).
-* :func:`read_bids` reads one EEG/MEG/iEEG recording of a BIDS dataset through MNE-BIDS, and
+* :func:`read_bids` reads one EEG/MEG/iEEG recording of a BIDS dataset through MNE-BIDS,
+  :func:`read_bids_file` the same from its data file (the reader ``bids``), and
   :func:`list_bids_recordings` lists them all.
 
 Samples stay on disk: the ``signal`` of every recording is a Dask array whose blocks reopen the
@@ -47,14 +48,16 @@ from .base import (
     recording_identity,
     source_info,
 )
+from .fmri import _check_if_gzip, _events_source, read_events_table
 
-__all__ = ["list_bids_recordings", "read_bids", "read_mne", "read_muse_csv"]
+__all__ = ["list_bids_recordings", "read_bids", "read_bids_file", "read_mne", "read_muse_csv"]
 
 logger = logging.getLogger(__name__)
 
 _MNE_READER = "neurodecode.ingest.eeg.read_mne"
 _MUSE_READER = "neurodecode.ingest.eeg.read_muse_csv"
 _BIDS_READER = "neurodecode.ingest.eeg.read_bids"
+_BIDS_FILE_READER = "neurodecode.ingest.eeg.read_bids_file"
 _DROP_FLAT_STEP = "neurodecode.ingest.eeg.drop_flat"
 _DROP_EVENTS_STEP = "neurodecode.ingest.eeg.drop_outside_events"
 
@@ -103,6 +106,7 @@ def read_mne(
     drop_flat: bool = False,
     channels_tsv: str | os.PathLike | None = None,
     electrodes_tsv: str | os.PathLike | None = None,
+    events: str | os.PathLike | pd.DataFrame | Literal[False] | None = None,
     outside_events: OutsideEvents = "error",
 ) -> xr.Dataset:
     """Read any recording that :func:`mne.io.read_raw` reads, lazily.
@@ -115,7 +119,8 @@ def read_mne(
         Identity; by default the BIDS entities of the file name, else the sanitised file stem as
         subject, session ``"01"``, run ``"01"`` and task ``"unknown"``.
     event_map : mapping, optional
-        Renames event labels (annotation descriptions); labels not in it are kept.
+        Renames event labels (annotation descriptions, or ``trial_type`` of an events table);
+        labels not in it are kept.
     modality : str, optional
         Overrides the inferred modality: ``"meg"`` if there are MEG channels, ``"seeg"`` or
         ``"ecog"`` if such channels outnumber the EEG ones, else ``"eeg"``.
@@ -134,10 +139,21 @@ def read_mne(
         (``x``, ``y``, ``z``) from ``electrodes.tsv``, in the coordinate system and units of the
         ``*_coordsystem.json`` beside it (converted to metres). When the file has a BIDS name
         and these are not given, the sidecars next to it are used if present.
+    events : path-like, DataFrame or False, optional
+        The events, as a BIDS events table: ``onset`` and ``duration`` in seconds from the
+        first sample, ``trial_type`` (the label) and ``value`` (see
+        :func:`neurodecode.ingest.fmri.read_events_table`). By default, when the file has a
+        BIDS name, the ``*_events.tsv`` beside it that BIDS pairs with it (the name up to the
+        datatype suffix, without ``split``: ``sub-01_task-rest_run-1_events.tsv`` for
+        ``sub-01_task-rest_run-1_eeg.edf``), if there is one. BIDS makes that table
+        authoritative: when a table is used, the annotations stored in the file are ignored
+        (replaced, not merged, and not checked), and the table file is recorded as a companion
+        in ``source``. ``False``: always use the file's own annotations.
     outside_events : {"error", "drop"}
-        What to do with annotations that lie (partly) outside the recording. MNE drops or clips
-        them while reading; ``"error"`` refuses the file, ``"drop"`` accepts MNE's repair with a
-        logged warning recorded in ``history``.
+        What to do with events (annotations, or rows of the events table) that lie (partly)
+        outside the recording. ``"error"`` refuses the file; ``"drop"`` drops them (MNE drops
+        or clips annotations while reading; rows of a table are dropped) with a logged warning
+        recorded in ``history``.
 
     Returns
     -------
@@ -151,12 +167,22 @@ def read_mne(
     ------
     IngestError
         If the file is missing, unsupported, truncated or corrupt, is empty, has duplicate
-        channel names, mixes sampling rates, has annotations outside the recording (with
-        ``outside_events="error"``), or a sidecar or option does not fit it.
+        channel names, mixes sampling rates, has events outside the recording (with
+        ``outside_events="error"``), or a sidecar, events table or option does not fit it.
     """
     path = Path(path)
     _check_exists(path)
-    raw, outside = _open_raw_checked(path, check_annotations=True)
+    _check_if_gzip(path)
+    if events is True or not (events is None or events is False
+                              or isinstance(events, str | os.PathLike | pd.DataFrame)):
+        raise IngestError(path, f"events must be an events table (a path or a DataFrame), "
+                                f"False or None, not {events!r}")
+    table = _events_sidecar(path) if events is None else (None if events is False else events)
+    raw, outside = _open_raw_checked(path, check_annotations=table is None)
+    table_events = None
+    if table is not None:  # the table replaces the annotations, whatever MNE made of them
+        table_events, outside = _events_inside(table, path, raw.n_times / raw.info["sfreq"],
+                                               event_map)
     channels_tsv = _channels_sidecar(path) if channels_tsv is None else Path(channels_tsv)
     electrodes_tsv = (_electrodes_sidecar(path) if electrodes_tsv is None
                       else Path(electrodes_tsv))
@@ -169,6 +195,8 @@ def read_mne(
     elif ch_types is not None:
         _set_types(raw, ch_types, path)
     sidecars = [p for p in (channels_tsv, electrodes_tsv) if p is not None]
+    if table is not None and not isinstance(table, pd.DataFrame):
+        sidecars.append(Path(table))
     params = {
         "event_map": dict(event_map or {}),
         "modality": modality,
@@ -178,13 +206,15 @@ def read_mne(
         "outside_events": outside_events,
         "channels_tsv": str(channels_tsv) if channels_tsv else None,
         "electrodes_tsv": str(electrodes_tsv) if electrodes_tsv else None,
+        "events": _events_source(table) if table is not None else (False if events is False
+                                                                     else None),
     }
     identity = recording_identity(path, subject=subject, session=session, task=task, run=run)
     return _recording_from_raw(
         path, raw, data_file=path, identity=identity, event_map=event_map, modality=modality,
         picks=picks, drop_flat=drop_flat, electrodes=electrodes_tsv, outside=outside,
         outside_events=outside_events, sidecars=sidecars, reader=_MNE_READER,
-        reader_version=mne.__version__, params=params,
+        reader_version=mne.__version__, params=params, events=table_events,
     )
 
 
@@ -205,8 +235,10 @@ def read_bids(
 ) -> xr.Dataset:
     """Read one EEG, MEG or iEEG recording of a BIDS dataset through MNE-BIDS, lazily.
 
-    Channel types (and bad channels) come from ``channels.tsv`` and events from ``events.tsv``
-    as MNE-BIDS reads them; positions from ``electrodes.tsv`` with its ``coordsystem.json``
+    Channel types (and bad channels) come from ``channels.tsv`` as MNE-BIDS reads them; events
+    from ``events.tsv`` (labels from ``trial_type``, numeric ``value``; see
+    :func:`neurodecode.ingest.fmri.read_events_table`), else from the file's annotations;
+    positions from ``electrodes.tsv`` with its ``coordsystem.json``
     (``coord_frame`` is the BIDS coordinate system, e.g. ``"ACPC"``), else from the file.
 
     Parameters
@@ -229,8 +261,8 @@ def read_bids(
     drop_flat : bool
         Drop constant channels (see :func:`read_mne`).
     outside_events : {"error", "drop"}
-        Events of ``events.tsv`` outside the recording: refuse the recording, or let MNE-BIDS
-        drop or clip them with a logged warning recorded in ``history``.
+        Events of ``events.tsv`` outside the recording: refuse the recording, or drop them with
+        a logged warning recorded in ``history``.
 
     Returns
     -------
@@ -254,10 +286,106 @@ def read_bids(
                                 + (f" ({[bp.basename for bp in found]}); give more entities"
                                    if found else ""))
     bids_path = found[0]
+    identity = {"subject": bids_path.subject, "session": bids_path.session or "01",
+                "task": bids_path.task, "run": bids_path.run or "01"}
+    return _read_bids_path(
+        bids_path, identity=identity, reader=_BIDS_READER, event_map=event_map,
+        modality=modality, picks=picks, drop_flat=drop_flat, outside_events=outside_events,
+    )
+
+
+def read_bids_file(
+    path: str | os.PathLike,
+    *,
+    subject: str | None = None,
+    session: str | None = None,
+    task: str | None = None,
+    run: str | None = None,
+    event_map: Mapping[str, str] | None = None,
+    modality: str | None = None,
+    picks: str | Sequence[str] | None = None,
+    drop_flat: bool = False,
+    outside_events: OutsideEvents = "error",
+) -> xr.Dataset:
+    """Read an EEG, MEG or iEEG data file of a BIDS dataset through MNE-BIDS, lazily.
+
+    The reader ``bids``: as :func:`read_bids`, but given the data file itself (e.g.
+    ``root/sub-01/eeg/sub-01_task-rest_eeg.vhdr``, as
+    :func:`neurodecode.ingest.folders.expand_source` lists them). The dataset root is the
+    nearest folder above it that holds ``dataset_description.json``.
+
+    Parameters
+    ----------
+    path : path-like
+        The data file (a ``.ds`` folder for CTF MEG), in its ``eeg/``, ``meg/`` or ``ieeg/``
+        folder. Of a split FIF recording, give the first part (``split-01``).
+    subject, session, task, run : str, optional
+        Identity; by default the file's BIDS entities (session and run ``"01"`` when absent).
+    event_map : mapping, optional
+        Renames event labels (``trial_type``).
+    modality : str, optional
+        Overrides the modality inferred from the channel types (see :func:`read_mne`).
+    picks : str or sequence of str, optional
+        Channels to keep (MNE ``picks`` syntax).
+    drop_flat : bool
+        Drop constant channels (see :func:`read_mne`).
+    outside_events : {"error", "drop"}
+        Events of ``events.tsv`` outside the recording: refuse the recording, or drop them with
+        a logged warning recorded in ``history``.
+
+    Returns
+    -------
+    xarray.Dataset
+        A valid recording with a lazy ``signal``.
+
+    Raises
+    ------
+    IngestError
+        If the file is missing, is not the data file of a recording in a BIDS dataset, or
+        cannot be read (see :func:`read_bids`).
+    """
+    path = Path(path)
+    _check_exists(path)
+    root = next((d for d in path.resolve().parents
+                 if (d / "dataset_description.json").is_file()), None)
+    if root is None:
+        raise IngestError(path, "is not inside a BIDS dataset (no folder above it holds "
+                                "dataset_description.json)")
+    try:
+        bids_path = mne_bids.get_bids_path_from_fname(path, check=True, verbose="error")
+    except Exception as err:  # mne-bids raises ValueError/RuntimeError for non-BIDS names
+        raise IngestError(path, f"is not a BIDS data file name ({err})") from err
+    bids_path.update(root=root, check=False)
+    if bids_path.datatype not in _BIDS_EXTENSIONS or not bids_path.subject \
+            or not bids_path.task or bids_path.suffix != bids_path.datatype:
+        raise IngestError(path, f"is not the data file of a BIDS {'/'.join(_BIDS_EXTENSIONS)} "
+                                f"recording (sub-<label>_task-<label>..._<datatype>.<ext> in "
+                                "a folder named after its datatype)")
+    if bids_path.split not in (None, "01"):
+        raise IngestError(path, f"is part {bids_path.split} of a split recording; read its "
+                                "first part (split-01)")
+    identity = recording_identity(path, subject=subject, session=session, task=task, run=run)
+    return _read_bids_path(
+        bids_path, identity=identity, reader=_BIDS_FILE_READER, event_map=event_map,
+        modality=modality, picks=picks, drop_flat=drop_flat, outside_events=outside_events,
+    )
+
+
+def _read_bids_path(
+    bids_path: Any, *, identity: Mapping[str, str], reader: str,
+    event_map: Mapping[str, str] | None, modality: str | None,
+    picks: str | Sequence[str] | None, drop_flat: bool, outside_events: OutsideEvents,
+) -> xr.Dataset:
+    """Read the recording of an MNE-BIDS path (what :func:`read_bids` found)."""
     data_file = Path(bids_path.fpath)
+    _check_if_gzip(data_file)
     file_raw, _ = _open_raw_checked(data_file, check_annotations=False)
-    events_tsv = bids_path.copy().update(suffix="events", extension=".tsv").fpath
-    outside = _events_tsv_outside(Path(events_tsv), file_raw.n_times / file_raw.info["sfreq"])
+    events_tsv = Path(bids_path.copy().update(suffix="events", extension=".tsv",
+                                              split=None).fpath)
+    events, outside = None, None
+    if events_tsv.is_file():
+        events, outside = _events_inside(events_tsv, data_file,
+                                         file_raw.n_times / file_raw.info["sfreq"], event_map)
     try:
         raw = mne_bids.read_raw_bids(bids_path, verbose="error")
     except Exception as err:  # MNE-BIDS raises many types for inconsistent sidecars
@@ -266,9 +394,10 @@ def read_bids(
     if len(raw.ch_names) != len(file_raw.ch_names):
         raise IngestError(data_file, "channels.tsv does not list the channels of the file")
     electrodes = _electrodes_sidecar(data_file)
-    sidecars = [p for p in (Path(events_tsv), _channels_sidecar(data_file), electrodes)
+    sidecars = [p for p in (events_tsv, _channels_sidecar(data_file), electrodes)
                 if p is not None and p.is_file()]
     params = {
+        "bids_root": str(Path(bids_path.root).resolve()),
         "datatype": bids_path.datatype,
         "acquisition": bids_path.acquisition,
         "event_map": dict(event_map or {}),
@@ -277,13 +406,11 @@ def read_bids(
         "drop_flat": drop_flat,
         "outside_events": outside_events,
     }
-    identity = {"subject": bids_path.subject, "session": bids_path.session or "01",
-                "task": bids_path.task, "run": bids_path.run or "01"}
     return _recording_from_raw(
         data_file, raw, data_file=data_file, identity=identity, event_map=event_map,
         modality=modality, picks=picks, drop_flat=drop_flat, electrodes=electrodes,
-        outside=outside, outside_events=outside_events, sidecars=sidecars, reader=_BIDS_READER,
-        reader_version=mne_bids.__version__, params=params,
+        outside=outside, outside_events=outside_events, sidecars=sidecars, reader=reader,
+        reader_version=mne_bids.__version__, params=params, events=events,
     )
 
 
@@ -302,9 +429,11 @@ def list_bids_recordings(
     Returns
     -------
     list of dict
-        One dict per recording, sorted by path: ``subject``, ``session``, ``task``, ``run``,
-        ``acquisition``, ``datatype`` (the keyword arguments of :func:`read_bids`; absent
-        entities are None) and ``path`` (the data file).
+        One dict per recording, sorted by data file, holding the keyword arguments of
+        :func:`read_bids` that single it out, so that ``read_bids(**entry)`` reads it:
+        ``bids_root``, ``subject``, ``session``, ``task``, ``run``, ``acquisition`` and
+        ``datatype`` (absent entities are None). The data files themselves are the ``path`` of
+        :func:`neurodecode.ingest.folders.expand_source`'s sources.
 
     Raises
     ------
@@ -312,8 +441,8 @@ def list_bids_recordings(
         If ``bids_root`` is not a folder or ``datatype`` is not one of eeg, meg, ieeg.
     """
     return [
-        {"subject": bp.subject, "session": bp.session, "task": bp.task, "run": bp.run,
-         "acquisition": bp.acquisition, "datatype": bp.datatype, "path": str(bp.fpath)}
+        {"bids_root": str(bids_root), "subject": bp.subject, "session": bp.session,
+         "task": bp.task, "run": bp.run, "acquisition": bp.acquisition, "datatype": bp.datatype}
         for bp in _bids_recordings(Path(bids_root), datatype)
     ]
 
@@ -529,13 +658,17 @@ def _recording_from_raw(
     reader: str,
     reader_version: str,
     params: Mapping[str, Any],
+    events: pd.DataFrame | None = None,
 ) -> xr.Dataset:
-    """Build the recording from an opened MNE raw (types set, annotations attached)."""
+    """Build the recording from an opened MNE raw (types set, annotations attached).
+
+    ``events`` (from an events table, onsets from the first sample) replaces the annotations.
+    """
     if outside_events not in ("error", "drop"):
         raise IngestError(path, f"outside_events must be 'error' or 'drop', not {outside_events!r}")
     if outside is not None and outside_events == "error":
         raise IngestError(path, f"events lie outside the recording: {outside} Pass "
-                                "outside_events='drop' to accept MNE's repair.")
+                                "outside_events='drop' to drop them.")
     history = [{"step": reader, "params": dict(params)}]
     if outside is not None:
         logger.warning("%s: %s", path, outside)
@@ -578,7 +711,7 @@ def _recording_from_raw(
     ds = make_recording(
         signal, sfreq=float(raw.info["sfreq"]), ch_names=names, ch_types=types, units=units,
         modality=modality or _infer_modality(types), positions=positions, coord_frame=frame,
-        events=_annotation_events(raw, event_map),
+        events=_annotation_events(raw, event_map) if events is None else events,
         source=source_info(path, reader, reader_version, companions=companions),
         history=history, **identity,
     )
@@ -686,11 +819,51 @@ def _electrodes_sidecar(path: Path) -> Path | None:
     return matches[0] if matches else None
 
 
+def _events_sidecar(path: Path) -> Path | None:
+    """The ``events.tsv`` that BIDS pairs with a data file, if there is one.
+
+    BIDS names it after the data file up to the datatype suffix, without the ``split`` entity
+    (the events of a split recording cover all its parts).
+    """
+    if not bids_entities(path).get("subject"):
+        return None
+    prefix = "_".join(p for p in path.name.rsplit("_", 1)[0].split("_")
+                      if not p.startswith("split-"))
+    candidate = path.with_name(f"{prefix}_events.tsv")
+    return candidate if candidate.is_file() else None
+
+
+def _events_inside(
+    table: str | os.PathLike | pd.DataFrame, path: Path, duration: float,
+    event_map: Mapping[str, str] | None,
+) -> tuple[pd.DataFrame, str | None]:
+    """The events of a table that lie inside ``[0, duration]`` s, and what lies outside."""
+    frame = read_events_table(table, event_map=event_map, where=path)
+    where = path if isinstance(table, pd.DataFrame) else Path(table)
+    bad, message = _outside(where, frame["onset"].to_numpy(), frame["duration"].to_numpy(),
+                            duration)
+    return frame[~bad].reset_index(drop=True), message
+
+
+def _outside(where: Path, onset: np.ndarray, length: np.ndarray,
+             duration: float) -> tuple[np.ndarray, str | None]:
+    """Which events lie (partly) outside ``[0, duration]`` seconds, and a sentence about them."""
+    tol = 1e-6 * max(1.0, duration)
+    bad = np.isfinite(onset) & ((onset < -tol) | (onset + length > duration + tol))
+    if not bad.any():
+        return bad, None
+    i = int(np.argmax(bad))
+    return bad, (f"{int(bad.sum())} event(s) of {where} lie outside the recording "
+                 f"[0, {duration:g}] s, e.g. row {i + 1} at {onset[i]:g} s lasting "
+                 f"{length[i]:g} s.")
+
+
 def _coordsystem_of(electrodes: Path) -> Path:
     return electrodes.with_name(electrodes.name.replace("_electrodes.tsv", "_coordsystem.json"))
 
 
 def _read_tsv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    _check_if_gzip(path)
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:
@@ -752,22 +925,6 @@ def _bids_recordings(root: Path, datatype: str | None, **entities: str | None) -
     # split FIF recordings are read from their first part
     return sorted((bp for bp in found if bp.split in (None, "01") and bp.task is not None),
                   key=lambda bp: str(bp.fpath))
-
-
-def _events_tsv_outside(path: Path, duration: float) -> str | None:
-    """Describe the events of a BIDS events.tsv that lie outside ``[0, duration]`` seconds."""
-    if not path.is_file():
-        return None
-    table = _read_tsv(path, ("onset", "duration"))
-    onset = pd.to_numeric(table["onset"], errors="coerce").to_numpy(float)
-    length = np.nan_to_num(pd.to_numeric(table["duration"], errors="coerce").to_numpy(float))
-    tol = 1e-6 * max(1.0, duration)
-    bad = np.isfinite(onset) & ((onset < -tol) | (onset + length > duration + tol))
-    if not bad.any():
-        return None
-    i = int(np.argmax(bad))
-    return (f"{int(bad.sum())} event(s) of {path} lie outside the recording [0, {duration:g}] s, "
-            f"e.g. row {i + 1} at {onset[i]:g} s lasting {length[i]:g} s.")
 
 
 # --------------------------------------------------------------------------- Muse CSV

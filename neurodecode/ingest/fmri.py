@@ -35,10 +35,14 @@ back on the image grid.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import logging
 import math
 import os
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -63,7 +67,16 @@ from .base import (
     source_info,
 )
 
-__all__ = ["events_to_volumes", "list_bids_func", "read_bids_func", "read_nifti"]
+__all__ = [
+    "check_gzip",
+    "events_to_volumes",
+    "list_bids_func",
+    "read_bids_func",
+    "read_events_table",
+    "read_nifti",
+]
+
+logger = logging.getLogger(__name__)
 
 _READER = "neurodecode.ingest.fmri.read_nifti"
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -73,6 +86,8 @@ _TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6, "unknown": 1.0}
 _RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run")
 _BOLD_NAME = re.compile(r"_bold\.nii(\.gz)?$")
 _CONFOUND_SUFFIXES = ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv")
+#: Bytes decompressed per step when a gzip stream is checked.
+_GZIP_BLOCK = 1 << 22
 #: A cleaned signal is cut into row blocks of about this many times ``block_bytes`` (float32, all
 #: channels); each row block re-reads and re-cleans its slabs.
 _CLEAN_ROWS_FACTOR = 4
@@ -182,6 +197,66 @@ def _slabs(shape3: tuple[int, int, int], n_volumes: int,
 
 
 # --------------------------------------------------------------------------------------------
+# Compressed files
+# --------------------------------------------------------------------------------------------
+
+
+def check_gzip(path: str | os.PathLike) -> None:
+    """Refuse a gzip file whose stream is corrupt or truncated, before anything reads it.
+
+    Readers that slice a ``.gz`` file (nibabel's array proxies, pandas) never reach the end of
+    its stream, where gzip stores the CRC-32 of the data, so flipped bytes in the middle come
+    out as wrong samples. This decompresses the whole stream once, a block at a time (bounded
+    memory), and checks it; the outcome is cached per file and stamp (size, modification time),
+    so a second read of an unchanged file costs nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        A gzip-compressed file (``.nii.gz``, ``.tsv.gz``, ``.fif.gz``...).
+
+    Raises
+    ------
+    IngestError
+        If the stream fails its CRC or length check, holds invalid deflate data, ends before
+        its end marker, or is not gzip at all; the message names the file and says it is
+        corrupt.
+    """
+    path = Path(path)
+    problem = _gzip_problem(str(path.resolve()), file_stamp(path))
+    if problem is not None:
+        raise IngestError(path, problem)
+
+
+@lru_cache(maxsize=256)
+def _gzip_problem(path: str, stamp: tuple[int, int]) -> str | None:
+    """What is wrong with the gzip stream of ``path`` (None when it checks out)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic != b"\x1f\x8b":
+            return ("is not gzip-compressed although its name ends in .gz (it does not start "
+                    "with the gzip magic bytes), so it cannot be read")
+        with gzip.open(path, "rb") as fh:
+            while fh.read(_GZIP_BLOCK):
+                pass
+    except EOFError as err:
+        return (f"is a corrupt (truncated) gzip file: its stream ends before the end marker, "
+                f"so it cannot be read to the end ({err})")
+    except (gzip.BadGzipFile, zlib.error) as err:
+        return (f"is a corrupt gzip file: its compressed data fail the gzip check, so it cannot "
+                f"be read correctly ({type(err).__name__}: {err})")
+    except OSError as err:
+        return f"cannot be read ({type(err).__name__}: {err})"
+    return None
+
+
+def _check_if_gzip(path: Path) -> None:
+    if path.name.lower().endswith(".gz"):
+        check_gzip(path)
+
+
+# --------------------------------------------------------------------------------------------
 # Reader
 # --------------------------------------------------------------------------------------------
 
@@ -256,7 +331,9 @@ def read_nifti(
         How ``high_pass`` is applied: regression of discrete cosine drifts or a Butterworth
         filter (see :func:`nilearn.signal.clean`).
     tr : float, optional
-        Repetition time in seconds; overrides the header's (``pixdim[4]`` in its
+        Repetition time in seconds. By default the ``RepetitionTime`` of the BIDS JSON sidecar
+        beside the file (``<stem>.json``, authoritative in BIDS; recorded as a companion, and
+        a header that disagrees is logged), else the header's (``pixdim[4]`` in its
         ``xyzt_units``).
     block_bytes : int
         Memory budget of one block read (raw volumes, or one voxel slab over the run when
@@ -285,11 +362,11 @@ def read_nifti(
     shape3 = tuple(int(s) for s in img.shape[:3])
     n_spatial, n_volumes = int(np.prod(shape3)), int(img.shape[3])
     affine = np.asarray(img.affine, dtype=np.float64)
-    tr_used, tr_from = _repetition_time(img, path, tr)
+    companions: dict[str, dict[str, str]] = {}
+    tr_used, tr_from = _repetition_time(img, path, tr, companions)
     read_rows = max(1, block_bytes // (n_spatial * 8))
     varying, nonfinite, mean = _scan(path, key, stamp, n_spatial, n_volumes, read_rows)
 
-    companions: dict[str, dict[str, str]] = {}
     keep, mask_desc = _resolve_mask(mask, path, img, varying, nonfinite, mean, atlas is not None,
                                     companions)
     grid_ijk = np.stack(np.unravel_index(np.arange(n_spatial), shape3, order="F"), axis=1)
@@ -404,6 +481,7 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
         raise IngestError(path, "is not a file (a .nii or .nii.gz image is needed)")
     if not path.name.lower().endswith(_NIFTI_SUFFIXES):
         raise IngestError(path, "is not a NIfTI file: the name must end in .nii or .nii.gz")
+    _check_if_gzip(path)
     try:
         img = _image(str(path.resolve()), file_stamp(path))
     except Exception as err:  # nibabel, gzip and zlib raise many types for bad bytes
@@ -422,21 +500,40 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def _repetition_time(img: nib.Nifti1Image, path: Path, tr: float | None) -> tuple[float, str]:
-    """The TR in seconds and where it came from (``"header"`` or ``"argument"``)."""
+def _repetition_time(
+    img: nib.Nifti1Image, path: Path, tr: float | None, companions: dict[str, dict[str, str]],
+) -> tuple[float, str]:
+    """The TR in seconds and where it came from (``"argument"``, ``"sidecar"``, ``"header"``)."""
     if tr is not None:
         if not (isinstance(tr, int | float) and math.isfinite(tr) and tr > 0):
             raise IngestError(path, f"tr must be a positive number of seconds, got {tr!r}")
         return float(tr), "argument"
     raw = float(img.header.get_zooms()[3])
     unit = img.header.get_xyzt_units()[1]
+    header = raw * _TIME_UNITS[unit] if unit in _TIME_UNITS and math.isfinite(raw) else math.nan
+    sidecar = path.with_name(_stem(path.name) + ".json")
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as err:
+            raise IngestError(sidecar, f"is not valid JSON ({err})") from err
+        value = meta.get("RepetitionTime") if isinstance(meta, dict) else None
+        if value is not None:
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise IngestError(sidecar, f"RepetitionTime must be a positive number of "
+                                           f"seconds, got {value!r}")
+            if header > 0 and abs(header - value) > 1e-3 * value:
+                logger.warning("%s: the header's TR (%g s) differs from RepetitionTime %g s of "
+                               "%s; using the sidecar's", path, header, value, sidecar)
+            companions["sidecar"] = companion_info(sidecar)
+            return float(value), "sidecar"
     if unit not in _TIME_UNITS:
         raise IngestError(path, f"its time axis is in {unit!r}, not a time unit; pass tr= "
                                 "(seconds)")
-    if not math.isfinite(raw) or raw <= 0:
+    if not header > 0:
         raise IngestError(path, f"has no repetition time (pixdim[4] = {raw:g}); pass tr= "
                                 "(seconds)")
-    return raw * _TIME_UNITS[unit], "header"
+    return header, "header"
 
 
 def _scan(
@@ -480,6 +577,7 @@ def _load_grid_image(
     other = Path(source)
     if not other.is_file():
         raise IngestError(other, f"the {role} file does not exist")
+    _check_if_gzip(other)
     try:
         other_img = nib.load(other)
         data = np.asanyarray(other_img.dataobj)
@@ -575,6 +673,7 @@ def _parcel_names(
         where = Path(atlas_labels)
         if not where.is_file():
             raise IngestError(where, "the atlas_labels file does not exist")
+        _check_if_gzip(where)
         try:
             table = pd.read_csv(where, sep="\t", keep_default_na=False)
         except Exception as err:  # pandas parser errors
@@ -600,6 +699,7 @@ def _parcel_names(
 def _read_table(source: Path, what: str) -> pd.DataFrame:
     if not source.is_file():
         raise IngestError(source, f"the {what} file does not exist")
+    _check_if_gzip(source)
     try:
         return pd.read_csv(source, sep="\t", na_values=["n/a", ""], keep_default_na=False)
     except Exception as err:  # pandas parser errors, bad encodings
@@ -609,6 +709,77 @@ def _read_table(source: Path, what: str) -> pd.DataFrame:
 def _frame_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
                           + "|".join(map(str, frame.columns)).encode()).hexdigest()
+
+
+def read_events_table(
+    events: str | os.PathLike | pd.DataFrame,
+    *,
+    event_map: Mapping[str, str] | None = None,
+    where: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Read a BIDS events table as recording events (``onset``, ``duration``, ``label``, ``value``).
+
+    Parameters
+    ----------
+    events : path-like or DataFrame
+        A BIDS ``*_events.tsv`` (``n/a`` marks missing values; ``.tsv.gz`` is checked for
+        corruption first) or a table with its columns: ``onset`` and ``duration`` in seconds
+        from the first sample (a missing duration is 0), and optionally ``trial_type`` and
+        ``value``.
+    event_map : mapping of str to str, optional
+        Renames labels (raw label to new label); labels not in it are kept.
+    where : path-like, optional
+        What error messages name when ``events`` is a DataFrame (by default the table file).
+
+    Returns
+    -------
+    DataFrame
+        One row per event in file order. ``label`` is ``trial_type`` (``"n/a"`` where it is
+        missing), else ``value`` as text, else ``"event"``; ``value`` is ``value`` as a number
+        (NaN where it is not numeric or absent).
+
+    Raises
+    ------
+    IngestError
+        If the file is missing, corrupt or not a table, lacks ``onset`` or ``duration``, or has
+        onsets that are not numbers or durations that are negative or infinite.
+    """
+    if isinstance(events, pd.DataFrame):
+        origin, table = Path(where) if where is not None else Path("<events table>"), events
+    else:
+        origin = Path(events)
+        table = _read_table(origin, "events")
+    missing = sorted({"onset", "duration"} - set(table.columns))
+    if missing:
+        raise IngestError(origin, f"the events table lacks column(s) {missing}; it has "
+                                  f"{list(table.columns)}")
+    onset = pd.to_numeric(table["onset"], errors="coerce").to_numpy(np.float64)
+    duration = pd.to_numeric(table["duration"], errors="coerce").fillna(0.0).to_numpy(np.float64)
+    if not np.isfinite(onset).all():
+        raise IngestError(origin, f"{int((~np.isfinite(onset)).sum())} event onset(s) are not "
+                                  "numbers")
+    if (duration < 0).any() or not np.isfinite(duration).all():
+        raise IngestError(origin, "some event durations are negative or infinite")
+    if "trial_type" in table:
+        label = table["trial_type"].astype(object).where(table["trial_type"].notna(), "n/a")
+    elif "value" in table:
+        label = table["value"].astype(str)
+    else:
+        label = pd.Series("event", index=table.index)
+    label = label.astype(str)
+    if event_map:
+        label = label.map(lambda lab: event_map.get(lab, lab))
+    value = (pd.to_numeric(table["value"], errors="coerce") if "value" in table
+             else pd.Series(np.nan, index=table.index))
+    return pd.DataFrame({"onset": onset, "duration": duration, "label": label.to_numpy(),
+                         "value": value.to_numpy(np.float64)})
+
+
+def _events_source(events: str | os.PathLike | pd.DataFrame) -> str:
+    """How a recording's history names its events table: the resolved file, or a digest."""
+    if isinstance(events, pd.DataFrame):
+        return f"DataFrame sha256:{_frame_digest(events)}"
+    return str(Path(events).resolve())
 
 
 def _load_events(
@@ -621,45 +792,20 @@ def _load_events(
         if found is None:
             return None, None
         events = found
-    if isinstance(events, pd.DataFrame):
-        where, table, desc = path, events, f"DataFrame sha256:{_frame_digest(events)}"
-    else:
-        where = Path(events)
-        table = _read_table(where, "events")
+    frame = read_events_table(events, event_map=event_map, where=path)
+    where = path if isinstance(events, pd.DataFrame) else Path(events)
+    if not isinstance(events, pd.DataFrame):
         companions["events"] = companion_info(where)
-        desc = str(where.resolve())
-    missing = sorted({"onset", "duration"} - set(table.columns))
-    if missing:
-        raise IngestError(where, f"the events table lacks column(s) {missing}; it has "
-                                 f"{list(table.columns)}")
-    onset = pd.to_numeric(table["onset"], errors="coerce").to_numpy(np.float64)
-    duration = pd.to_numeric(table["duration"], errors="coerce").fillna(0.0).to_numpy(np.float64)
-    if not np.isfinite(onset).all():
-        raise IngestError(where, f"{int((~np.isfinite(onset)).sum())} event onset(s) are not "
-                                 "numbers")
-    if (duration < 0).any() or not np.isfinite(duration).all():
-        raise IngestError(where, "some event durations are negative or infinite")
-    if "trial_type" in table:
-        label = table["trial_type"].astype(object).where(table["trial_type"].notna(), "n/a")
-    elif "value" in table:
-        label = table["value"].astype(str)
-    else:
-        label = pd.Series("event", index=table.index)
-    label = label.astype(str)
-    if event_map:
-        label = label.map(lambda lab: event_map.get(lab, lab))
+    onset, duration, label = frame["onset"], frame["duration"], frame["label"]
     run_end = n_volumes * tr
-    outside = (onset < 0) | (onset + duration > run_end + 1e-6 * max(1.0, run_end))
+    outside = ((onset < 0) | (onset + duration > run_end + 1e-6 * max(1.0, run_end))).to_numpy()
     if outside.any():
         i = int(np.argmax(outside))
         raise IngestError(where, f"{int(outside.sum())} event(s) lie outside the run of {path} "
                                  f"(0 to {run_end:g} s: {n_volumes} volumes of {tr:g} s), e.g. "
-                                 f"{label.iloc[i]!r} at {onset[i]:g} s lasting {duration[i]:g} s")
-    value = (pd.to_numeric(table["value"], errors="coerce") if "value" in table
-             else pd.Series(np.nan, index=table.index))
-    frame = pd.DataFrame({"onset": onset, "duration": duration, "label": label.to_numpy(),
-                          "value": value.to_numpy(np.float64)})
-    return frame, desc
+                                 f"{label.iloc[i]!r} at {onset.iloc[i]:g} s lasting "
+                                 f"{duration.iloc[i]:g} s")
+    return frame, _events_source(events)
 
 
 def _load_confounds(
@@ -813,10 +959,12 @@ def list_bids_func(bids_root: str | os.PathLike) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        One per ``*_bold.nii[.gz]`` file, sorted by path: ``path``, ``subject``, ``session``,
-        ``task``, ``run``, ``acquisition``, ``space``, ``description`` (``None`` when absent),
-        ``events`` and ``confounds`` (the run's ``events.tsv`` and
-        ``desc-confounds_timeseries.tsv`` beside it, or ``None``).
+        One per ``*_bold.nii[.gz]`` file, sorted by path, holding the keyword arguments of
+        :func:`read_bids_func` that single it out, so that ``read_bids_func(**entry)`` reads
+        it: ``bids_root``, ``subject``, ``session``, ``task``, ``run``, ``acquisition``,
+        ``space``, ``description`` (``None`` when absent) and ``events`` (the run's
+        ``events.tsv`` beside it, or ``None``). The data file itself is
+        ``neurodecode.ingest.folders.expand_source(bids_root)``'s ``Source.path``.
 
     Raises
     ------
@@ -824,6 +972,17 @@ def list_bids_func(bids_root: str | os.PathLike) -> list[dict[str, Any]]:
         If ``bids_root`` is not a folder.
     """
     root = Path(bids_root)
+    return [{"bids_root": str(root), **{k: v for k, v in r.items() if k in _ENTRY_KEYS}}
+            for r in _bold_runs(root)]
+
+
+#: The keys of a :func:`list_bids_func` entry besides ``bids_root``.
+_ENTRY_KEYS = ("subject", "session", "task", "run", "acquisition", "space", "description",
+               "events")
+
+
+def _bold_runs(root: Path) -> list[dict[str, Any]]:
+    """Every BOLD run under ``root``: its ``path``, entities, ``events`` and ``confounds``."""
     if not root.is_dir():
         raise IngestError(root, "is not a folder (a BIDS dataset root is needed)")
     runs = []
@@ -859,6 +1018,8 @@ def read_bids_func(
     run: str | None = None,
     session: str | None = None,
     space: str | None = None,
+    acquisition: str | None = None,
+    description: str | None = None,
     confound_columns: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> xr.Dataset:
@@ -875,6 +1036,8 @@ def read_bids_func(
     space : str, optional
         ``space`` entity of preprocessed derivatives (e.g. ``"MNI152NLin2009cAsym"``). ``None``
         selects files without a ``space`` entity (raw data).
+    acquisition, description : str, optional
+        ``acq`` and ``desc`` entities, when they are needed to single out one file.
     confound_columns : sequence of str, optional
         Columns of the run's ``*_desc-confounds_timeseries.tsv`` (fMRIPrep) to regress out.
     **kwargs
@@ -892,17 +1055,19 @@ def read_bids_func(
         If no file or more than one file matches, or a requested confounds file is missing.
     """
     root = Path(bids_root)
-    runs = list_bids_func(root)
+    runs = _bold_runs(root)
     matches = [
         r for r in runs
         if r["subject"] == str(subject) and r["task"] == str(task)
         and (run is None or _same_label(r["run"], run))
         and (session is None or _same_label(r["session"], session))
         and r["space"] == (None if space is None else str(space))
+        and (acquisition is None or r["acquisition"] == str(acquisition))
+        and (description is None or r["description"] == str(description))
     ]  # fmt: skip
-    wanted = (f"sub-{subject} task-{task}" + (f" run-{run}" if run is not None else "")
-              + (f" ses-{session}" if session is not None else "")
-              + (f" space-{space}" if space is not None else ""))
+    wanted = " ".join(f"{key}-{value}" for key, value in (
+        ("sub", subject), ("task", task), ("run", run), ("ses", session), ("space", space),
+        ("acq", acquisition), ("desc", description)) if value is not None)
     if not matches:
         have = sorted({Path(r["path"]).name for r in runs})
         raise IngestError(root, f"no BOLD run matches {wanted}; the dataset has "
@@ -910,7 +1075,8 @@ def read_bids_func(
     if len(matches) > 1:
         names = [Path(r["path"]).name for r in matches]
         raise IngestError(root, f"{len(matches)} BOLD runs match {wanted}: {names[:20]}; pass "
-                                "run=, session= or space= to single one out")
+                                "run=, session=, space=, acquisition= or description= to "
+                                "single one out")
     entry = matches[0]
     bold = Path(entry["path"])
     if confound_columns is not None and "confounds" not in kwargs:
