@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
@@ -129,8 +130,9 @@ def test_parallel_ingest_then_rerun_is_up_to_date(sample_data, tmp_path, dask_cl
         for t in tasks[:1]
     ]
     assert run_ingest(changed, client=dask_client)[0].status == "replaced"
-    # --force rewrites, and identical content leaves the store as it was.
-    assert run_ingest(tasks[1:2], client=dask_client, force=True)[0].status == "unchanged"
+    # --force always rewrites, even identical content.
+    assert run_ingest(tasks[1:2], client=dask_client, force=True)[0].status == "replaced"
+    assert Path(results[1].store).stat().st_mtime_ns != mtimes[1]
 
 
 def test_one_bad_file_does_not_stop_the_others(sample_data, tmp_path, dask_client):
@@ -191,16 +193,17 @@ def test_cli_catalog_and_adhoc_ingest(sample_data, tmp_path):
     assert result.exit_code == 0 and "haxby2001_sub001_slice" in result.output
     result = runner.invoke(app, ["catalog", "show", "golub_bci"])
     assert result.exit_code == 0 and "exampleData.mat" in result.output
-    assert runner.invoke(app, ["catalog", "show", "nope"]).exit_code == 1
+    assert runner.invoke(app, ["catalog", "show", "nope"]).exit_code == 2
     traces = tmp_path / "traces.npy"
     np.save(traces, np.random.default_rng(1).standard_normal((3, 200)).astype(np.float32))
-    missing = tmp_path / "missing.edf"
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not an npy file")
     result = runner.invoke(
         app,
         [
             "ingest",
             str(traces),
-            str(missing),
+            str(garbage),
             "--out",
             str(tmp_path / "out"),
             "--scheduler",
@@ -215,9 +218,15 @@ def test_cli_catalog_and_adhoc_ingest(sample_data, tmp_path):
     )
     assert result.exit_code == 1
     assert "1 created" in result.output and "1 failed" in result.output
-    assert f"{missing}: file not found" in result.output
+    assert f"FAILED {garbage}:" in result.output
     (store,) = find_recordings(tmp_path / "out")
+    assert f"{traces} -> {store.relative_to(tmp_path / 'out')}" in result.output
     assert open_recording(store).attrs["sfreq"] == 20.0
+    assert json.loads((tmp_path / "report.json").read_text())[1]["status"] == "failed"
+    missing = tmp_path / "missing.edf"
+    result = runner.invoke(app, ["ingest", str(missing), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"unknown catalog entry or missing file {str(missing)!r}" in result.stderr
 
 
 def test_cli_ingest_catalog_on_local_cluster(sample_data, tmp_path):
