@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from neurodecode.catalog import CatalogEntry, load_catalog, load_entry
@@ -160,15 +159,6 @@ def test_one_bad_file_does_not_stop_the_others(sample_data, tmp_path, dask_clien
     assert len(find_recordings(tmp_path / "out")) == 1
     hidden = [p for p in (tmp_path / "out").rglob(".*.partial-*")]
     assert hidden == []
-
-
-def _entry_copy(tmp_path, name, **changes) -> Path:
-    folder = tmp_path / "catalog"
-    folder.mkdir(exist_ok=True)
-    data = yaml.safe_load((REPO / "data_catalog" / f"{name}.yaml").read_text())
-    data.update(changes)
-    (folder / f"{name}.yaml").write_text(yaml.safe_dump(data))
-    return folder
 
 
 def test_checksum_and_expectation_failures_name_the_file(sample_data, tmp_path):

@@ -366,3 +366,21 @@ def test_a_bids_root_ingests_the_selected_subject(tmp_path):
     assert result.exit_code == 2 and "01, 02" in result.stderr
     result = _ingest(_fif(tmp_path / "in"), "--out", out, *THREADS, "--subject", "02")
     assert result.exit_code == 2 and "--subject" in result.stderr
+
+
+def test_an_edited_events_tsv_makes_the_store_stale(tmp_path):
+    """A companion file (here the BIDS events.tsv beside an EDF) is part of what a store was
+    read from: editing it re-ingests instead of keeping a stale store 'up-to-date'."""
+    edf = _edf(tmp_path / "in", "sub-01_task-lr_run-01_eeg.edf")
+    events = edf.with_name("sub-01_task-lr_run-01_events.tsv")
+    events.write_text("onset\tduration\ttrial_type\n1.0\t0.5\tleft\n")
+    out = tmp_path / "out"
+    assert _ingest(edf, "--out", out, *THREADS).exit_code == 0
+    assert list(open_recording(out / STORE)["event_label"].values) == ["left"]
+    assert "up-to-date" in _ingest(edf, "--out", out, *THREADS).output
+    events.write_text("onset\tduration\ttrial_type\n1.0\t0.5\tleft\n4.0\t0.5\tright\n")
+    rerun = _ingest(edf, "--out", out, *THREADS)
+    assert rerun.exit_code == 0, rerun.output
+    assert "up-to-date" not in rerun.output
+    assert f"companion file {events.resolve()} changed" in rerun.output
+    assert list(open_recording(out / STORE)["event_label"].values) == ["left", "right"]

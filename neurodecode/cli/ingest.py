@@ -31,6 +31,9 @@ _INGEST_HELP = "\n\n".join(
 )
 
 
+_ENTITY_KEYS = ("subject", "session", "task", "run")
+
+
 def _parse_options(items: list[str]) -> dict[str, Any]:
     import yaml
 
@@ -39,6 +42,9 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"-o {item!r} is not KEY=VALUE")
+        if key in _ENTITY_KEYS:  # labels stay text: -o run=01 is "01", not 1
+            options[key] = value
+            continue
         try:
             options[key] = yaml.safe_load(value)
         except yaml.YAMLError as err:

@@ -267,6 +267,7 @@ def plan_entry(
                     **(options or {}),
                 },
                 where=f"catalog entry {entry.name!r}",
+                complete=True,
             ),
             expect=entry.expect,
             checksums=f["checksums"],
@@ -323,7 +324,7 @@ def plan_files(
                 path=Path(p).absolute(),
                 reader=name,
                 out_root=Path(out_root).absolute(),
-                reader_options=validate_options(name, options, where=str(p)),
+                reader_options=validate_options(name, options, where=str(p), complete=True),
             )
         )
     return tasks
@@ -376,7 +377,7 @@ def plan_sources(
                 reader=name,
                 out_root=Path(out_root).absolute(),
                 entities={k: str(v) for k, v in dict(src.entities or {}).items()},
-                reader_options=validate_options(name, options, where=str(src.path)),
+                reader_options=validate_options(name, options, where=str(src.path), complete=True),
             )
         )
     return tasks
@@ -524,6 +525,24 @@ def _check_collisions(tasks: Sequence[IngestTask], plans: Sequence[IngestPlan]) 
         )
 
 
+def _changed_companion(attrs: Mapping[str, Any]) -> str | None:
+    """Why a companion file the store was read with (sidecar, events table, mask) no longer
+    matches, or None. Readers record them under ``source.companions`` as ``{path: sha256}`` or
+    ``{role: {"path", "sha256"}}``; hashes are cached by file stamp, so this is cheap."""
+    companions = (attrs.get("source") or {}).get("companions") or {}
+    for key, info in companions.items():
+        path, sha = (
+            (info.get("path"), info.get("sha256")) if isinstance(info, Mapping) else (key, info)
+        )
+        if not path or not sha:
+            continue
+        if not Path(path).exists():
+            return f"its companion file {path} is gone"
+        if file_sha256(path) != sha:
+            return f"its companion file {path} changed"
+    return None
+
+
 def _stale_reason(store: Path, key: str, record: Mapping[str, Any] | None, verify: bool) -> str:
     """``"up-to-date"``, else why ``store`` must be written again (``""``: nothing to explain,
     the store is new or the source or parameters changed)."""
@@ -536,7 +555,7 @@ def _stale_reason(store: Path, key: str, record: Mapping[str, Any] | None, verif
     attrs = _store_attrs(store)
     if attrs is None or attrs.get("ingest_key") != key:
         return "the store was written by another ingest"
-    problem = check_store(store, record.get("fingerprint"))
+    problem = _changed_companion(attrs) or check_store(store, record.get("fingerprint"))
     if problem is None and verify:
         report = verify_recording(store)
         more = len(report.problems) - 1
