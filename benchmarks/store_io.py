@@ -7,7 +7,10 @@ float32 (time, channel) signal is written and read back:
 * ``numpy.save`` / ``numpy.load`` of the in-memory array (the peer, uncompressed);
 * ``write_recording`` of the same in-memory array / ``open_recording(...).signal.values``;
 * ``write_recording`` from a lazy (Dask) source much larger than a shard: shows that memory
-  stays bounded by a few shards, not by the recording.
+  stays bounded by a few shards, not by the recording;
+* what ``neurodecode validate`` does to each store (schema check, then ``verify_recording``:
+  every block read, digested and scanned for NaN/Inf), beside the plain read of the same stores
+  in the same run: ``verify_over_read`` is the ratio of their times (target: at most 1.5).
 
 Usage::
 
@@ -58,7 +61,8 @@ def _worker(mode: str, n_times: int, folder: Path) -> dict:
     import dask.array as da
 
     from neurodecode.ingest.base import blockwise_array
-    from neurodecode.store import open_recording, write_recording
+    from neurodecode.schema import validate
+    from neurodecode.store import open_recording, verify_recording, write_recording
 
     nbytes = n_times * N_CHANNELS * 4
     base_rss = peak_rss_mb()
@@ -103,6 +107,14 @@ def _worker(mode: str, n_times: int, folder: Path) -> dict:
                 x = open_recording(folder / f"x{i}.zarr")["signal"].values
             times.append(time.perf_counter() - t0)
             del x
+    elif mode == "store_verify":  # what `neurodecode validate` does to each store
+        for i in range(REPEATS):
+            path = folder / f"x{i}.zarr"
+            t0 = time.perf_counter()
+            validate(open_recording(path, check=False), where=str(path))
+            report = verify_recording(path)
+            times.append(time.perf_counter() - t0)
+            assert report.ok and report.nbytes_read == nbytes, report
     else:
         raise ValueError(mode)
     seconds = float(np.median(times))
@@ -149,7 +161,7 @@ def main() -> None:
     try:
         res = {
             m: _run(m, n_mem, folder)
-            for m in ("numpy_save", "store_write", "numpy_load", "store_read")
+            for m in ("numpy_save", "store_write", "numpy_load", "store_read", "store_verify")
         }
         res["store_write_lazy"] = _run("store_write_lazy", n_lazy, folder)
     finally:
@@ -167,6 +179,10 @@ def main() -> None:
         "read_mb_per_s": res["store_read"]["mb_per_s"],
         "numpy_load_mb_per_s": res["numpy_load"]["mb_per_s"],
         "read_ratio_vs_numpy": res["store_read"]["mb_per_s"] / res["numpy_load"]["mb_per_s"],
+        "read_mb_s": res["store_read"]["mb_per_s"],
+        "verify_mb_s": res["store_verify"]["mb_per_s"],
+        "verify_over_read": res["store_verify"]["seconds"] / res["store_read"]["seconds"],
+        "verify_peak_rss_mb": res["store_verify"]["peak_rss_mb"],
         "compression_ratio": res["store_write"]["data_mb"] / res["store_write"]["stored_mb"],
         "peak_rss_mb": {m: r["peak_rss_mb"] for m, r in res.items()},
         "lazy_write_mb": res["store_write_lazy"]["data_mb"],
@@ -184,6 +200,10 @@ def main() -> None:
     print(f"write ratio store/numpy.save : {figures['write_ratio_vs_numpy']:.2f}")
     print(f"read ratio  store/numpy.load : {figures['read_ratio_vs_numpy']:.2f}")
     print(f"compression (raw/on disk)    : {figures['compression_ratio']:.2f}x")
+    print(
+        f"validate (verify every block): {figures['verify_mb_s']:.0f} MB/s, "
+        f"{figures['verify_over_read']:.2f}x the time of a plain read (target <= 1.5)"
+    )
     print(
         f"lazy write of {figures['lazy_write_mb']:.0f} MB "
         f"({figures['lazy_write_size_in_shards']:.0f} shards): peak RSS "

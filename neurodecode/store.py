@@ -6,6 +6,14 @@ sees a half-written store, whatever kills the writer. Writing the same content a
 existing store untouched (same bytes, same modification time), which is what lets workflows skip
 up-to-date outputs.
 
+Every store carries a content fingerprint (``content_sha256``: SHA-256 over the attributes, the
+small variables and the 128-bit xxHash digest of every block of the time-aligned variables) and,
+in its root attribute ``neurodecode_integrity``, what it takes to check it piecewise: the block
+digests with the rows per block, a digest of each small variable and of the attributes, and the
+size of every file. :func:`check_store` checks the metadata without reading a sample;
+:func:`verify_recording` reads every block and names the variable and the time range of any
+that changed.
+
 Layout of a store root::
 
     <root>/<dataset>/sub-<subject>/ses-<session>/<modality>/task-<task>_run-<run>.zarr
@@ -20,7 +28,9 @@ import re
 import shutil
 import time as _time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,13 +44,17 @@ from zarr.codecs import BloscCodec
 from .schema import STRING_VARIABLES, SchemaError, as_str_array, recording_label, validate
 
 __all__ = [
+    "IntegrityError",
+    "IntegrityReport",
     "WriteResult",
+    "check_store",
     "clean_label",
     "time_chunks",
     "find_recordings",
     "open_recording",
     "recording_path",
     "store_summary",
+    "verify_recording",
     "write_recording",
     "write_stimuli",
 ]
@@ -52,6 +66,11 @@ SHARD_CHUNKS = 16
 _MAX_CHANNELS_PER_CHUNK = 1 << 16
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{8}$")
 _MARKER = "neurodecode_recording"
+#: Root attribute holding what verification needs (see :func:`verify_recording`).
+_INTEGRITY = "neurodecode_integrity"
+_RECORD_VERSION = 1
+_MAX_LISTED = 5  # channels named in a NaN/Inf message
+_MAX_PROBLEMS = 10  # block or file problems listed per variable
 
 
 @dataclass(frozen=True)
@@ -133,11 +152,315 @@ def clean_label(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "", str(text).replace("_", "-")) or "none"
 
 
+class IntegrityError(SchemaError):
+    """A store's content no longer matches what was recorded when it was written.
+
+    A :class:`~neurodecode.schema.SchemaError`, so that handlers of invalid stores catch it too;
+    ``problems`` lists every mismatch, each naming the variable and the block.
+    """
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What :func:`verify_recording` found.
+
+    Attributes
+    ----------
+    path : Path
+        The store.
+    ok : bool
+        True when every block, every variable, the attributes and the fingerprint match.
+    problems : list of str
+        One sentence per problem, naming the variable and the block (with its time range).
+    nbytes_read : int
+        Uncompressed bytes of samples read and digested.
+    nbytes_stored : int
+        Size of the store on disk.
+    seconds : float
+        Wall time of the verification.
+    """
+
+    path: Path
+    ok: bool
+    problems: list[str]
+    nbytes_read: int
+    nbytes_stored: int
+    seconds: float
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`IntegrityError` listing the problems, if there are any.
+
+        Raises
+        ------
+        IntegrityError
+        """
+        if not self.ok:
+            raise IntegrityError(self.problems, str(self.path))
+
+
+def check_store(path: str | os.PathLike, fingerprint: str | None = None) -> str | None:
+    """Check a store's metadata: cheap enough for an up-to-date test, and no sample is read.
+
+    The store must exist and carry the completion marker and the integrity record, every file
+    listed when it was written must be there with its recorded size, every array's metadata
+    must be readable, and its content fingerprint must equal ``fingerprint`` when given.
+
+    Parameters
+    ----------
+    path : path-like
+        A recording store.
+    fingerprint : str, optional
+        The expected ``content_sha256`` (e.g. from an ingest's skip record).
+
+    Returns
+    -------
+    str or None
+        None when all is well, else the first problem in one line, e.g. ``signal/ is missing``
+        or ``signal/c/3/0 is 1234 bytes, 2048 recorded``.
+    """
+    problems, _, _ = _metadata_problems(Path(path), fingerprint)
+    return problems[0] if problems else None
+
+
+def verify_recording(path: str | os.PathLike, *, progress: bool = False) -> IntegrityReport:
+    """Read every block of a store and compare it with the digests recorded when written.
+
+    Time-aligned variables are streamed block by block on a thread pool (memory stays bounded
+    by a few shards); each block's 128-bit xxHash is compared with its recorded digest and
+    scanned for NaN/Inf. The other variables and the attributes are hashed again, and the whole
+    content fingerprint is recomputed from them and the recorded block digests. The metadata
+    checks of :func:`check_store` come first.
+
+    Parameters
+    ----------
+    path : path-like
+        A recording store.
+    progress : bool
+        Show a progress bar over the blocks.
+
+    Returns
+    -------
+    IntegrityReport
+        Its ``problems`` name the variable and the block, e.g. ``signal: block 3
+        (t = 12.8-17.1 s) differs from its recorded digest``. Call
+        :meth:`IntegrityReport.raise_if_failed` to get an :class:`IntegrityError` instead.
+    """
+    start = _time.perf_counter()
+    path = Path(path)
+    problems, attrs, record = _metadata_problems(path)
+
+    def report(nbytes_read: int = 0) -> IntegrityReport:
+        stored = _disk_usage(path) if path.is_dir() else 0
+        secs = _time.perf_counter() - start
+        return IntegrityReport(path, not problems, problems, nbytes_read, stored, secs)
+
+    if attrs is None or record is None:
+        return report()
+    try:
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks=None)
+    except Exception as err:  # damaged array metadata: zarr and xarray raise many kinds
+        problems.append(f"the store cannot be opened: {type(err).__name__}: {err}")
+        return report()
+    recorded: dict[str, dict[str, Any]] = record["variables"]
+    present = {str(n): v for n, v in ds.variables.items()}
+    for name in sorted(set(recorded) - set(present)):
+        if not any(p.startswith(f"{name}/") for p in problems):
+            problems.append(f"{name}: the array is missing")
+    for name in sorted(set(present) - set(recorded)):
+        problems.append(f"{name}: the array is not in the integrity record")
+    known = {n: v for n, v in present.items() if n in recorded}
+    blocks = _recorded_blocks(known, recorded, problems)
+    times = np.asarray(known["time"].values) if "time" in known else None
+    sfreq = attrs.get("sfreq")
+    step = 1.0 / sfreq if isinstance(sfreq, int | float) and sfreq > 0 else 0.0
+
+    def span(name: str, i: int) -> str:
+        rows, n = recorded[name]["rows"], known[name].shape[0]
+        lo, hi = i * rows, min((i + 1) * rows, n)
+        if times is None or hi > len(times):
+            return f"samples {lo}-{hi - 1}"
+        return f"t = {_seconds(times[lo])}-{_seconds(times[hi - 1] + step)} s"
+
+    def scan(task: tuple[str, int]) -> tuple[Any, int]:
+        name, i = task
+        rows = recorded[name]["rows"]
+        try:
+            block = known[name][i * rows : (i + 1) * rows].values
+        except Exception as err:  # codec or I/O errors of a damaged shard
+            return err, 0
+        return _scan_block(block), block.nbytes
+
+    tasks = [(n, i) for n in blocks for i in range(len(recorded[n]["xxh3_128"]))]
+    nbytes_read = 0
+    results: dict[str, list[tuple[int, Any]]] = {n: [] for n in blocks}
+    with (
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+        _progress(progress, len(tasks), f"verifying {path.name}") as advance,
+    ):
+        for (name, i), (result, nbytes) in zip(tasks, pool.map(scan, tasks), strict=True):
+            results[name].append((i, result))
+            nbytes_read += nbytes
+            advance()
+    for name, found in results.items():
+        listed: list[str] = []
+        for i, result in found:
+            if isinstance(result, Exception):
+                msg = f"cannot be read ({type(result).__name__}: {result})"
+            elif result[0] != recorded[name]["xxh3_128"][i]:
+                msg = "differs from its recorded digest"
+            else:
+                continue
+            listed.append(f"{name}: block {i} ({span(name, i)}) {msg}")
+        problems.extend(_capped(listed, f"{name}: and {{}} more damaged block(s)"))
+        scans = [(i, r) for i, r in found if not isinstance(r, Exception)]
+        nonfinite = _nonfinite_problem(ds, name, scans, recorded[name]["rows"], times)
+        if nonfinite:
+            problems.append(nonfinite)
+    _check_parts(attrs, known, recorded, record, problems)
+    return report(nbytes_read)
+
+
+def _recorded_blocks(
+    variables: dict[str, xr.Variable], recorded: dict[str, dict[str, Any]], problems: list[str]
+) -> list[str]:
+    """Names of the time-aligned variables whose block record fits their array."""
+    names = []
+    for name, var in variables.items():
+        if not _is_time_aligned(name, var):
+            continue
+        entry = recorded[name]
+        rows, digests = entry.get("rows"), entry.get("xxh3_128")
+        if not isinstance(rows, int) or rows < 1 or not isinstance(digests, list):
+            problems.append(f"{name}: the integrity record holds no block digests")
+        elif len(digests) != -(-var.shape[0] // rows):
+            problems.append(
+                f"{name}: the integrity record lists {len(digests)} block(s) of {rows} rows "
+                f"for {var.shape[0]} rows"
+            )
+        else:
+            names.append(name)
+    return names
+
+
+def _check_parts(
+    attrs: dict[str, Any],
+    variables: dict[str, xr.Variable],
+    recorded: dict[str, dict[str, Any]],
+    record: dict[str, Any],
+    problems: list[str],
+) -> None:
+    """Hash the attributes and small variables again and recompute the whole fingerprint."""
+    content = {k: v for k, v in attrs.items() if k not in ("content_sha256", _MARKER, _INTEGRITY)}
+    block_digests = {
+        n: recorded[n].get("xxh3_128") or [] for n, v in variables.items() if _is_time_aligned(n, v)
+    }
+    try:
+        fingerprint, again = _integrity_record(content, variables, block_digests, {})
+    except Exception as err:  # an unreadable small variable
+        problems.append(f"the small variables cannot be read: {type(err).__name__}: {err}")
+        return
+    explained = set(variables) != set(recorded)  # already reported, variable by variable
+    if again["attrs_digest"] != record.get("attrs_digest"):
+        problems.append("the attributes differ from their recorded digest")
+        explained = True
+    for name, entry in again["variables"].items():
+        if "digest" in entry and entry["digest"] != recorded[name].get("digest"):
+            problems.append(f"{name}: differs from its recorded digest")
+            explained = True
+    if fingerprint != attrs.get("content_sha256") and not explained:
+        problems.append(
+            f"the content fingerprint {str(attrs.get('content_sha256'))[:12]}... does not match "
+            f"the one recomputed from the integrity record ({fingerprint[:12]}...)"
+        )
+
+
+def _metadata_problems(
+    path: Path, fingerprint: str | None = None
+) -> tuple[list[str], dict[str, Any] | None, dict[str, Any] | None]:
+    """The metadata checks of :func:`check_store`, with the root attributes and the record."""
+    if not path.is_dir():
+        return ["the store does not exist"], None, None
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except FileNotFoundError:
+        return ["zarr.json is missing"], None, None
+    except (OSError, ValueError) as err:
+        return [f"zarr.json cannot be read ({err})"], None, None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    if not isinstance(attrs, dict) or not attrs.get(_MARKER):
+        return ["the store has no completion marker (not written by neurodecode)"], None, None
+    record = attrs.get(_INTEGRITY)
+    if not (
+        isinstance(record, dict)
+        and record.get("version") == _RECORD_VERSION
+        and isinstance(record.get("files"), dict)
+        and isinstance(record.get("variables"), dict)
+    ):
+        msg = "the store has no integrity record (written by an older neurodecode: write it again)"
+        return [msg], attrs, None
+    problems: list[str] = []
+    stored = str(attrs.get("content_sha256", ""))
+    if fingerprint is not None and stored != fingerprint:
+        problems.append(
+            f"its content fingerprint {stored[:12]}... is not the expected {fingerprint[:12]}..."
+        )
+    missing_folders: set[str] = set()
+    damaged: dict[str, dict[str, str]] = {}  # folder -> file -> problem
+    for rel, size in record["files"].items():
+        top = rel.split("/", 1)[0]
+        if top in missing_folders:
+            continue
+        try:
+            actual = (path / rel).stat().st_size
+        except OSError:
+            if "/" in rel and not (path / top).is_dir():
+                missing_folders.add(top)
+                problems.append(f"{top}/ is missing")
+            else:
+                damaged.setdefault(top, {})[rel] = f"{rel} is missing"
+            continue
+        if actual != size:
+            damaged.setdefault(top, {})[rel] = f"{rel} is {actual} bytes, {size} recorded"
+    for top, files in damaged.items():
+        problems.extend(_capped(list(files.values()), f"{top}/: and {{}} more damaged file(s)"))
+    for name in record["variables"]:
+        if name in missing_folders or f"{name}/zarr.json" in damaged.get(name, {}):
+            continue
+        try:
+            node = json.loads((path / name / "zarr.json").read_text())
+        except (OSError, ValueError):
+            problems.append(f"{name}/zarr.json cannot be read")
+            continue
+        if not isinstance(node, dict) or node.get("node_type") != "array":
+            problems.append(f"{name}/zarr.json is not the metadata of an array")
+    return problems, attrs, record
+
+
+def _capped(lines: list[str], more: str) -> list[str]:
+    """The first lines of a list, then ``more`` formatted with how many were left out."""
+    if len(lines) <= _MAX_PROBLEMS:
+        return lines
+    return [*lines[:_MAX_PROBLEMS], more.format(len(lines) - _MAX_PROBLEMS)]
+
+
+@contextmanager
+def _progress(show: bool, total: int, description: str) -> Iterator[Callable[[], None]]:
+    """A rich progress bar over ``total`` steps (a no-op when ``show`` is false)."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda: bar.advance(task)
+
+
 def write_recording(
     ds: xr.Dataset,
     path: str | os.PathLike,
     *,
-    if_exists: Literal["update", "error", "skip"] = "update",
+    if_exists: Literal["update", "replace", "error", "skip"] = "update",
     chunk_bytes: int = CHUNK_BYTES,
     shard_chunks: int = SHARD_CHUNKS,
     clevel: int = 5,
@@ -147,7 +470,10 @@ def write_recording(
 
     The data are streamed chunk by chunk through Dask (a ``dask.distributed`` client, if one is
     active, does the work), so memory stays bounded by a few shards whatever the recording size.
-    NaN/Inf samples are detected during the same pass; they abort the write.
+    The same pass digests every block and finds NaN/Inf samples, which abort the write. The
+    store keeps what :func:`verify_recording` and :func:`check_store` need: the per-block
+    digests of the time-aligned variables, a digest of every other variable and of the
+    attributes, and the size of every file.
 
     Parameters
     ----------
@@ -155,9 +481,11 @@ def write_recording(
         A recording (see :mod:`neurodecode.schema`); NumPy- or Dask-backed.
     path : path-like
         Final store path (conventionally ending in ``.zarr``).
-    if_exists : {"update", "error", "skip"}
-        ``update`` writes and then keeps the existing store if its content is identical, or
-        swaps in the new one; ``error`` raises :class:`FileExistsError`; ``skip`` returns at once.
+    if_exists : {"update", "replace", "error", "skip"}
+        ``update`` writes and then keeps the existing store if it is complete (see
+        :func:`check_store`) and its content is identical, or swaps in the new one;
+        ``replace`` always swaps in the new store; ``error`` raises :class:`FileExistsError`;
+        ``skip`` returns at once.
     chunk_bytes : int
         Target uncompressed size of one chunk.
     shard_chunks : int
@@ -175,14 +503,21 @@ def write_recording(
     Raises
     ------
     SchemaError
-        If the recording does not follow the schema or holds NaN/Inf; nothing is written.
+        If the recording does not follow the schema or holds NaN/Inf (the message names the
+        variable, the channels and the first bad time); nothing is written.
     FileExistsError
         If ``if_exists="error"`` and the store exists.
+    ValueError
+        If ``if_exists`` is not one of the modes above.
     """
     import dask
 
     start = _time.perf_counter()
     path = Path(path)
+    if if_exists not in ("update", "replace", "error", "skip"):
+        raise ValueError(
+            f"if_exists must be 'update', 'replace', 'error' or 'skip', got {if_exists!r}"
+        )
     label = str(ds.attrs.get("source", {}).get("path") or recording_label(ds))
     validate(ds, where=label)
     if path.exists():
@@ -197,30 +532,36 @@ def write_recording(
                 _disk_usage(path),
                 _time.perf_counter() - start,
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
+    created = _make_parents(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
+        _remove_stale_partials(path)
         prepared, encoding = _prepare(ds, chunk_bytes, shard_chunks, clevel)
         delayed_write = prepared.to_zarr(
             tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding, compute=False
         )
-        lazy_names = [n for n, v in prepared.variables.items() if v.chunks is not None]
-        digests = {
-            n: [dask.delayed(_block_digest)(b) for b in prepared[n].data.to_delayed().ravel()]
-            for n in lazy_names
+        aligned = [n for n, v in prepared.variables.items() if _is_time_aligned(n, v)]
+        scans = {
+            n: [dask.delayed(_scan_block)(b) for b in prepared[n].data.to_delayed().ravel()]
+            for n in aligned
         }
-        _, digests = _compute(delayed_write, digests, progress=progress)
-        bad = {n: sum(d[1] for d in blocks) for n, blocks in digests.items()}
-        bad = {n: c for n, c in bad.items() if c}
-        if bad:
-            raise SchemaError([f"{n} holds {c} NaN/Inf value(s)" for n, c in bad.items()], label)
-        fingerprint = _fingerprint(prepared, {n: [d[0] for d in b] for n, b in digests.items()})
+        _, scans = _compute(delayed_write, scans, progress=progress)
+        rows = {n: int(prepared[n].data.chunks[0][0]) for n in aligned}
+        times = prepared["time"].values
+        bad = [
+            _nonfinite_problem(prepared, n, list(enumerate(scans[n])), rows[n], times)
+            for n in aligned
+        ]
+        if any(bad):
+            raise SchemaError([b for b in bad if b], label)
+        digests = {n: [scan[0] for scan in scans[n]] for n in aligned}
+        fingerprint, record = _integrity_record(prepared.attrs, prepared.variables, digests, rows)
+        record["files"] = _file_sizes(tmp)
         group = zarr.open_group(tmp, mode="r+", zarr_format=3)
-        group.attrs.update({"content_sha256": fingerprint, _MARKER: True})
+        group.attrs.update({"content_sha256": fingerprint, _MARKER: True, _INTEGRITY: record})
         status = "created"
         if path.exists():
-            if _stored_fingerprint(path) == fingerprint:
+            if if_exists == "update" and check_store(path, fingerprint) is None:
                 shutil.rmtree(tmp)
                 return WriteResult(
                     path,
@@ -234,10 +575,35 @@ def write_recording(
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     return WriteResult(
         path, status, fingerprint, _nbytes(ds), _disk_usage(path), _time.perf_counter() - start
     )
+
+
+def _make_parents(path: Path) -> list[Path]:
+    """Create the folders above ``path``; return those that did not exist, deepest first."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        _remove_empty(missing)
+        raise
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) as long as they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer's store), or already gone
+            return
 
 
 def _compute(*collections: Any, progress: bool = False) -> tuple[Any, ...]:
@@ -264,16 +630,6 @@ def _compute(*collections: Any, progress: bool = False) -> tuple[Any, ...]:
             return dask.compute(*collections, scheduler="threads", pool=pool)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _remove_settled(path: Path, quiet: float = 0.2, timeout: float = 10.0) -> None:
-    """Remove ``path`` and keep removing it until no straggling writer recreates it."""
-    deadline = _time.monotonic() + timeout
-    while True:
-        shutil.rmtree(path, ignore_errors=True)
-        _time.sleep(quiet)
-        if not path.exists() or _time.monotonic() > deadline:
-            return
 
 
 def time_chunks(
@@ -318,10 +674,14 @@ def _prepare(
     compressor = BloscCodec(cname="lz4", clevel=clevel, shuffle="shuffle")
     for name, var in ds.variables.items():
         if var.dtype.kind in "OUT":
-            # Zarr's variable-length UTF-8 strings: portable, and no "unstable dtype" warning.
-            out[name] = var.copy(data=as_str_array(var.values).astype(object))
+            # Zarr's variable-length UTF-8 strings: portable, no "unstable dtype" warning, and
+            # (unlike object arrays, stored as float64 when empty) still strings when empty.
+            text = as_str_array(var.values).astype(np.dtypes.StringDType())
+            out[name] = var.copy(data=text)
             continue
-        if var.dims[:1] != ("time",) or name == "time":
+        if not _is_time_aligned(name, var):
+            if var.chunks is not None:  # small tables are hashed (and opened) whole
+                out[name] = out[name].load()
             continue
         row_bytes = var.dtype.itemsize * int(np.prod(var.shape[1:], dtype=np.int64))
         chunk_t, shard_t = time_chunks(row_bytes, var.shape[0], chunk_bytes, shard_chunks)
@@ -360,26 +720,125 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def _block_digest(block: np.ndarray) -> tuple[str, int]:
-    """128-bit xxHash of a block (fast, non-cryptographic: it detects changes, not attacks)."""
+def _is_time_aligned(name: Hashable, var: xr.Variable) -> bool:
+    """Whether ``var`` is stored in shards along time (``signal``, ``behavior_*``, ``movie``)."""
+    return var.dims[:1] == ("time",) and name != "time"
+
+
+def _scan_block(block: np.ndarray) -> tuple[str, int, int, np.ndarray | None]:
+    """Digest a block and locate its NaN/Inf values.
+
+    Returns
+    -------
+    digest : str
+        128-bit xxHash of the bytes (fast, non-cryptographic: it detects changes, not attacks).
+    n_bad : int
+        Number of NaN/Inf values.
+    first_row : int
+        Row of the first NaN/Inf value in the block (-1 if none).
+    per_column : ndarray or None
+        NaN/Inf count of each column (all dimensions after time, flattened); None if none.
+    """
     block = np.ascontiguousarray(block)
-    bad = int((~np.isfinite(block)).sum()) if block.dtype.kind == "f" else 0
-    return xxhash.xxh3_128_hexdigest(block.view(np.uint8).data), bad
+    digest = xxhash.xxh3_128_hexdigest(block.view(np.uint8).data)
+    if block.dtype.kind != "f" or np.isfinite(block).all():
+        return digest, 0, -1, None
+    bad = ~np.isfinite(block.reshape(len(block), -1))
+    per_column = bad.sum(axis=0)
+    return digest, int(per_column.sum()), int(np.argmax(bad.any(axis=1))), per_column
 
 
-def _fingerprint(ds: xr.Dataset, lazy_digests: dict[str, list[str]]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps(ds.attrs, sort_keys=True).encode())
-    for name in sorted(map(str, ds.variables)):
-        var = ds.variables[name]
-        h.update(f"{name}|{var.dims}|{var.shape}|{var.dtype}|".encode())
-        if name in lazy_digests:
-            h.update("".join(lazy_digests[name]).encode())
-        elif var.dtype == object:
-            h.update(json.dumps(np.asarray(var.values).tolist()).encode())
+def _nonfinite_problem(
+    ds: xr.Dataset,
+    name: str,
+    scans: list[tuple[int, tuple[str, int, int, np.ndarray | None]]],
+    rows: int,
+    times: np.ndarray | None,
+) -> str | None:
+    """One sentence naming the NaN/Inf values of ``name`` from its block scans, or None."""
+    bad = [(i, scan) for i, scan in scans if scan[1]]
+    if not bad:
+        return None
+    total = sum(scan[1] for _, scan in bad)
+    first = min(i * rows + scan[2] for i, scan in bad)
+    where = ""
+    var = ds.variables[name]
+    if var.dims[1:] == ("channel",) and "channel" in ds.variables:
+        columns = np.flatnonzero(sum(scan[3] for _, scan in bad))
+        names = [str(c) for c in ds["channel"].values[columns[:_MAX_LISTED]]]
+        more = ", ..." if len(columns) > _MAX_LISTED else ""
+        plural = "s" if len(columns) != 1 else ""
+        where = f" in channel(s) {', '.join(names)}{more} ({len(columns)} channel{plural})"
+    at = f"sample {first}"
+    if times is not None and first < len(times):
+        at = f"t = {_seconds(times[first])} s ({at})"
+    return f"{name} holds {total} NaN/Inf value(s){where}, first at {at}"
+
+
+def _seconds(t: float) -> str:
+    """``t`` with millisecond precision and no trailing zeros (``12.8``, ``3.215``)."""
+    return f"{float(t):.3f}".rstrip("0").rstrip(".")
+
+
+def _fingerprint_parts(
+    attrs: Mapping[str, Any],
+    variables: Mapping[Hashable, xr.Variable],
+    block_digests: Mapping[str, list[str]],
+) -> Iterator[tuple[str | None, list[Any]]]:
+    """The byte strings that the content fingerprint hashes, in order, one group per part.
+
+    The first part (name None) is the attributes; then, by variable name, each variable's
+    name, dims, shape and dtype followed by its block digests (time-aligned variables, whose
+    name is in ``block_digests``) or by its values (every other variable).
+    """
+    yield None, [json.dumps(dict(attrs), sort_keys=True).encode()]
+    for name in sorted(map(str, variables)):
+        var = variables[name]
+        text = var.dtype.kind in "OUT"
+        header = f"{name}|{var.dims}|{var.shape}|{'object' if text else var.dtype}|".encode()
+        if name in block_digests:
+            payload: Any = "".join(block_digests[name]).encode()
+        elif text:
+            payload = json.dumps(np.asarray(var.values).tolist()).encode()
         else:
-            h.update(np.ascontiguousarray(var.values).view(np.uint8).data)
-    return h.hexdigest()
+            payload = np.ascontiguousarray(var.values).view(np.uint8).data
+        yield name, [header, payload]
+
+
+def _integrity_record(
+    attrs: Mapping[str, Any],
+    variables: Mapping[Hashable, xr.Variable],
+    block_digests: Mapping[str, list[str]],
+    rows: Mapping[str, int],
+) -> tuple[str, dict[str, Any]]:
+    """The content fingerprint and the per-part digests that let it be verified piecewise."""
+    whole = hashlib.sha256()
+    record: dict[str, Any] = {"version": _RECORD_VERSION, "variables": {}}
+    for name, chunks in _fingerprint_parts(attrs, variables, block_digests):
+        part = xxhash.xxh3_128()
+        for chunk in chunks:
+            whole.update(chunk)
+            part.update(chunk)
+        if name is None:
+            record["attrs_digest"] = part.hexdigest()
+        elif name in block_digests:
+            entry = {"rows": rows.get(name), "xxh3_128": list(block_digests[name])}
+            record["variables"][name] = entry
+        else:
+            record["variables"][name] = {"digest": part.hexdigest()}
+    return whole.hexdigest(), record
+
+
+def _fingerprint(ds: xr.Dataset, block_digests: Mapping[str, list[str]]) -> str:
+    return _integrity_record(ds.attrs, ds.variables, block_digests, {})[0]
+
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    """Size of every file of a store but its root ``zarr.json`` (which holds this manifest)."""
+    files = (f for f in root.rglob("*") if f.is_file())
+    sizes = {f.relative_to(root).as_posix(): f.stat().st_size for f in files}
+    sizes.pop("zarr.json", None)
+    return dict(sorted(sizes.items()))
 
 
 def _stored_fingerprint(path: Path) -> str:
@@ -482,7 +941,7 @@ def _decode(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
         coords={n: out[n] for n in sorted(ds.coords)},
         attrs=ds.attrs,
     )
-    for key in ("content_sha256", _MARKER):
+    for key in ("content_sha256", _MARKER, _INTEGRITY):
         decoded.attrs.pop(key, None)
     return decoded
 
@@ -552,19 +1011,19 @@ def write_stimuli(
     """
     path = Path(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
-    dims = ("image", "y_px", "x_px", "rgb")[: images.ndim]
-    ds = xr.Dataset(
-        {
-            "images": (dims, np.asarray(images, np.float32)),
-            "image_class": ("image", np.asarray(classes, np.int32)),
-        }
-    )
-    if params is not None:
-        ds["image_params"] = (("image", "param"), np.asarray(params, np.float64))
     start = _time.perf_counter()
+    created = _make_parents(path)
     try:
+        dims = ("image", "y_px", "x_px", "rgb")[: images.ndim]
+        ds = xr.Dataset(
+            {
+                "images": (dims, np.asarray(images, np.float32)),
+                "image_class": ("image", np.asarray(classes, np.int32)),
+            }
+        )
+        if params is not None:
+            ds["image_params"] = (("image", "param"), np.asarray(params, np.float64))
+        _remove_stale_partials(path)
         ds.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
         fingerprint = _fingerprint(ds, {})
         zarr.open_group(tmp, mode="r+", zarr_format=3).attrs["content_sha256"] = fingerprint
@@ -576,6 +1035,7 @@ def write_stimuli(
             _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     return WriteResult(
         path, status, fingerprint, _nbytes(ds), _disk_usage(path), _time.perf_counter() - start

@@ -93,12 +93,17 @@ def test_validate_reports_failures(sim_root, tmp_path):
     group = zarr.open_group(bad, mode="r+")
     group["signal"][5, 0] = np.nan  # corrupt the samples after the fact
     group.attrs["sfreq"] = 99.0
-    result = runner.invoke(app, ["validate", str(bad), "--no-data"])
+    result = runner.invoke(app, ["validate", str(bad), "--fast"])
     assert result.exit_code == 1
-    assert str(bad) in result.output and "does not match the time axis" in result.output
+    assert f"FAIL {bad}: sfreq" in result.output and "does not match the time axis" in result.output
     group.attrs["sfreq"] = 250.0
+    result = runner.invoke(app, ["validate", str(bad), "--fast"])  # metadata: the shard's size
+    assert result.exit_code == 1 and f"FAIL {bad}: signal/c/0/0 is " in result.output
     result = runner.invoke(app, ["validate", str(bad)])
-    assert result.exit_code == 1 and "signal holds 1 NaN/Inf" in result.output
+    assert result.exit_code == 1
+    channel = group["channel"][0]
+    assert f"signal holds 1 NaN/Inf value(s) in channel(s) {channel} (1 channel)" in result.output
+    assert f"FAIL {bad}: signal: block 0 (t = 0-" in result.output
 
 
 def test_validate_unreadable_chunk(sim_root, tmp_path):
@@ -114,7 +119,37 @@ def test_validate_unreadable_chunk(sim_root, tmp_path):
 def test_missing_store(tmp_path):
     for command in ("info", "validate"):
         result = runner.invoke(app, [command, str(tmp_path / "nothing")])
-        assert result.exit_code == 1 and "no recording store" in result.output
+        assert result.exit_code == 2
+        assert result.stderr == f"error: no recording store at or below {tmp_path / 'nothing'}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--subjects", "0"], "invalid simulation settings: n_subjects: Input should be greater"),
+        (["--duration", "-1"], "invalid simulation settings: duration: Input should be greater"),
+        (["--config", "{missing}"], "--config {missing}: no such file"),
+        (["--config", "{list}"], "--config {list} must hold a mapping of settings"),
+        (["--config", "{typo}"], "invalid simulation settings: n_subject: Extra inputs"),
+        (["--config", "{bad}"], "--config {bad} is not valid YAML"),
+        (["--modality", "eeg", "--modality", "ecog"], "the simulator has no modality 'ecog'"),
+    ],
+)
+def test_simulate_misuse_is_one_line(tmp_path, args, message):
+    files = {"missing": tmp_path / "nope.yaml", "list": tmp_path / "l.yaml"}
+    files["typo"], files["bad"] = tmp_path / "t.yaml", tmp_path / "b.yaml"
+    files["bad"].write_text("a: [1\n")
+    files["list"].write_text("- 1\n- 2\n")
+    files["typo"].write_text("n_subject: 2\n")
+    args = [a.format(**files) for a in args]
+    for command in ("simulate", "demo"):
+        if command == "demo" and "--config" not in args:
+            continue
+        result = runner.invoke(app, [command, "--out", str(tmp_path / "out"), *args])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("error: " + message.format(**files))
+        assert result.stderr.count("\n") == 1
+        assert not (tmp_path / "out").exists()
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -19,10 +19,12 @@ import zarr
 
 from neurodecode.schema import SchemaError, events_frame, make_recording, validate
 from neurodecode.store import (
+    check_store,
     find_recordings,
     open_recording,
     recording_path,
     store_summary,
+    verify_recording,
     write_recording,
     write_stimuli,
 )
@@ -301,10 +303,14 @@ def simulated():
 def test_round_trip_every_modality(tmp_path, simulated, modality):
     ds = next(r for r in simulated.recordings if r.attrs["modality"] == modality)
     path = recording_path(tmp_path, "sim", ds)
-    write_recording(ds, path)
+    result = write_recording(ds, path)
     back = open_recording(path)
     assert_same_recording(ds, back)
     validate(back, check_data=True)
+    # Every variable kind (strings, positions, ROI masks, movies, spikes) verifies as written.
+    assert check_store(path, result.content_sha256) is None
+    report = verify_recording(path)
+    assert report.problems == [] and report.nbytes_read >= ds["signal"].nbytes
     extra = {"calcium": "movie", "spikes": "spike_time"}.get(modality)
     if extra:
         assert extra in back

@@ -7,11 +7,43 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..schema import SchemaError
 from . import app
-from ._common import console, progress_bar
+from ._common import UserError, check_writable, console, progress_bar
+
+
+def _simulation_config(config: Path | None, **overrides):
+    """The simulation settings of a command; a bad file, value or modality is a user error."""
+    import yaml
+    from pydantic import ValidationError
+
+    from ..config import SimulationConfig
+    from ..simulate import _SIMULATORS
+
+    if config is not None and not config.is_file():
+        raise UserError(f"--config {config}: no such file")
+    try:
+        if config is not None and not isinstance(yaml.safe_load(config.read_text()), dict | None):
+            raise UserError(f"--config {config} must hold a mapping of settings")
+        cfg = SimulationConfig.load(config, **overrides)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or err
+        raise UserError(f"--config {config} is not valid YAML ({problem})") from err
+    except ValidationError as err:
+        raise UserError(
+            "invalid simulation settings: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        ) from err
+    unknown = sorted(set(cfg.modalities) - set(_SIMULATORS))
+    if unknown:
+        raise UserError(
+            f"the simulator has no modality {', '.join(map(repr, unknown))}; "
+            f"valid modalities: {', '.join(sorted(_SIMULATORS))}"
+        )
+    return cfg
 
 
 def _simulate_and_write(out: Path, cfg) -> list:
@@ -53,9 +85,8 @@ def simulate(
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
 ) -> None:
     """Simulate a multi-subject, multi-modality dataset with known ground truth into a store."""
-    from ..config import SimulationConfig
-
-    cfg = SimulationConfig.load(
+    check_writable(out, "--out")
+    cfg = _simulation_config(
         config, n_subjects=subjects, modalities=modality, duration=duration, seed=seed
     )
     results = _simulate_and_write(out, cfg)
@@ -92,8 +123,7 @@ def info(
 
     paths = find_recordings(store)
     if not paths:
-        console.print(f"[red]no recording store at or below {store}")
-        raise typer.Exit(1)
+        raise UserError(f"no recording store at or below {store}")
     try:
         summaries = [store_summary(p) for p in paths]
     except (SchemaError, FileNotFoundError) as err:
@@ -167,36 +197,60 @@ def _print_one(s: dict) -> None:
 @app.command("validate")
 def validate_cmd(
     store: Annotated[Path, typer.Argument(help="A recording store or a folder of stores.")],
-    data: Annotated[bool, typer.Option(help="Also scan every sample for NaN/Inf.")] = True,
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast",
+            help="Check the schema and the files' metadata only; read no sample (no fingerprint "
+            "verification, no NaN/Inf scan).",
+        ),
+    ] = False,
 ) -> None:
-    """Check recordings against the schema; exit with status 1 if any fails."""
-    from ..schema import validate
-    from ..store import find_recordings, open_recording
+    """Check recordings: the schema, then every block against the stored fingerprint (which
+    also scans for NaN/Inf); exit with status 1 if any fails.
+
+    Each failure line names the store, the variable and the block (with its time range).
+    """
+    from ..store import find_recordings
 
     paths = find_recordings(store)
     if not paths:
-        console.print(f"[red]no recording store at or below {store}")
-        raise typer.Exit(1)
+        raise UserError(f"no recording store at or below {store}")
     failed = 0
     with progress_bar() as progress:
         task = progress.add_task("validating", total=len(paths))
         for path in paths:
-            try:
-                validate(open_recording(path, check=False), check_data=data, where=str(path))
-            except (SchemaError, FileNotFoundError) as err:
+            problems = _store_problems(path, fast)
+            if problems:
                 failed += 1
-                progress.console.print(f"[red]FAIL[/red] {err}")
-            except Exception as err:  # unreadable chunks: codec or I/O errors from zarr
-                failed += 1
-                progress.console.print(
-                    f"[red]FAIL[/red] {path}: samples cannot be read: {type(err).__name__}: {err}"
-                )
+                for problem in problems:
+                    progress.console.print(f"[red]FAIL[/red] {escape(f'{path}: {problem}')}")
             else:
-                progress.console.print(f"[green]ok[/green]   {path}")
+                progress.console.print(f"[green]ok[/green]   {escape(str(path))}")
             progress.advance(task)
     console.print(f"{len(paths) - failed} valid, {failed} invalid")
     if failed:
         raise typer.Exit(1)
+
+
+def _store_problems(path: Path, fast: bool) -> list[str]:
+    """Every problem of one store: the schema (unless an array is missing, which would only
+    repeat as missing coordinates), then the metadata (``fast``) or every block."""
+    from ..schema import validate
+    from ..store import check_store, open_recording, verify_recording
+
+    if fast:
+        reason = check_store(path)
+        integrity = [reason] if reason else []
+    else:
+        integrity = verify_recording(path).problems
+    problems: list[str] = []
+    if not any(p.endswith("/ is missing") for p in integrity):
+        try:
+            validate(open_recording(path, check=False), where=str(path))
+        except SchemaError as err:
+            problems.extend(err.problems)
+    return list(dict.fromkeys(problems + integrity))
 
 
 @app.command()
@@ -209,14 +263,14 @@ def demo(
     Simulate several subjects in every modality, write them to stores, validate them and print
     a summary table.
     """
-    from ..config import SimulationConfig
     from ..store import find_recordings, store_summary
 
-    cfg = SimulationConfig.load(config)
+    check_writable(out, "--out")
+    cfg = _simulation_config(config)
     console.rule("1. simulate and write")
     results = _simulate_and_write(out, cfg)
     _print_write_table(results)
     console.rule("2. validate")
-    validate_cmd(out / cfg.dataset, data=True)
+    validate_cmd(out / cfg.dataset, fast=False)
     console.rule("3. summary")
     console.print(summary_table([store_summary(p) for p in find_recordings(out / cfg.dataset)]))
