@@ -87,7 +87,11 @@ def test_cross_validate_csp_lda_is_quiet_unless_asked(eeg_epochs, capfd, mne_rec
 
 
 def test_parallel_workers_follow_the_level_of_the_call(eeg_epochs, capfd, monkeypatch):
+    from joblib.externals.loky import get_reusable_executor
+
     monkeypatch.delenv("MNE_LOGGING_LEVEL", raising=False)
+    # Workers left by an earlier test write to that test's captured stdout: start fresh ones.
+    get_reusable_executor().shutdown(wait=True)
     X, y, samples = eeg_epochs
     for verbose, expected in ((None, 0), (True, 24)):
         cross_validate(bl.csp_lda(2), X, y, samples, LeaveOneGroupOut(), n_permutations=2,
