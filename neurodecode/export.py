@@ -192,7 +192,7 @@ def to_mne_raw(
     import mne
     from mne.io.constants import FIFF
 
-    from .ingest.eeg import _UNITS
+    from .ingest.eeg import MNE_UNITS
 
     ds, where = _recording(store_or_ds)
     idx = _picks(ds, picks, where)
@@ -206,7 +206,7 @@ def to_mne_raw(
         sfreq,
         [_mne_type(t, u) for t, u in zip(schema_types, units, strict=True)],
     )
-    codes = {unit: code for code, unit in _UNITS.items()}
+    codes = {unit: code for code, unit in MNE_UNITS.items()}
     for ch, unit in zip(info["chs"], units, strict=True):
         ch["unit"] = codes.get(unit, FIFF.FIFF_UNIT_NONE)
         ch["unit_mul"] = FIFF.FIFF_UNITM_NONE

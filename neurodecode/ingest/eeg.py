@@ -50,7 +50,14 @@ from .base import (
 )
 from .fmri import _check_if_gzip, _events_source, read_events_table
 
-__all__ = ["list_bids_recordings", "read_bids", "read_bids_file", "read_mne", "read_muse_csv"]
+__all__ = [
+    "MNE_UNITS",
+    "list_bids_recordings",
+    "read_bids",
+    "read_bids_file",
+    "read_mne",
+    "read_muse_csv",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +79,8 @@ _BIDS_TYPES = {
     "EEG": "eeg", "SEEG": "seeg", "ECOG": "ecog", "DBS": "dbs", "EOG": "eog", "HEOG": "eog",
     "VEOG": "eog", "ECG": "ecg", "EMG": "emg", "TRIG": "stim", "MISC": "misc",
 }  # fmt: skip
-_UNITS = {
+#: MNE unit codes (``info["chs"][i]["unit"]``) and the unit names stored in ``units``.
+MNE_UNITS = {
     FIFF.FIFF_UNIT_V: "V", FIFF.FIFF_UNIT_T: "T", FIFF.FIFF_UNIT_T_M: "T/m",
     FIFF.FIFF_UNIT_MOL: "M", FIFF.FIFF_UNIT_CEL: "°C", FIFF.FIFF_UNIT_S: "S",
     FIFF.FIFF_UNIT_SEC: "s", FIFF.FIFF_UNIT_PX: "px", FIFF.FIFF_UNIT_AM: "Am",
@@ -690,7 +698,7 @@ def _recording_from_raw(
                                     "leave them out with picks")
     names = list(raw.ch_names)
     types = [t if t in _KEPT_TYPES else "misc" for t in raw.get_channel_types()]
-    units = [_UNITS.get(ch["unit"], "n/a") for ch in raw.info["chs"]]
+    units = [MNE_UNITS.get(ch["unit"], "n/a") for ch in raw.info["chs"]]
     positions, frame = _mne_positions(raw.info)
     if electrodes is not None:
         positions, frame = _electrode_positions(electrodes, names)
