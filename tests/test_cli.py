@@ -159,3 +159,16 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     assert "8 valid, 0 invalid" in result.output
     assert "8 recordings" in result.output
+
+
+def test_version_and_misuse_are_one_line():
+    from neurodecode import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"neurodecode {__version__}"
+    for args in (["frobnicate"], ["ingest"], ["ingest", "x.edf", "--bogus"], ["validate"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert result.stderr.startswith("error: neurodecode"), (args, result.stderr)
+        assert "Traceback" not in result.output

@@ -33,7 +33,7 @@ class _Group(typer.core.TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
             rv = super().main(
-                args, prog_name or "neurodecode", complete_var, standalone_mode=False, **extra
+                args, "neurodecode", complete_var, standalone_mode=False, **extra
             )
         except _click_errors.NoArgsIsHelpError as err:
             console.print(err.ctx.get_help() if err.ctx else str(err), highlight=False)
