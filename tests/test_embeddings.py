@@ -910,8 +910,11 @@ def test_multi_session_round_trip(tmp_path):
     assert loaded.encoder_.n_inputs == [20, 27] and loaded.n_sessions_ == 2
     np.testing.assert_array_equal(loaded.transform(X1, session=0), z1)
     np.testing.assert_array_equal(loaded.transform(X2, session=1), z2)
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="X has 27 features, but ContrastiveEmbedding is "
+                                         "expecting 20 features"):
         loaded.transform(X2, session=0)
+    with pytest.raises(ValueError, match="X has 20 features .* session 1 .* expecting 27"):
+        loaded.transform(X1, session=1)
     assert model.goodness_of_fit_ == pytest.approx(
         goodness_of_fit_bits(np.mean(model.log_["loss"][-10:]), 256, 2)
     )
@@ -1047,7 +1050,8 @@ def test_bad_inputs_raise_clear_errors(place, random_encoder):
         ContrastiveEmbedding(conditional="time_delta", **kw).fit(X, np.where(y > 0.9, np.nan, y))
     with pytest.raises(ValueError, match="labels"):
         ContrastiveEmbedding(conditional="time_delta", **kw).fit(X, y[:-1])
-    with pytest.raises(ValueError, match="channels"):
+    with pytest.raises(ValueError, match="X has 20 features, but ContrastiveEmbedding is "
+                                         f"expecting {X.shape[1]} features"):
         random_encoder.transform(X[:, :20])
     with pytest.raises(ValueError, match="does not exist"):
         random_encoder.transform(X, session=1)
@@ -1063,7 +1067,7 @@ def test_bad_inputs_raise_clear_errors(place, random_encoder):
         ContrastiveEmbedding(conditional="time", **kw).fit(X[:8])
     with pytest.raises(ValueError, match="too short"):
         ContrastiveEmbedding(conditional="time", receptive_field=20, **kw).fit(X[:15])
-    with pytest.raises(ValueError, match="n_samples, n_channels"):
+    with pytest.raises(ValueError, match="Expected 2D array, got 1D array"):
         ContrastiveEmbedding(conditional="time", **kw).fit(X[:, 0])
     with pytest.raises(ValueError, match="output_dim"):
         ContrastiveEmbedding(output_dim=0, **kw).fit(X, y)

@@ -24,6 +24,9 @@ factory                     use it for
 :func:`xdawn_lda`           evoked responses with many channels or low SNR
 :func:`knn`                 a non-linear reference, small data sets
 ==========================  ================================================================
+
+:class:`BlockedRidgeCV` is the ridge regression of :func:`ridge`: its penalty is chosen on
+inner folds by group or contiguous time block (:func:`blocked_folds`).
 """
 
 from __future__ import annotations
@@ -33,24 +36,27 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import signal as sps
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import get_tags
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from neurodecode.verbosity import Verbose, mne_verbose
 
 __all__ = [
     "DEFAULT_BANDS",
     "BandPower",
+    "BlockedRidgeCV",
     "ChannelStandardizer",
     "Decimate",
     "Flatten",
     "MNEVerbose",
     "bandpower_logistic",
+    "blocked_folds",
     "csp_lda",
     "erp_lda",
     "knn",
@@ -63,11 +69,23 @@ __all__ = [
 #: Default frequency bands (Hz): theta, alpha, beta.
 DEFAULT_BANDS = ((4.0, 8.0), (8.0, 13.0), (13.0, 30.0))
 
+#: Float dtypes kept as they are; any other numeric input is converted to the first.
+_FLOATS = [np.float64, np.float32]
 
-def _epochs(X: Any) -> np.ndarray:
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 3:
-        raise ValueError(f"expected epochs (n_epochs, n_channels, n_times), got shape {X.shape}")
+
+def _validated(est: BaseEstimator, X: Any, *, reset: bool, ndims: tuple[int, ...] = (2, 3),
+               dtype: Any = _FLOATS, allow_nan: bool = False) -> np.ndarray:
+    """``validate_data`` for arrays of samples of any rank (epochs included).
+
+    Sets (``reset=True``) or checks ``n_features_in_`` — ``X.shape[1]``, the channels of epochs —
+    and refuses sparse, complex, empty, non-finite (unless ``allow_nan``) input and a number of
+    dimensions outside ``ndims``, in scikit-learn's words.
+    """
+    X = validate_data(est, X, reset=reset, allow_nd=True, dtype=dtype,
+                      ensure_all_finite=not allow_nan)
+    if X.ndim not in ndims:
+        raise ValueError(f"{type(est).__name__} takes X with {' or '.join(map(str, ndims))} "
+                         f"dimensions, got shape {X.shape}")
     return X
 
 
@@ -86,11 +104,20 @@ class BandPower(TransformerMixin, BaseEstimator):
     log : bool
         Return ``log10`` of the power (closer to Gaussian, what linear models want).
 
+    Attributes
+    ----------
+    n_features_in_ : int
+        Channels of the training epochs (time samples for 2-D ``X``).
+    n_times_ : int
+        Time samples per training epoch; :meth:`transform` takes epochs of this length only,
+        since the frequency resolution depends on it.
+
     Notes
     -----
+    ``X`` is (n_epochs, n_channels, n_times), or (n_epochs, n_times) for epochs of one channel.
     Welch segments are 1 s long (or the whole epoch when shorter), Hann-windowed with 50 %
-    overlap; each band must hold at least one frequency bin. Output features are ordered
-    channel-major: ``(ch0, band0), (ch0, band1), ..., (ch1, band0), ...``.
+    overlap; each band must hold at least one frequency bin (checked by :meth:`fit`). Output
+    features are ordered channel-major: ``(ch0, band0), (ch0, band1), ..., (ch1, band0), ...``.
     """
 
     def __init__(self, sfreq: float, bands: Sequence[tuple[float, float]] = DEFAULT_BANDS,
@@ -100,49 +127,61 @@ class BandPower(TransformerMixin, BaseEstimator):
         self.log = log
 
     def fit(self, X: Any, y: Any = None) -> BandPower:
-        """Record the number of channels (nothing is learnt).
+        """Check that every band holds a frequency bin at the epochs' resolution.
 
         Parameters
         ----------
-        X : array-like of shape (n_epochs, n_channels, n_times)
+        X : array-like of shape (n_epochs, n_channels, n_times) or (n_epochs, n_times)
         y : ignored
 
         Returns
         -------
         BandPower
         """
-        self.n_channels_ = _epochs(X).shape[1]
+        X = _validated(self, X, reset=True, dtype=np.float64)
+        freqs = self._freqs(X.shape[-1])
+        df = freqs[1] - freqs[0] if len(freqs) > 1 else float(self.sfreq)
+        for low, high in self.bands:
+            if not np.any((freqs >= low) & (freqs < high)):
+                raise ValueError(f"band [{low}, {high}) Hz holds no frequency bin at a "
+                                 f"resolution of {df:g} Hz (epochs of {X.shape[-1]} samples)")
+        self.n_times_ = X.shape[-1]
         return self
+
+    def _nperseg(self, n_times: int) -> int:
+        return max(1, min(n_times, int(round(self.sfreq))))
+
+    def _freqs(self, n_times: int) -> np.ndarray:
+        return np.fft.rfftfreq(self._nperseg(n_times), d=1.0 / self.sfreq)
 
     def transform(self, X: Any) -> np.ndarray:
         """Band power of each channel.
 
         Parameters
         ----------
-        X : array-like of shape (n_epochs, n_channels, n_times)
+        X : array-like of shape (n_epochs, n_channels, n_times) or (n_epochs, n_times)
 
         Returns
         -------
         ndarray of shape (n_epochs, n_channels * n_bands)
         """
         check_is_fitted(self)
-        X = _epochs(X)
-        if X.shape[1] != self.n_channels_:
-            raise ValueError(f"fitted on {self.n_channels_} channels, got {X.shape[1]}")
-        nperseg = min(X.shape[-1], int(round(self.sfreq)))
+        X = _validated(self, X, reset=False, dtype=np.float64)
+        if X.shape[-1] != self.n_times_:
+            raise ValueError(f"fitted on epochs of {self.n_times_} samples, got {X.shape[-1]}")
+        nperseg = self._nperseg(X.shape[-1])
         freqs, psd = sps.welch(X, fs=self.sfreq, nperseg=nperseg, axis=-1)
-        df = freqs[1] - freqs[0]
-        power = []
-        for low, high in self.bands:
-            inside = (freqs >= low) & (freqs < high)
-            if not inside.any():
-                raise ValueError(f"band [{low}, {high}) Hz holds no frequency bin at a "
-                                 f"resolution of {df:g} Hz (epochs of {X.shape[-1]} samples)")
-            power.append(psd[..., inside].sum(axis=-1) * df)
-        power = np.stack(power, axis=-1)  # (n, ch, bands)
+        df = freqs[1] - freqs[0] if len(freqs) > 1 else float(self.sfreq)
+        power = np.stack([psd[..., (freqs >= low) & (freqs < high)].sum(axis=-1) * df
+                          for low, high in self.bands], axis=-1)  # (n, [ch,] bands)
         if self.log:
             power = np.log10(np.maximum(power, np.finfo(float).tiny))
         return power.reshape(len(X), -1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
 
 
 class Decimate(TransformerMixin, BaseEstimator):
@@ -150,12 +189,20 @@ class Decimate(TransformerMixin, BaseEstimator):
 
     Use it for evoked responses: it low-pass filters and shrinks the time course to a few
     dozen values per channel (choose ``factor`` so that bins last 20–50 ms). The last bin
-    averages what remains when ``n_times`` is not a multiple of ``factor``.
+    averages what remains when ``n_times`` is not a multiple of ``factor``. Time is the last
+    axis: ``X`` is (n_epochs, n_channels, n_times), or (n_epochs, n_times) for one channel.
 
     Parameters
     ----------
     factor : int
         Time samples per bin.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Channels of the training epochs (time samples for 2-D ``X``).
+    n_times_ : int
+        Time samples per training epoch.
     """
 
     def __init__(self, factor: int = 10):
@@ -166,7 +213,7 @@ class Decimate(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_epochs, n_channels, n_times)
+        X : array-like of shape (n_epochs, n_channels, n_times) or (n_epochs, n_times)
         y : ignored
 
         Returns
@@ -175,33 +222,48 @@ class Decimate(TransformerMixin, BaseEstimator):
         """
         if int(self.factor) < 1:
             raise ValueError(f"factor must be >= 1, got {self.factor}")
-        self.n_times_ = _epochs(X).shape[-1]
+        self.n_times_ = _validated(self, X, reset=True).shape[-1]
         return self
 
     def transform(self, X: Any) -> np.ndarray:
-        """Bin averages.
+        """Bin averages, in the input's float dtype.
 
         Parameters
         ----------
-        X : array-like of shape (n_epochs, n_channels, n_times)
+        X : array-like of shape (n_epochs, n_channels, n_times) or (n_epochs, n_times)
 
         Returns
         -------
-        ndarray of shape (n_epochs, n_channels, ceil(n_times / factor))
+        ndarray of shape (n_epochs, n_channels, ceil(n_times / factor)), or
+        (n_epochs, ceil(n_times / factor)) for 2-D ``X``
         """
         check_is_fitted(self)
-        X = _epochs(X)
+        X = _validated(self, X, reset=False)
         if X.shape[-1] != self.n_times_:
             raise ValueError(f"fitted on epochs of {self.n_times_} samples, got {X.shape[-1]}")
         starts = np.arange(0, X.shape[-1], int(self.factor))
         counts = np.diff(np.append(starts, X.shape[-1]))
-        return np.add.reduceat(X, starts, axis=-1) / counts
+        return (np.add.reduceat(X, starts, axis=-1) / counts).astype(X.dtype, copy=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
 
 class Flatten(TransformerMixin, BaseEstimator):
     """Reshape samples of any shape to vectors: (n, ...) → (n, prod(...)).
 
-    Use it between epoch transformers and estimators that take feature matrices.
+    Use it between epoch transformers and estimators that take feature matrices. The values
+    and their dtype are kept as they are (NaN included).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        ``X.shape[1]`` at fit.
+    sample_shape_ : tuple of int
+        Shape of one training sample; :meth:`transform` takes samples of this shape only.
     """
 
     def fit(self, X: Any, y: Any = None) -> Flatten:
@@ -216,7 +278,9 @@ class Flatten(TransformerMixin, BaseEstimator):
         -------
         Flatten
         """
-        self.sample_shape_ = tuple(np.shape(X)[1:])
+        X = _validated(self, X, reset=True, ndims=tuple(range(2, 33)), dtype="numeric",
+                       allow_nan=True)
+        self.sample_shape_ = tuple(X.shape[1:])
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -231,10 +295,18 @@ class Flatten(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        X = np.asarray(X)
+        X = _validated(self, X, reset=False, ndims=tuple(range(2, 33)), dtype="numeric",
+                       allow_nan=True)
         if X.shape[1:] != self.sample_shape_:
             raise ValueError(f"fitted on samples of shape {self.sample_shape_}, got {X.shape[1:]}")
         return X.reshape(len(X), -1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
 
 class ChannelStandardizer(TransformerMixin, BaseEstimator):
@@ -243,9 +315,12 @@ class ChannelStandardizer(TransformerMixin, BaseEstimator):
     Use it as the first step of a pipeline so that the mean and scale are learnt from the
     training samples of each fold only. For epochs (n, ch, time) the statistics of a channel
     pool all its samples and time points, so the time course within an epoch is preserved.
+    Statistics are computed in float64; the output keeps a float32 input's dtype.
 
     Attributes
     ----------
+    n_features_in_ : int
+        Channels (features) of the training data.
     mean_, scale_ : ndarray of shape (n_channels,)
         Per-channel mean and standard deviation (1 where the channel is constant).
     """
@@ -262,10 +337,10 @@ class ChannelStandardizer(TransformerMixin, BaseEstimator):
         -------
         ChannelStandardizer
         """
-        X = self._check(X)
+        X = _validated(self, X, reset=True)
         axes = (0,) if X.ndim == 2 else (0, 2)
-        self.mean_ = X.mean(axis=axes)
-        scale = X.std(axis=axes)
+        self.mean_ = X.mean(axis=axes, dtype=np.float64)
+        scale = X.std(axis=axes, dtype=np.float64)
         self.scale_ = np.where(scale > 0, scale, 1.0)
         return self
 
@@ -278,21 +353,19 @@ class ChannelStandardizer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of the same shape
+        ndarray of the same shape and float dtype
         """
         check_is_fitted(self)
-        X = self._check(X)
+        X = _validated(self, X, reset=False)
         shape = (-1,) if X.ndim == 2 else (-1, 1)
-        if X.shape[1] != self.mean_.size:
-            raise ValueError(f"fitted on {self.mean_.size} channels, got {X.shape[1]}")
-        return (X - self.mean_.reshape(shape)) / self.scale_.reshape(shape)
+        z = (X - self.mean_.reshape(shape)) / self.scale_.reshape(shape)
+        return z.astype(X.dtype, copy=False)
 
-    @staticmethod
-    def _check(X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=float)
-        if X.ndim not in (2, 3):
-            raise ValueError(f"expected 2-D or 3-D X, got shape {X.shape}")
-        return X
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
 
 
 class MNEVerbose(TransformerMixin, BaseEstimator):
@@ -302,7 +375,8 @@ class MNEVerbose(TransformerMixin, BaseEstimator):
     log every covariance estimate at MNE's default ``info`` level: hundreds of lines per
     cross-validation. This wrapper applies :func:`neurodecode.verbosity.mne_verbose` around
     them, wherever the pipeline is fitted (joblib workers included, since the level travels
-    with the estimator).
+    with the estimator). Input validation is the wrapped transformer's, and so are its
+    scikit-learn tags.
 
     Parameters
     ----------
@@ -315,8 +389,10 @@ class MNEVerbose(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     estimator_ : MNE transformer
-        The fitted clone. Its attributes are reachable on the wrapper too
-        (``pipeline["csp"].patterns_``, ``pipeline["csp"].plot_patterns(info)``).
+        The fitted clone. Its fitted attributes (names ending in ``_``, such as
+        ``n_features_in_`` or ``patterns_``) and its ``plot_*`` methods are reachable on the
+        wrapper too (``pipeline["csp"].patterns_``, ``pipeline["csp"].plot_patterns(info)``);
+        its other methods are not, since they would run outside the chosen log level.
     """
 
     def __init__(self, estimator: Any, verbose: Verbose = None):
@@ -354,11 +430,141 @@ class MNEVerbose(TransformerMixin, BaseEstimator):
         with mne_verbose(self.verbose):
             return self.estimator_.transform(X)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self.estimator)
+        tags.input_tags = inner.input_tags
+        tags.target_tags = inner.target_tags
+        if inner.transformer_tags is not None:
+            tags.transformer_tags = inner.transformer_tags
+        return tags
+
     def __getattr__(self, name: str) -> Any:
         fitted = self.__dict__.get("estimator_")
-        if fitted is None or name.startswith("__"):
+        public = not name.startswith("_") and (name.endswith("_") or name.startswith("plot_"))
+        if fitted is None or not public:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(fitted, name)
+
+
+def blocked_folds(n_samples: int, n_splits: int = 5, groups: Any = None
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Inner cross-validation folds that never split a group or interleave samples in time.
+
+    With ``groups`` holding two or more distinct values, :class:`~sklearn.model_selection.
+    GroupKFold` over them (every group in one test fold; ``min(n_splits, n_groups)`` folds);
+    otherwise ``n_splits`` contiguous blocks in sample order
+    (:class:`~sklearn.model_selection.KFold`, unshuffled) — keep the samples sorted by time.
+
+    Parameters
+    ----------
+    n_samples : int
+    n_splits : int
+        Folds (at least 2).
+    groups : array-like of shape (n_samples,), optional
+        Group of each sample (run, session, subject, trial block).
+
+    Returns
+    -------
+    list of (train, test) index arrays
+
+    Raises
+    ------
+    ValueError
+        ``n_splits < 2``, groups of another length than the samples, or fewer samples than
+        folds.
+    """
+    if int(n_splits) < 2:
+        raise ValueError(f"inner cross-validation needs n_splits >= 2, got {n_splits}")
+    X = np.empty((n_samples, 0))
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (n_samples,):
+            raise ValueError(f"groups must have shape ({n_samples},), got {groups.shape}")
+        n_groups = len(np.unique(groups))
+        if n_groups >= 2:
+            return list(GroupKFold(min(int(n_splits), n_groups)).split(X, groups=groups))
+    return list(KFold(int(n_splits)).split(X))
+
+
+class BlockedRidgeCV(RegressorMixin, BaseEstimator):
+    """Ridge regression whose penalty is chosen by blocked inner cross-validation.
+
+    Efficient leave-one-out (:class:`~sklearn.linear_model.RidgeCV`'s default) validates each
+    sample on a model fitted on its neighbours, which for autocorrelated samples (time bins,
+    overlapping windows, BOLD volumes) rewards too little regularisation. Here each penalty is
+    scored (R²) on inner folds of :func:`blocked_folds`: whole groups when ``groups`` is
+    passed to :meth:`fit` (in a pipeline: ``fit(X, y, ridge__groups=...)``, or
+    ``cross_validate(..., fit_params={"ridge__groups": samples["run"]})``), contiguous blocks in
+    sample order otherwise; the model is then refitted on all samples with the best penalty.
+
+    Parameters
+    ----------
+    alphas : sequence of float, optional
+        Penalties to choose from; default 17 values log-spaced over ``1e-2 .. 1e6``.
+    n_splits : int
+        Inner folds.
+
+    Attributes
+    ----------
+    alpha_ : float
+        The chosen penalty.
+    best_score_ : float
+        Its mean inner-fold R².
+    coef_, intercept_ : ndarray
+        Of the refitted :class:`~sklearn.linear_model.Ridge`.
+    folds_ : list of (train, test) index arrays
+        The inner folds used.
+    n_features_in_ : int
+    """
+
+    def __init__(self, alphas: Sequence[float] | None = None, n_splits: int = 5):
+        self.alphas = alphas
+        self.n_splits = n_splits
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> BlockedRidgeCV:
+        """Choose the penalty on blocked inner folds, refit on all samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        groups : array-like of shape (n_samples,), optional
+            Group of each sample; the inner folds keep each group whole.
+
+        Returns
+        -------
+        BlockedRidgeCV
+        """
+        X, y = validate_data(self, X, y, dtype=_FLOATS, multi_output=True, y_numeric=True)
+        alphas = np.logspace(-2, 6, 17) if self.alphas is None else np.asarray(self.alphas,
+                                                                               dtype=float)
+        self.folds_ = blocked_folds(len(X), self.n_splits, groups)
+        self.ridge_ = RidgeCV(alphas=alphas, cv=self.folds_).fit(X, y)
+        self.alpha_ = float(self.ridge_.alpha_)
+        self.best_score_ = float(self.ridge_.best_score_)
+        self.coef_, self.intercept_ = self.ridge_.coef_, self.ridge_.intercept_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict with the refitted ridge model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_targets)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=_FLOATS)
+        return self.ridge_.predict(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
 
 # --------------------------------------------------------------------------- factories
@@ -371,31 +577,31 @@ def _logistic_model(C: float | Sequence[float]) -> BaseEstimator:
                         {"C": [float(c) for c in C]}, scoring="balanced_accuracy", cv=5)
 
 
-def ridge(alphas: Sequence[float] | None = None, cv: int | None = None) -> Pipeline:
-    """Standardise, flatten, ridge regression with the penalty chosen on the training data.
+def ridge(alphas: Sequence[float] | None = None, cv: int = 5) -> Pipeline:
+    """Standardise, flatten, ridge regression with the penalty chosen on blocked inner folds.
 
     Use it for continuous targets — behaviour, stimulus features, image embeddings — from
-    features or epochs; the first model to beat on any regression task.
+    features or epochs; the first model to beat on any regression task. The penalty is chosen
+    by :class:`BlockedRidgeCV` on inner folds of the training samples that are whole groups
+    (``fit(X, y, ridge__groups=...)``, or ``cross_validate(...,
+    fit_params={"ridge__groups": samples["run"]})``) or, without groups, contiguous blocks in
+    sample order (keep the sample table sorted by time) — never leave-one-out, which on
+    autocorrelated samples favours too little regularisation.
 
     Parameters
     ----------
     alphas : sequence of float, optional
         Penalties to choose from; default 17 values log-spaced over ``1e-2 .. 1e6``.
-    cv : int, optional
-        ``None``: efficient leave-one-out over training samples. For time series pass an
-        integer: that many contiguous folds of the training set (unshuffled, in sample order:
-        keep the sample table sorted by time), since leave-one-out on autocorrelated samples
-        favours too little regularisation.
+    cv : int
+        Inner folds (at least 2).
 
     Returns
     -------
     Pipeline
-        ``standardize`` → ``flatten`` → ``ridge`` (:class:`~sklearn.linear_model.RidgeCV`).
+        ``standardize`` → ``flatten`` → ``ridge`` (:class:`BlockedRidgeCV`).
     """
-    alphas = np.logspace(-2, 6, 17) if alphas is None else np.asarray(alphas, dtype=float)
-    inner = None if cv is None else KFold(cv)
     return Pipeline([("standardize", ChannelStandardizer()), ("flatten", Flatten()),
-                     ("ridge", RidgeCV(alphas=alphas, cv=inner))])
+                     ("ridge", BlockedRidgeCV(alphas=alphas, n_splits=cv))])
 
 
 def logistic(C: float | Sequence[float] = 1.0) -> Pipeline:

@@ -3,7 +3,7 @@
 :class:`ContrastiveEmbedding` is the scikit-learn estimator; :class:`ContrastiveObjective` the
 training step it runs, in a plain loop or wrapped in the Lightning :class:`ContrastiveModule`;
 :mod:`.sampling` draws positive pairs with a label index whose cost grows with ``log(n_samples)``;
-:mod:`.consistency` compares embeddings across subjects.
+:mod:`.consistency` compares embeddings across subjects (held-out R² of linear maps between them).
 """
 
 from .batches import PairBatches

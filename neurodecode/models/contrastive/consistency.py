@@ -4,13 +4,22 @@ Following CEBRA (Schneider, Lee & Mathis, Nature 2023): two embeddings are consi
 a linear function of the other. Across subjects the samples are not paired in time, so they are
 paired by behaviour: each embedding is averaged within label bins (100 bins of a 1-D label by
 default) and a linear map is fitted from the binned embedding of ``i`` to that of ``j``; the
-score is its R². Across runs of equal length the samples are paired in time.
+score is its R² on held-out bins. Across runs of equal length the samples are paired in time.
 
-Differences from ``cebra.sklearn.metrics.consistency_score``: the bins span the label range
-common to all embeddings and a bin empty in any embedding is left out (CEBRA spans the union of
-the ranges and borrows neighbouring bins), and the bin means are only scaled to unit norm, as
-CEBRA does, with ``normalize=True``. R² is averaged uniformly over the target's dimensions in
-both.
+The score is held out: the paired rows are split into two halves — alternate label bins (a
+checkerboard over the bin grid for labels of several dimensions), or the first and second half
+of the time points — the map is fitted on one half and scored on the other, both ways, and the
+two R² are averaged. Scored on the bins it was fitted on, a map with ``d + 1`` coefficients per
+target reaches R² = 1 with ``d + 1`` bins whatever the embeddings, and is biased up whenever
+the bins are few; held out, unrelated embeddings score about 0 (slightly below: the map's
+noise adds to the error) and only a map that generalises to other behaviour values (or times)
+scores high.
+
+Differences from ``cebra.sklearn.metrics.consistency_score``: the held-out score (CEBRA fits
+and scores on the same bins); the bins span the label range common to all embeddings and a bin
+empty in any embedding is left out (CEBRA spans the union of the ranges and borrows
+neighbouring bins), and the bin means are only scaled to unit norm, as CEBRA does, with
+``normalize=True``. R² is averaged uniformly over the target's dimensions in both.
 """
 
 from __future__ import annotations
@@ -80,7 +89,7 @@ def consistency_score(
     names: Sequence[str] | None = None,
     normalize: bool = False,
 ) -> pd.DataFrame:
-    """R² of linear maps between every ordered pair of embeddings.
+    """Held-out R² of linear maps between every ordered pair of embeddings.
 
     Parameters
     ----------
@@ -103,17 +112,25 @@ def consistency_score(
     Returns
     -------
     DataFrame
-        ``scores.loc[i, j]`` is the R² of predicting embedding ``j`` from embedding ``i``;
-        the diagonal is NaN. ``scores.attrs["mean"]`` is the mean off-diagonal score and
+        ``scores.loc[i, j]`` is the held-out R² of predicting embedding ``j`` from embedding
+        ``i`` (the mean of the two halves' scores, see the module notes); the diagonal is NaN.
+        ``scores.attrs["mean"]`` is the mean off-diagonal score,
         ``scores.attrs["n_bins_used"]`` the number of bins shared by all embeddings (the
-        number of paired samples without labels).
+        number of paired samples without labels) and ``scores.attrs["halves"]`` the rows in
+        each half.
 
     Raises
     ------
     ValueError
         Fewer than two embeddings, an embedding that is not 2-D or not finite, lengths that do
         not match their labels (or, without labels, each other), label ranges that do not
-        overlap, or fewer than 3 shared bins.
+        overlap, or fewer than 2 paired rows in either half (4 shared bins at least).
+
+    Notes
+    -----
+    Bins are alternated in the order of the label grid (even and odd bins of a 1-D label), so
+    both halves span the whole label range; time points are split at the middle, so that
+    autocorrelated neighbours are not fitted on and scored on.
     """
     if len(embeddings) < 2:
         raise ValueError(f"consistency needs at least two embeddings, got {len(embeddings)}")
@@ -140,6 +157,7 @@ def consistency_score(
             )
         paired = embs
         used = len(embs[0])
+        half = np.arange(used) >= used // 2
     else:
         if len(labels) != len(embs):
             raise ValueError(f"{len(labels)} label arrays for {len(embs)} embeddings")
@@ -159,9 +177,14 @@ def consistency_score(
         binned = [binned_embedding(e, lab, edges) for e, lab in zip(embs, labs, strict=True)]
         keep = np.all([c > 0 for _, c in binned], axis=0)
         used = int(keep.sum())
-        if used < 3:
-            raise ValueError(f"only {used} label bins are shared by all embeddings")
+        grid = np.unravel_index(np.flatnonzero(keep), [n_bins] * len(edges))
+        half = np.sum(grid, axis=0) % 2 == 1
         paired = [m[keep] for m, _ in binned]
+    sizes = (int(np.sum(~half)), int(np.sum(half)))
+    if min(sizes) < 2:
+        what = "label bins are shared by all embeddings" if labels is not None else "samples"
+        raise ValueError(f"only {used} {what}: the held-out score needs at least 2 paired rows "
+                         f"in each half, got {sizes[0]} and {sizes[1]}")
     if normalize:
         with np.errstate(invalid="ignore", divide="ignore"):
             paired = [p / np.linalg.norm(p, axis=1, keepdims=True) for p in paired]
@@ -171,9 +194,12 @@ def consistency_score(
     for i, a in enumerate(paired):
         for j, b in enumerate(paired):
             if i != j:
-                pred = LinearRegression().fit(a, b).predict(a)
-                scores[i, j] = r2_score(b, pred)
+                scores[i, j] = np.mean([
+                    r2_score(b[~fit], LinearRegression().fit(a[fit], b[fit]).predict(a[~fit]))
+                    for fit in (half, ~half)
+                ])
     out = pd.DataFrame(scores, index=names, columns=names)
     out.attrs["mean"] = float(np.nanmean(scores))
     out.attrs["n_bins_used"] = used
+    out.attrs["halves"] = sizes
     return out

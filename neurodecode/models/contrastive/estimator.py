@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..encoders import OffsetEncoder
 from .batches import PairBatches
@@ -98,7 +98,9 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         The trained encoder (on CPU after ``fit``).
     criterion_ : InfoNCE
     n_features_in_ : int
-        Channels of the first session.
+        Channels of the first session (what :meth:`transform` checks for ``session=0``).
+    n_iter_ : int
+        Optimiser steps of :meth:`fit`.
     n_sessions_ : int
         Sessions the model holds (training sessions plus adapted ones).
     log_ : dict of str to list of float
@@ -112,8 +114,12 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
     Inputs are a ``(n_samples, n_channels)`` array, an xarray recording (see
     :mod:`neurodecode.schema`), the path of a store, or a list of those for several sessions
     (one input layer each, one shared embedding; label-matched positives are searched across
-    sessions). ``positions`` marks contiguity: a window never spans two samples whose positions
-    are not consecutive integers (blocks cut out by a cross-validation split, separate runs).
+    sessions; a list of rows of numbers is one session, as scikit-learn reads nested lists).
+    Arrays are checked as scikit-learn does (``check_array``: 2-D, finite, numeric, dense;
+    ``n_features_in_`` against session 0), so its estimator checks pass (see
+    ``tests/test_sklearn_compliance.py``). ``positions`` marks contiguity: a window never spans
+    two samples whose positions are not consecutive integers (blocks cut out by a
+    cross-validation split, separate runs).
     """
 
     def __init__(
@@ -180,9 +186,20 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             raise ValueError(f"max_iter must be >= 0, got {self.max_iter}")
 
     def _sessions(
-        self, X: Any, y: Any, positions: Any, *, need_y: bool
+        self, X: Any, y: Any, positions: Any, *, need_y: bool, reset: bool | None = None,
+        min_samples: int = 1,
     ) -> tuple[list[np.ndarray], list[np.ndarray] | None, list[np.ndarray]]:
-        multi = isinstance(X, list | tuple)
+        """Signals (float32, C order), labels and segment ids of every session.
+
+        Every signal is checked by :func:`sklearn.utils.check_array` (2-D, finite, numeric,
+        dense, at least ``min_samples`` samples); the first session's also by
+        :func:`sklearn.utils.validation.validate_data`, which records (``reset=True``) or
+        checks (``reset=False``) ``n_features_in_``. ``reset=None`` checks no feature count.
+        """
+        if _is_window_dataset(X):
+            return self._dataset_sessions(X, y, positions, need_y=need_y, reset=reset,
+                                          min_samples=min_samples)
+        multi = _is_session_list(X)
         xs = list(X) if multi else [X]
         if y is None or not need_y:
             ys = [None] * len(xs)
@@ -201,11 +218,15 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         signals, labels, segs = [], [], []
         for k, (x, lab, pos) in enumerate(zip(xs, ys, ps, strict=True)):
             sig, lab = _signal_and_labels(x, lab)
-            if sig.ndim != 2:
-                raise ValueError(f"session {k}: X must be (n_samples, n_channels), got {sig.shape}")
-            if not np.all(np.isfinite(sig)):
-                raise ValueError(f"session {k}: X contains NaN or Inf")
-            signals.append(np.ascontiguousarray(sig, dtype=np.float32))
+            checks = dict(dtype=np.float32, order="C", ensure_min_samples=min_samples)
+            try:
+                if k == 0 and reset is not None:
+                    sig = validate_data(self, sig, reset=reset, **checks)
+                else:
+                    sig = check_array(sig, estimator=self, **checks)
+            except ValueError as err:
+                raise ValueError(f"session {k}: {err}" if multi else str(err)) from None
+            signals.append(sig)
             if lab is not None:
                 lab = np.asarray(lab)
                 if len(lab) != len(sig):
@@ -214,10 +235,50 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             segs.append(_segments(pos, len(sig), k))
         if need_y and any(lab is None for lab in labels):
             raise ValueError(
-                f"conditional={self.conditional!r}{' with hybrid' if self.hybrid else ''} "
-                "needs labels y (continuous behaviour or classes)"
+                f"{type(self).__name__} with conditional={self.conditional!r}"
+                f"{' and hybrid' if self.hybrid else ''} requires y to be passed, but the target "
+                "y is None: it needs labels y (continuous behaviour or classes)"
             )
         return signals, (labels if need_y else None), segs
+
+    def _dataset_sessions(
+        self, dataset: Any, y: Any, positions: Any, *, need_y: bool, reset: bool | None,
+        min_samples: int,
+    ) -> tuple[list[Any], list[np.ndarray] | None, list[np.ndarray]]:
+        """Sessions of a :class:`~neurodecode.data.loader.WindowDataset`, read lazily.
+
+        One session per recording: the samples its windows cover, as a
+        :class:`~neurodecode.data.loader.LazySignal` (only the rows of each batch are read), the
+        behaviour named by ``y`` at those samples, and segments cut wherever the windows leave
+        samples out (see :meth:`WindowDataset.training_sessions
+        <neurodecode.data.loader.WindowDataset.training_sessions>`).
+        """
+        where = f"{type(self).__name__} with a WindowDataset"
+        if positions is not None:
+            raise ValueError(f"{where}: positions come from the dataset's windows; do not pass "
+                             "them")
+        if need_y and not isinstance(y, str):
+            raise ValueError(
+                f"{where} and conditional={self.conditional!r}"
+                f"{' and hybrid' if self.hybrid else ''} needs y, the name of a behaviour "
+                f"covariate of its recordings (e.g. y='position'), got {type(y).__name__}"
+            )
+        sessions = dataset.training_sessions(y if need_y else None)
+        if not sessions:
+            raise ValueError(f"{where}: the dataset has no window")
+        signals = [s.signal for s in sessions]
+        for k, sig in enumerate(signals):
+            if len(sig) < min_samples:
+                raise ValueError(f"session {k} ({dataset.recordings[sig.recording]}): "
+                                 f"{len(sig)} sample(s), at least {min_samples} needed")
+        if reset:
+            self.n_features_in_ = signals[0].shape[1]
+        elif reset is False and signals[0].shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {signals[0].shape[1]} features, but {type(self).__name__} "
+                             f"is expecting {self.n_features_in_} features as input")
+        segs = [_segments(s.positions, len(s.signal), k) for k, s in enumerate(sessions)]
+        labels = [s.labels for s in sessions] if need_y else None
+        return signals, labels, segs
 
     def _class_codes(self, labels: Any) -> np.ndarray:
         """Class indices of labels for a fitted discrete model; unseen classes are an error."""
@@ -239,6 +300,9 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         out = []
         for k, lab in enumerate(labels):
             lab = np.asarray(lab)
+            if lab.dtype == object:  # numbers held as objects (a pandas object column)
+                with contextlib.suppress(TypeError, ValueError):
+                    lab = lab.astype(np.float64)
             if not np.issubdtype(lab.dtype, np.number):
                 raise ValueError(
                     f"session {k}: conditional={self.conditional!r} needs numeric continuous "
@@ -274,6 +338,14 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
     def _hybrid_dims(self) -> int | None:
         return int(self.hybrid_dims or max(1, self.output_dim // 2)) if self.hybrid else None
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = self._uses_labels()
+        # The encoder computes in float32: float32 input stays float32, float64 input too
+        # returns float32 (the precision the embedding has).
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
     # ------------------------------------------------------------------ fit
     def fit(
         self,
@@ -288,8 +360,13 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array (n_samples, n_channels), recording, store path, or list of them
-            Neural data; a list trains one input layer per session.
+        X : array (n_samples, n_channels), recording, store path, list of them, or WindowDataset
+            Neural data; a list trains one input layer per session. A
+            :class:`~neurodecode.data.loader.WindowDataset` trains from its stores without
+            loading them: one session per recording, made of the samples its windows cover
+            (normalised by its ``normalizer``), each batch reading only its own rows; ``y`` then
+            names a behaviour covariate and ``positions`` come from the windows. The result is
+            the same as fitting the arrays of those samples (same seed, same weights).
         y : array, str or list, optional
             Labels per sample (a list per session): continuous ``(n_samples, n_dims)`` or
             classes, or the name of a behaviour covariate of a recording (``"position"``).
@@ -306,7 +383,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         self
         """
         self._check_params()
-        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
+        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels(),
+                                               reset=True, min_samples=2)
         labels = None if labels is None else self._label_arrays(labels)
         torch.manual_seed(self.random_state)
         encoder = OffsetEncoder(
@@ -321,7 +399,6 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             self.similarity, self.temperature, self.learnable_temperature, self.min_temperature
         )
         self.encoder_, self.criterion_ = encoder, criterion
-        self.n_features_in_ = signals[0].shape[1]
         self.n_sessions_ = len(signals)
         self.log_ = {}
         self._train(
@@ -333,6 +410,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             callback=callback,
             callback_frequency=callback_frequency,
         )
+        self.n_iter_ = int(self.max_iter)
         self.anchors_ = None if labels is None else self._anchors(signals, labels, segs)
         return self
 
@@ -347,7 +425,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
                 valid = valid_positions(seg, enc.left, enc.right)
                 pick = np.sort(rng.choice(valid, min(len(valid), per_session), replace=False))
                 rows = (torch.from_numpy(pick)[:, None] + offsets).reshape(-1)
-                win = torch.from_numpy(x).index_select(0, rows).view(len(pick), len(offsets), -1)
+                win = _tensor(x).index_select(0, rows).view(len(pick), len(offsets), -1)
                 out_emb.append(enc(win, session=s).numpy())
                 out_labels.append(np.asarray(lab)[pick])
         return {"labels": np.concatenate(out_labels), "embedding": np.concatenate(out_emb)}
@@ -386,7 +464,8 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             The new session's index, for ``transform(X, session=...)``.
         """
         check_is_fitted(self, "encoder_")
-        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
+        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels(),
+                                               min_samples=2)
         if len(signals) != 1:
             raise ValueError("adapt one session at a time")
         labels = self._new_session_labels(labels)
@@ -420,7 +499,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         enc = self.encoder_
         sampler = self._sampler(segs, labels, None if anchors is None else anchors["labels"])
         device = _device(self.device)
-        tensors = [torch.from_numpy(s).to(device) for s in signals]
+        tensors = [_tensor(s).to(device) for s in signals]
         stream = PairBatches(
             tensors,
             sampler,
@@ -513,22 +592,34 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         ndarray, shape (n_samples, output_dim), float32
         """
         check_is_fitted(self, "encoder_")
-        if isinstance(X, list | tuple):
+        if _is_session_list(X):
             raise TypeError("transform takes one session; call it once per session")
-        signals, _, segs = self._sessions(X, None, positions, need_y=False)
+        if _is_window_dataset(X):
+            raise TypeError("transform embeds an array, a recording or a store; embed the "
+                            "recordings of a WindowDataset one at a time")
+        self._check_session(session)
+        signals, _, segs = self._sessions(X, None, positions, need_y=False,
+                                          reset=False if session == 0 else None)
         x, seg = signals[0], segs[0]
-        if not 0 <= session < self.encoder_.n_sessions:
-            raise ValueError(f"session {session} does not exist ({self.encoder_.n_sessions} known)")
-        if x.shape[1] != self.encoder_.n_inputs[session]:
-            raise ValueError(
-                f"X has {x.shape[1]} channels; session {session} was trained with "
-                f"{self.encoder_.n_inputs[session]}"
-            )
+        self._check_channels(x, session)
         out = np.empty((len(x), self.output_dim), dtype=np.float32)
         bounds = np.flatnonzero(np.diff(seg)) + 1
         for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(x)], strict=True):
             out[a:b] = self._embed_segment(x[a:b], session, batch_size)
         return out
+
+    def _check_session(self, session: int) -> None:
+        if not 0 <= session < self.encoder_.n_sessions:
+            raise ValueError(f"session {session} does not exist ({self.encoder_.n_sessions} known)")
+
+    def _check_channels(self, x: np.ndarray, session: int) -> None:
+        """Refuse a signal whose channels are not those of the session's input layer."""
+        if x.shape[1] != self.encoder_.n_inputs[session]:
+            raise ValueError(
+                f"X has {x.shape[1]} features (channels), but session {session} of "
+                f"{type(self).__name__} is expecting {self.encoder_.n_inputs[session]} features "
+                "as input"
+            )
 
     def _embed_segment(self, x: np.ndarray, session: int, batch_size: int | None) -> np.ndarray:
         enc = self.encoder_
@@ -549,7 +640,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         """Fit, then embed ``X`` (single session) or return a list of embeddings (sessions)."""
         self.fit(X, y, **fit_params)
         positions = fit_params.get("positions")
-        if isinstance(X, list | tuple):
+        if _is_session_list(X):
             ps = positions if positions is not None else [None] * len(X)
             return [
                 self.transform(x, s, positions=p)
@@ -576,12 +667,15 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
             Batches averaged (with a fixed seed).
         """
         check_is_fitted(self, "encoder_")
-        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels())
+        self._check_session(session)
+        signals, labels, segs = self._sessions(X, y, positions, need_y=self._uses_labels(),
+                                               reset=False if session == 0 else None)
+        self._check_channels(signals[0], session)
         labels = self._new_session_labels(labels)
         enc = self.encoder_
         sampler = self._sampler(segs, labels)
         stream = PairBatches(
-            [torch.from_numpy(signals[0])],
+            [_tensor(signals[0])],
             sampler,
             self.batch_size,
             enc.left,
@@ -660,6 +754,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
         for p in [*est.encoder_.parameters(), *est.criterion_.parameters()]:
             p.requires_grad_(False)
         est.n_features_in_ = state["n_inputs"][0]
+        est.n_iter_ = int(est.max_iter)
         est.n_sessions_ = len(state["n_inputs"])
         est.log_ = state["log"]
         est.fit_time_ = state["fit_time"]
@@ -799,6 +894,33 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _is_session_list(X: Any) -> bool:
+    """Whether ``X`` is a list (or tuple) of sessions.
+
+    A list whose items are all numbers or rows (lists, tuples or 1-D arrays) is one session
+    written as nested lists, as scikit-learn allows for any array-like.
+    """
+    if not isinstance(X, list | tuple):
+        return False
+    rows = all(
+        isinstance(r, int | float | np.number)
+        or (isinstance(r, list | tuple | np.ndarray) and np.ndim(r) <= 1)
+        for r in X
+    )
+    return not (X and rows)
+
+
+def _is_window_dataset(X: Any) -> bool:
+    """Whether ``X`` is a :class:`~neurodecode.data.loader.WindowDataset` (lazy sessions)."""
+    return callable(getattr(X, "training_sessions", None))
+
+
+def _tensor(signal: Any) -> Any:
+    """A session's signal as a tensor: arrays are wrapped (no copy), lazy views kept as they are
+    (they read the rows that ``index_select`` asks for)."""
+    return torch.from_numpy(signal) if isinstance(signal, np.ndarray) else signal
+
+
 def _segments(positions: Any, n: int, k: int) -> np.ndarray:
     """Segment id per sample from sample positions (a new segment at every jump)."""
     if positions is None:
@@ -828,6 +950,4 @@ def _signal_and_labels(x: Any, y: Any) -> tuple[np.ndarray, Any]:
         return sig, y
     if isinstance(y, str):
         raise TypeError("y names a behaviour covariate only when X is a recording or store")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(x), y
+    return x, y
