@@ -34,6 +34,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 from scipy import signal as sps
 
+from neurodecode.data.splits import MODALITY_MARGINS
 from neurodecode.schema import make_recording
 
 __all__ = [
@@ -506,17 +507,26 @@ def _count(rng: np.random.Generator, spec: int | tuple[int, int], what: str) -> 
     return n
 
 
-def _split_intervals(t_stop: float, split: Sequence[float]) -> pd.DataFrame:
+def _split_intervals(t_stop: float, split: Sequence[float], gap: float) -> pd.DataFrame:
+    """Train/valid/test blocks in that order, ``gap`` seconds apart (half cut from each side).
+
+    A block that the gap leaves empty is left out (the blocks that remain are then further
+    apart than ``gap``).
+    """
     fractions = np.asarray(split, dtype=np.float64)
     if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
         raise ValueError(f"split must be three non-negative train/valid/test fractions: {split}")
+    if not gap >= 0:
+        raise ValueError(f"split_gap must be >= 0 seconds, got {gap}")
     edges = t_stop * np.concatenate([[0.0], np.cumsum(fractions) / fractions.sum()])
     edges[-1] = t_stop
-    rows = [
-        (edges[i], edges[i + 1], name)
-        for i, name in enumerate(("train", "valid", "test"))
-        if edges[i + 1] > edges[i]
-    ]
+    kept = [(edges[i], edges[i + 1], name) for i, name in enumerate(("train", "valid", "test"))
+            if edges[i + 1] > edges[i]]
+    rows = []
+    for i, (lo, hi, name) in enumerate(kept):
+        lo, hi = lo + (gap / 2 if i > 0 else 0.0), hi - (gap / 2 if i < len(kept) - 1 else 0.0)
+        if hi > lo:
+            rows.append((lo, hi, name))
     return pd.DataFrame(rows, columns=["start", "stop", "split"])
 
 
@@ -529,6 +539,7 @@ def _recording(
     subject: str,
     run: str,
     split: Sequence[float],
+    split_gap: float | None,
     params: Mapping[str, Any],
     **fields: Any,
 ) -> xr.Dataset:
@@ -536,9 +547,10 @@ def _recording(
     n = signal.shape[0]
     t = np.arange(n) / sfreq
     t_stop = n / sfreq
+    gap = MODALITY_MARGINS[modality] if split_gap is None else float(split_gap)
     history_params = {
         "modality": modality, "subject": subject, "run": run, "sfreq": float(sfreq),
-        "split": [float(s) for s in split], **params, "latent": latent.params,
+        "split": [float(s) for s in split], "split_gap": gap, **params, "latent": latent.params,
     }  # fmt: skip
     return make_recording(
         signal,
@@ -551,7 +563,7 @@ def _recording(
         time=t,
         events=latent.events(t_stop),
         behavior={"position": latent.position(t), "speed": latent.speed(t)},
-        intervals=_split_intervals(t_stop, split),
+        intervals=_split_intervals(t_stop, split, gap),
         source={
             "path": f"simulated://sub-{subject}/ses-{_SESSION}/task-{_TASK}/run-{run}/{modality}",
             "sha256": "",
@@ -650,6 +662,7 @@ def simulate_eeg(
     sfreq: float = 250.0,
     n_channels: int | tuple[int, int] = (16, 64),
     split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
 ) -> xr.Dataset:
     """Simulate scalp EEG driven by a latent.
 
@@ -674,6 +687,10 @@ def simulate_eeg(
         Number of channels, or an inclusive range to draw it from.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out). Default: the modality's margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
 
     Returns
     -------
@@ -715,6 +732,7 @@ def simulate_eeg(
         subject=subject,
         run=run,
         split=split,
+        split_gap=split_gap,
         params={"seed": int(seed), "n_channels": n_ch, "alpha_freq": float(alpha_freq)},
         ch_names=[f"EEG{i + 1:03d}" for i in range(n_ch)],
         ch_types="eeg",
@@ -778,6 +796,7 @@ def simulate_fmri(
     tr: float = 2.0,
     n_voxels: int | tuple[int, int] = (200, 600),
     split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
 ) -> xr.Dataset:
     """Simulate BOLD fMRI driven by a latent.
 
@@ -802,6 +821,10 @@ def simulate_fmri(
         Number of voxels, or an inclusive range to draw it from.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out). Default: the modality's margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
 
     Returns
     -------
@@ -851,6 +874,7 @@ def simulate_fmri(
         subject=subject,
         run=run,
         split=split,
+        split_gap=split_gap,
         params={"seed": int(seed), "tr": float(tr), "n_voxels": n_vox},
         ch_names=[f"vox{i + 1:04d}" for i in range(n_vox)],
         ch_types="voxel",
@@ -912,6 +936,7 @@ def simulate_calcium(
     movie: bool = False,
     movie_size: int = 32,
     split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
 ) -> xr.Dataset:
     """Simulate two-photon calcium imaging (ΔF/F of ROIs) driven by a latent.
 
@@ -943,6 +968,10 @@ def simulate_calcium(
         0) are pixel coordinates in that field of view, pixel ``i`` spanning ``[i, i + 1)``.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out). Default: the modality's margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
 
     Returns
     -------
@@ -985,6 +1014,7 @@ def simulate_calcium(
         subject=subject,
         run=run,
         split=split,
+        split_gap=split_gap,
         params={
             "seed": int(seed),
             "n_rois": n_roi,
@@ -1010,6 +1040,7 @@ def simulate_spikes(
     sfreq: float = 100.0,
     n_units: int | tuple[int, int] = (20, 60),
     split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
 ) -> xr.Dataset:
     """Simulate sorted single units driven by a latent.
 
@@ -1034,6 +1065,10 @@ def simulate_spikes(
         Number of units, or an inclusive range to draw it from.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out). Default: the modality's margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
 
     Returns
     -------
@@ -1061,6 +1096,7 @@ def simulate_spikes(
         subject=subject,
         run=run,
         split=split,
+        split_gap=split_gap,
         params={"seed": int(seed), "n_units": n_unit},
         ch_names=[f"unit{i + 1:03d}" for i in range(n_unit)],
         ch_types="unit",
@@ -1122,6 +1158,7 @@ def simulate_dataset(
     *,
     image_size: int = 32,
     split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
     **kwargs: Mapping[str, Any],
 ) -> SimulatedDataset:
     """Simulate several subjects recorded with several modalities during the same task.
@@ -1151,6 +1188,11 @@ def simulate_dataset(
         Side of the stimulus images in pixels.
     split : sequence of 3 float
         Train / valid / test fractions of every recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out: a 40 s run with fMRI keeps ``train`` only). Default: the
+        largest margin (:data:`neurodecode.data.splits.MODALITY_MARGINS`) of ``modalities``,
+        so that all modalities of a run share their intervals (12 s with fMRI).
     **kwargs : mapping
         Extra keyword arguments per modality simulator, keyed by modality, e.g.
         ``calcium={"movie": True}`` or ``eeg={"n_channels": 32}``; ``latent={...}`` goes to
@@ -1166,6 +1208,8 @@ def simulate_dataset(
     unknown = sorted(set(kwargs) - set(_SIMULATORS) - {"latent"})
     if unknown:
         raise TypeError(f"unexpected keyword arguments {unknown}")
+    if split_gap is None:
+        split_gap = max(MODALITY_MARGINS[m] for m in modalities) if modalities else 0.0
     images = params = classes = None
     if n_images is not None:
         images, params, classes = stimulus_images(n_images, image_size, n_classes, seed)
@@ -1190,6 +1234,7 @@ def simulate_dataset(
                         run=run,
                         seed=subject_seed,
                         split=split,
+                        split_gap=split_gap,
                         **kwargs.get(modality, {}),
                     )  # fmt: skip
                 )

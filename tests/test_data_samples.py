@@ -246,3 +246,69 @@ def test_same_channels_in_another_order_follow_names(channel_sets):
     first = int(round(s.table["onset"].iloc[row] * recs[1].sfreq))
     direct = recs[1].ds["signal"].sel(channel=s.ch_names).values[first : first + s.X.shape[2]]
     np.testing.assert_array_equal(s.X[row], direct.T)
+
+
+# --------------------------------------------------------------------------- recording ids
+
+
+def _constant_recording(subject: str, value: float, **kwargs):
+    """An in-memory EEG recording whose every sample is ``value`` (20 one-second windows)."""
+    from neurodecode.schema import make_recording
+
+    return make_recording(np.full((200, 2), value, np.float32), sfreq=10.0, ch_names=["a", "b"],
+                          ch_types="eeg", units="V", modality="eeg", subject=subject,
+                          task="t", **kwargs)
+
+
+def test_in_memory_subjects_keep_their_own_rows():
+    """Two in-memory recordings (no source path) used to share the id "" and mix rows."""
+    recs = open_recordings([_constant_recording("01", 1.0), _constant_recording("02", 2.0)])
+    assert [r.id for r in recs] == ["memory:sub-01_ses-01_task-t_run-01_eeg",
+                                    "memory:sub-02_ses-01_task-t_run-01_eeg"]
+    assert [r.path for r in recs] == ["", ""]
+    s = windows(recs, length=1.0, stride=1.0)
+    assert len(s) == 40
+    for subject, value in (("01", 1.0), ("02", 2.0)):
+        rows = (s.table["subject"] == subject).to_numpy()
+        assert rows.sum() == 20
+        np.testing.assert_array_equal(s.X[rows], value)
+        assert set(s.table["recording"][rows]) == {f"memory:sub-{subject}_ses-01_task-t_run-01_eeg"}
+    by_subject = s.table["subject"].to_numpy() == "01"
+    check_split(s.table, np.flatnonzero(by_subject), np.flatnonzero(~by_subject))
+    with pytest.raises(LeakageError, match=r"^2 recording\(s\) have samples in both"):
+        check_split(s.table, np.arange(0, 40, 2), np.arange(1, 40, 2))
+    assert LeaveOneGroupOut("subject").get_n_splits(groups=s.table) == 2
+
+
+def test_duplicate_ids_are_refused(tmp_path, monkeypatch):
+    a, b = _constant_recording("01", 1.0), _constant_recording("01", 2.0)
+    with pytest.raises(ValueError, match=r"same id would mix their samples: "
+                                         r"memory:sub-01_ses-01_task-t_run-01_eeg \(2x\)"):
+        open_recordings([a, b])
+    # another dataset attribute makes them distinct
+    recs = open_recordings([a, _constant_recording("01", 2.0, extra_attrs={"dataset": "other"})])
+    assert sorted(r.id for r in recs) == ["memory:other/sub-01_ses-01_task-t_run-01_eeg",
+                                          "memory:sub-01_ses-01_task-t_run-01_eeg"]
+    # a store listed twice, even spelled differently
+    store = tmp_path / "a.zarr"
+    write_recording(a, store)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"{store} \(2x\)"):
+        open_recordings([store, "a.zarr"])
+    # gathering functions check the recordings they are given too
+    rec = open_recordings([store])[0]
+    for gather in (lambda: windows([rec, rec], length=1.0, stride=1.0),
+                   lambda: time_samples([rec, rec], target="speed"),
+                   lambda: window_table([rec, rec], length=1.0, stride=1.0)):
+        with pytest.raises(ValueError, match="same id"):
+            gather()
+
+
+def test_recordings_without_identity_get_generated_ids():
+    import xarray as xr
+
+    bare = [xr.Dataset({"signal": (("time", "channel"), np.zeros((10, 1), np.float32))},
+                       attrs={"sfreq": 10.0, "modality": "eeg"}) for _ in range(2)]
+    ids = [r.id for r in open_recordings(bare)]
+    assert all(i.startswith("memory:") and len(i) == len("memory:") + 12 for i in ids)
+    assert ids[0] != ids[1]

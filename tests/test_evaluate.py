@@ -10,7 +10,11 @@ import pytest
 from joblib import parallel_config
 from sklearn import metrics as skm
 from sklearn.base import clone
-from sklearn.model_selection import KFold
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, KFold, PredefinedSplit, cross_val_score
+from sklearn.model_selection import LeaveOneGroupOut as SkLeaveOneGroupOut
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from neurodecode.data.splits import (
     ContiguousBlocks,
@@ -21,6 +25,7 @@ from neurodecode.data.splits import (
 from neurodecode.evaluate import EvaluationResult, Metric, cross_validate, permutation_test
 from neurodecode.evaluate import baselines as bl
 from neurodecode.evaluate import metrics as mt
+from neurodecode.evaluate.cleaning import FoldClean
 from neurodecode.evaluate.permutation import (
     PermutationResult,
     default_scheme,
@@ -426,3 +431,146 @@ def test_cross_validate_rejects_bad_arguments():
         cross_validate(bl.erp_lda(2), X[:-1], y, samples, cv)
     with pytest.raises(ValueError, match="permutation"):
         cross_validate(bl.erp_lda(2), X, y, samples, cv, permutation="rotate")
+
+
+# --------------------------------------------------------------------------- scikit-learn splitters
+
+
+def subject_table(n_subjects: int = 4, n_runs: int = 2, n_trials: int = 20) -> pd.DataFrame:
+    """Separate trials in ``n_runs`` runs of each of ``n_subjects`` subjects."""
+    sub = np.repeat([f"{s + 1:02d}" for s in range(n_subjects)], n_runs * n_trials)
+    run = np.tile(np.repeat([str(r + 1) for r in range(n_runs)], n_trials), n_subjects)
+    start = np.tile(np.arange(n_trials) * 2.0, n_subjects * n_runs)
+    return pd.DataFrame({"recording": [f"sub-{s}_run-{r}" for s, r in zip(sub, run, strict=True)],
+                         "subject": sub, "session": "01", "run": run, "start": start,
+                         "stop": start + 0.5, "block": np.arange(len(sub)) % 2})
+
+
+def _features(samples: pd.DataFrame, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, len(samples))
+    X = rng.standard_normal((len(samples), 5))
+    X[:, 0] += 2.5 * y
+    return X, y
+
+
+@pytest.mark.parametrize(("make_cv", "groups", "held_out"), [
+    (lambda t: GroupKFold(n_splits=2), "subject", None),
+    (lambda t: SkLeaveOneGroupOut(), "subject", ["01", "02", "03", "04"]),
+    (lambda t: SkLeaveOneGroupOut(), "run", ["1", "2"]),
+    (lambda t: SkLeaveOneGroupOut(), ["subject", "run"], None),
+    (lambda t: PredefinedSplit(t["run"].astype(int).to_numpy() - 1), None, None),
+], ids=["GroupKFold", "LeaveOneGroupOut-subject", "LeaveOneGroupOut-run",
+        "LeaveOneGroupOut-subject-run", "PredefinedSplit"])
+def test_sklearn_splitters_through_cross_validate(make_cv, groups, held_out):
+    samples = subject_table()
+    X, y = _features(samples)
+    est = make_pipeline(StandardScaler(), LogisticRegression())
+    cv = make_cv(samples)
+    res = cross_validate(est, X, y, samples, cv, groups=groups, metrics=["balanced_accuracy"],
+                         n_permutations=0)
+    cols = [groups] if isinstance(groups, str) else groups
+    keys = None if cols is None else samples[cols].astype(str).agg("|".join, axis=1).to_numpy()
+    expected = cross_val_score(est, X, y, groups=keys, cv=cv, scoring="balanced_accuracy")
+    np.testing.assert_allclose(res.folds["score"], expected)
+    assert len(res.folds) == cv.get_n_splits(X, y, keys) and (res.folds["score"] > 0.6).all()
+    if held_out is not None:
+        assert res.folds["test_groups"].tolist() == held_out
+    if groups == ["subject", "run"]:
+        assert res.folds["test_groups"].tolist()[0] == "01|1" and len(res.folds) == 8
+
+
+def test_sklearn_splitters_are_still_checked_for_leakage():
+    samples = subject_table()
+    X, y = _features(samples)
+    est = make_pipeline(StandardScaler(), LogisticRegression())
+    # groups that do not keep recordings together: every run is on both sides
+    with pytest.raises(LeakageError, match=r"8 recording\(s\) have samples in both"):
+        cross_validate(est, X, y, samples, GroupKFold(2), groups="block", n_permutations=0)
+    # KFold over the overlapping windows of one recording
+    one = trial_table(1, 40, length=1.0, step=0.5)
+    X1, y1 = _features(one)
+    with pytest.raises(LeakageError, match=r"\(e.g. sub-01_run-1\)"):
+        cross_validate(est, X1, y1, one, KFold(5), n_permutations=0)
+    with pytest.raises(ValueError, match=r"groups='subjects': the sample table has no column"):
+        cross_validate(est, X, y, samples, GroupKFold(2), groups="subjects", n_permutations=0)
+    with pytest.raises(ValueError, match="reads the sample table itself"):
+        cross_validate(est, X, y, samples, LeaveOneGroupOut("run"), groups="run",
+                       n_permutations=0)
+
+
+def test_folds_are_checked_once(monkeypatch):
+    from neurodecode.data import splits
+
+    calls = []
+    check = splits.SplitChecker.check
+    monkeypatch.setattr(splits.SplitChecker, "check",
+                        lambda self, *a, **k: calls.append(1) or check(self, *a, **k))
+    X, y, samples = erp_epochs(n_runs=3, n_trials=10, n_channels=2, n_times=4)
+    X = X.reshape(len(X), -1)
+    est = make_pipeline(StandardScaler(), LogisticRegression())
+    cross_validate(est, X, y, samples, LeaveOneGroupOut("run"), metrics=["balanced_accuracy"],
+                   n_permutations=0)
+    assert len(calls) == 3
+    cross_validate(est, X, y, samples, SkLeaveOneGroupOut(), groups="run",
+                   metrics=["balanced_accuracy"], n_permutations=0)
+    assert len(calls) == 6
+
+
+# --------------------------------------------------------------------------- per-fold cleaning
+
+
+def test_fold_clean_matches_nilearn_on_the_training_block():
+    from nilearn.signal import clean
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 6)).cumsum(axis=0) + np.linspace(0, 5, 120)[:, None]
+    fc = FoldClean(t_r=2.0, detrend=True, high_pass=0.01)
+    expected = clean(X[:80], detrend=True, standardize="zscore_sample", filter="butterworth",
+                     high_pass=0.01, t_r=2.0)
+    np.testing.assert_allclose(fc.fit_transform(X[:80]), expected, atol=1e-10)
+    # the test block: its own detrending and filtering, the training block's mean and scale
+    own = clean(X[80:], detrend=True, standardize=None, filter="butterworth", high_pass=0.01,
+                t_r=2.0)
+    np.testing.assert_allclose(fc.transform(X[80:]), (own - fc.mean_) / fc.scale_, atol=1e-10)
+    assert fc.transform(X[80:].astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="need t_r"):
+        FoldClean(high_pass=0.01).fit(X)
+
+
+def test_fold_clean_uses_no_test_statistics():
+    rng = np.random.default_rng(1)
+    train = rng.normal(0.0, 1.0, (200, 3))
+    test = rng.normal(3.0, 2.0, (50, 3))  # a shifted, wider test block
+    fold = FoldClean().fit(train)
+    z = fold.transform(test)
+    np.testing.assert_allclose(z, (test - train.mean(0)) / train.std(0, ddof=1))
+    assert (z.mean(axis=0) > 2.0).all()  # the shift is kept: the test block was not re-centred
+    everything = FoldClean().fit(np.vstack([train, test]))
+    assert not np.allclose(everything.transform(test), z)  # what fitting on all would leak
+    # changing the test data changes nothing fitted on the training block
+    np.testing.assert_array_equal(FoldClean().fit(train).transform(train), fold.transform(train))
+
+
+def test_fold_clean_in_cross_validate_is_fitted_on_training_rows(monkeypatch):
+    X, y, samples = erp_epochs(n_runs=3, n_trials=10, n_channels=2, n_times=4)
+    X = X.reshape(len(X), -1)
+    X[:, 0] = np.arange(len(X))  # the row number, to see what each fold was fitted on
+    seen = []
+    fit = FoldClean.fit
+
+    def spy(self, X, y=None, runs=None):
+        seen.append((np.sort(np.asarray(X)[:, 0]).astype(int), np.asarray(runs)))
+        return fit(self, X, y, runs=runs)
+
+    monkeypatch.setattr(FoldClean, "fit", spy)
+    est = make_pipeline(FoldClean(), LogisticRegression())
+    runs = samples["recording"].to_numpy()
+    cv = ContiguousBlocks(n_blocks=3, gap=1.0)
+    cross_validate(est, X, y, samples, cv, metrics=["balanced_accuracy"], n_permutations=0,
+                   fit_params={"foldclean__runs": runs})
+    folds = list(cv.split(X, y, groups=samples))
+    assert len(seen) == len(folds) == 3
+    for (rows, fold_runs), (train, _) in zip(seen, folds, strict=True):
+        np.testing.assert_array_equal(rows, np.sort(train))
+        np.testing.assert_array_equal(np.sort(fold_runs), np.sort(runs[train]))

@@ -124,8 +124,42 @@ def test_events_and_intervals(dataset):
         iv = intervals_frame(ds)
         assert list(iv["split"]) == ["train", "valid", "test"]
         assert iv["start"].iloc[0] == 0 and iv["stop"].iloc[-1] == pytest.approx(stop)
-        np.testing.assert_allclose(iv["stop"].iloc[:-1], iv["start"].iloc[1:])
-        np.testing.assert_allclose(iv["stop"] - iv["start"], np.array([0.7, 0.15, 0.15]) * stop)
+        # the intervals of every modality are 12 s apart (the BOLD margin: fMRI is simulated)
+        np.testing.assert_allclose(iv["start"].iloc[1:].to_numpy() - iv["stop"].iloc[:-1], 12.0)
+        edges = np.array([0.7, 0.85]) * stop
+        np.testing.assert_allclose(iv["stop"].iloc[:-1], edges - 6.0)
+        np.testing.assert_allclose(iv["start"].iloc[1:], edges + 6.0)
+        assert ds.attrs["history"][0]["params"]["split_gap"] == 12.0
+
+
+@pytest.mark.parametrize(("modality", "gap"), [("eeg", 0.5), ("fmri", 12.0), ("calcium", 2.0),
+                                               ("spikes", 0.5)])
+def test_intervals_leave_the_modality_gap(modality, gap):
+    ds = simulate_dataset(n_subjects=1, modalities=(modality,), duration=120.0).recordings[0]
+    iv = intervals_frame(ds)
+    np.testing.assert_allclose(iv["start"].iloc[1:].to_numpy() - iv["stop"].iloc[:-1], gap)
+    # a sample table over the stored intervals splits with the default gap, without leakage
+    from neurodecode.data.samples import open_recordings, time_samples
+    from neurodecode.data.splits import StoredIntervals, check_split, default_gap
+
+    s = time_samples(open_recordings([ds]), target="speed")
+    rule = StoredIntervals(iv.assign(recording=s.table["recording"].iloc[0]), "train", "valid")
+    ((train, test),) = rule.split(groups=s.table)
+    step = 1.0 / ds.attrs["sfreq"]
+    assert default_gap(s.table) == pytest.approx(step + gap)
+    check_split(s.table, train, test, within_recording=True, gap=step + gap)
+    stop, first = s.table["stop"].to_numpy(), s.table["start"].iloc[test].min()
+    inside = stop <= iv["stop"].iloc[0]  # samples of the train interval ...
+    far = first >= stop + step + gap  # ... minus those within the default gap are kept
+    np.testing.assert_array_equal(train, np.flatnonzero(inside & far))
+    # the stored gap is the margin; the default adds one sample: the last one (or two, where
+    # the float sum rounds down) is dropped
+    assert 1 <= (inside & ~far).sum() <= 2 and len(train) > 3 * len(test)
+    # a gap longer than an interval leaves that interval out; the others stay further apart
+    short = intervals_frame(simulate_dataset(n_subjects=1, modalities=(modality,), duration=60.0,
+                                             split=(0.5, 0.1, 0.4), split_gap=10.0).recordings[0])
+    assert short.to_dict("list") == {"start": [0.0, 41.0], "stop": [25.0, 60.0],
+                                     "split": ["train", "test"]}
 
 
 def test_modalities_of_a_run_share_the_latent(dataset):

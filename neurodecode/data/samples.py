@@ -2,24 +2,26 @@
 
 Each function reads only what it needs from lazy (Dask-backed) recordings and returns a
 :class:`Samples`: the array ``X``, the target ``y`` and the *sample table* (one row per sample:
-``recording``, ``subject``, ``session``, ``task``, ``run``, ``start``, ``stop`` and more) that the
-split rules of :mod:`neurodecode.data.splits` need to keep runs, sessions and subjects apart.
+``recording`` (the recording's unique id, see :class:`Recording`), ``subject``, ``session``,
+``task``, ``run``, ``modality``, ``whole_run_steps`` (ingest steps that cleaned the whole
+recording, ``""`` if none), ``start``, ``stop`` and more) that the split rules of
+:mod:`neurodecode.data.splits` need to keep runs, sessions and subjects apart.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..schema import as_str_array, events_frame
+from ..schema import as_str_array, events_frame, recording_label
 from ..store import find_recordings, open_recording
 
 logger = logging.getLogger(__name__)
@@ -61,20 +63,81 @@ _READ_WHOLE_BYTES = 256 << 20
 
 @dataclass(frozen=True)
 class Recording:
-    """A lazily opened recording and where it came from."""
+    """A lazily opened recording and its unique id.
 
-    path: str
+    Attributes
+    ----------
+    id : str
+        What the sample table's ``recording`` column holds, unique among the recordings used
+        together: the store path (absolute) of a store; for an in-memory recording
+        ``memory:[<dataset>/]sub-<s>_ses-<x>_task-<t>_run-<r>_<modality>`` from its identity
+        attributes (``dataset`` when it has one), or ``memory:<random hex>`` when it has none.
+    ds : xarray.Dataset
+        The recording.
+    path : str
+        The store path; ``""`` for an in-memory recording.
+    """
+
+    id: str
     ds: xr.Dataset = field(repr=False, compare=False)
+    path: str = ""
 
     @property
     def identity(self) -> dict[str, str]:
         """``subject``, ``session``, ``task``, ``run`` and ``modality``."""
-        return {k: str(self.ds.attrs[k]) for k in ("subject", "session", "task", "run", "modality")}
+        return {k: str(self.ds.attrs.get(k, ""))
+                for k in ("subject", "session", "task", "run", "modality")}
 
     @property
     def sfreq(self) -> float:
         """Sampling rate in Hz."""
         return float(self.ds.attrs["sfreq"])
+
+    @property
+    def whole_run_steps(self) -> str:
+        """The history steps that cleaned the whole recording (``"scope": "recording"``).
+
+        Returns
+        -------
+        str
+            Step names with those of their cleaning parameters that are set, joined by
+            ``"; "`` (e.g. ``"neurodecode.ingest.fmri.read_nifti(detrend, standardize,
+            high_pass=0.01)"``); ``""`` when no step has that scope.
+        """
+        out = []
+        for h in self.ds.attrs.get("history", []):
+            if h.get("scope") != "recording":
+                continue
+            params = h.get("params") or {}
+            used = [k if v is True else f"{k}={v}" for k, v in params.items()
+                    if k in _CLEANING_PARAMS and v not in (None, False, "")]
+            out.append(f"{h['step']}({', '.join(used)})" if used else str(h["step"]))
+        return "; ".join(out)
+
+
+#: History parameters that describe whole-run cleaning (named in ``Recording.whole_run_steps``).
+_CLEANING_PARAMS = ("detrend", "standardize", "high_pass", "confounds", "dff", "dff_window_s")
+
+
+def _memory_id(ds: xr.Dataset) -> str:
+    a = ds.attrs
+    if not any(str(a.get(k, "")) for k in ("subject", "session", "task", "run")):
+        return f"memory:{uuid.uuid4().hex[:12]}"
+    dataset = str(a.get("dataset", "") or "")
+    return f"memory:{dataset + '/' if dataset else ''}{recording_label(ds)}_{a.get('modality', '')}"
+
+
+def _check_unique(recordings: Sequence[Recording]) -> None:
+    """Refuse recordings that share an id (their samples would be mixed up)."""
+    counts = pd.Series([r.id for r in recordings], dtype=object).value_counts()
+    twice = counts[counts > 1]
+    if len(twice):
+        listed = ", ".join(f"{i} ({n}x)" for i, n in twice.items())
+        raise ValueError(
+            f"recordings with the same id would mix their samples: {listed}; list each store "
+            "once, and give in-memory recordings with the same dataset, subject, session, task, "
+            "run and modality a distinct attrs['dataset'] (or write them to stores)"
+        )
 
 
 def open_recordings(
@@ -90,7 +153,9 @@ def open_recordings(
     Parameters
     ----------
     stores : path-like or iterable
-        A store root (every recording below it), or store paths, or opened datasets.
+        A store root (every recording below it), or store paths, or opened datasets
+        (in-memory recordings, identified by their identity attributes; see
+        :class:`Recording`).
     modality, task : str, optional
         Keep recordings with this modality / task.
     subjects, runs : sequence of str, optional
@@ -100,15 +165,23 @@ def open_recordings(
     -------
     list of Recording
         Sorted by subject, session, task and run.
+
+    Raises
+    ------
+    ValueError
+        When two recordings have the same id (a store listed twice, or in-memory recordings
+        with the same identity), naming the id.
     """
     if isinstance(stores, str | os.PathLike):
         stores = find_recordings(stores)
     recs = []
     for item in stores:
         if isinstance(item, xr.Dataset):
-            recs.append(Recording(str(item.attrs.get("source", {}).get("path", "memory")), item))
+            recs.append(Recording(_memory_id(item), item))
         else:
-            recs.append(Recording(str(Path(item)), open_recording(item)))
+            path = os.path.abspath(item)
+            recs.append(Recording(path, open_recording(item), path))
+    _check_unique(recs)
 
     def norm(v: str) -> str:
         return v.lstrip("0") or "0"
@@ -184,7 +257,7 @@ def pick_channels(rec: Recording, ch_types: Sequence[str] | None) -> np.ndarray:
     wanted = DATA_CH_TYPES if ch_types is None else tuple(ch_types)
     picks = np.flatnonzero(np.isin(types, wanted))
     if not picks.size:
-        raise ValueError(f"{rec.path}: no channel of type {wanted}")
+        raise ValueError(f"{rec.id}: no channel of type {wanted}")
     return picks
 
 
@@ -218,11 +291,13 @@ def _gather(sig: Any, starts: np.ndarray, length: int) -> np.ndarray:
 def _base_row(rec: Recording) -> dict[str, str]:
     ident = rec.identity
     return {
-        "recording": rec.path,
+        "recording": rec.id,
         "subject": ident["subject"],
         "session": ident["session"],
         "task": ident["task"],
         "run": ident["run"],
+        "modality": ident["modality"],
+        "whole_run_steps": rec.whole_run_steps,
     }
 
 
@@ -264,6 +339,7 @@ def _channel_sets(
         raise ValueError(f"channels must be 'strict' or 'common', got {channels!r}")
     if not recs:
         raise ValueError("no recording given")
+    _check_unique(recs)
     picks = [pick_channels(r, ch_types) for r in recs]
     names = [as_str_array(r.ds["channel"].values[p]).tolist() for r, p in zip(recs, picks,
                                                                                strict=True)]
@@ -279,7 +355,7 @@ def _channel_sets(
     for rec, p, n in zip(recs, picks, names, strict=True):
         where = {c: i for i, c in enumerate(n)}
         out_picks.append(p[[where[c] for c in keep]])
-        dropped[rec.path] = [c for c in n if c not in common]
+        dropped[rec.id] = [c for c in n if c not in common]
     if any(dropped.values()):
         logger.info("channels not in every recording left out: %s",
                        {r: d for r, d in dropped.items() if d})
@@ -294,9 +370,9 @@ def _mismatch_message(recs: Sequence[Recording], names: list[list[str]], n_commo
         lacks = [c for c in names[0] if c not in set(n)]
         extra = [c for c in n if c not in first]
         if lacks:
-            parts.append(f"{rec.path} lacks {_few(lacks)} that {recs[0].path} has")
+            parts.append(f"{rec.id} lacks {_few(lacks)} that {recs[0].id} has")
         if extra:
-            parts.append(f"{rec.path} has {_few(extra)} that {recs[0].path} lacks")
+            parts.append(f"{rec.id} has {_few(extra)} that {recs[0].id} lacks")
     return ("recordings have different channel sets: " + "; ".join(parts)
             + f"; pass channels='common' to keep the {n_common} channels common to all")
 
@@ -368,7 +444,7 @@ def epochs(
         # epoch's last sample moves by less than half a sample
         if abs(rec.sfreq - recordings[0].sfreq) * (tmax - tmin) >= 0.5:
             raise ValueError(
-                f"{rec.path}: sampling rate {rec.sfreq:g} Hz differs from "
+                f"{rec.id}: sampling rate {rec.sfreq:g} Hz differs from "
                 f"{recordings[0].sfreq:g} Hz; resample first"
             )
         ev = events_frame(rec.ds)
@@ -428,6 +504,7 @@ def window_table(recordings: Sequence[Recording], *, length: float, stride: floa
     DataFrame
         One row per window with ``first`` (index of its first sample) and ``n_samples``.
     """
+    _check_unique(recordings)
     rows = []
     for rec in recordings:
         n = int(round(length * rec.sfreq))
@@ -456,7 +533,7 @@ def target_at(rec: Recording, target: str, times: np.ndarray) -> np.ndarray:
     name = target if target.startswith("behavior_") else f"behavior_{target}"
     if name not in rec.ds:
         have = [v for v in rec.ds.data_vars if v.startswith("behavior_")]
-        raise ValueError(f"{rec.path}: no behaviour {name!r}; available: {have}")
+        raise ValueError(f"{rec.id}: no behaviour {name!r}; available: {have}")
     values = np.asarray(rec.ds[name].values, dtype=np.float64)
     t = rec.ds["time"].values
     flat = values.reshape(len(t), -1)
@@ -515,7 +592,7 @@ def windows(
     table = window_table(recordings, length=length, stride=stride)
     X, ys, keep_rows = [], [], []
     for rec, picks in zip(recordings, chans.picks, strict=True):
-        rows = table[table["recording"] == rec.path]
+        rows = table[table["recording"] == rec.id]
         end = rows["stop"].to_numpy() - 1.0 / rec.sfreq
         if target == "events":
             y = label_at(rec, end, mapping)

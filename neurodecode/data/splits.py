@@ -1,19 +1,32 @@
 """Leakage-safe split rules: by run, session or subject, stored intervals, contiguous blocks.
 
 Every sample (a trial, a window or a time step) is described by one row of a *sample table*
-(:class:`pandas.DataFrame`) with at least the columns ``recording`` (store path or label),
-``subject``, ``session``, ``run``, ``start`` and ``stop`` (seconds within its recording). Rules
-split sample tables, never arrays, so that they can check what they produce:
-:func:`check_split` refuses a split that puts samples of one recording on both sides, or that
-puts a training sample within ``gap`` seconds of a test sample of the same recording.
+(:class:`pandas.DataFrame`) with at least the columns ``recording`` (the recording's unique id:
+its store path, or the identity of an in-memory recording), ``subject``, ``session``, ``run``,
+``start`` and ``stop`` (seconds within its recording); tables built by
+:mod:`neurodecode.data.samples` add ``modality`` and ``whole_run_steps``. Rules split sample
+tables, never arrays, so that they can check what they produce: :func:`check_split` refuses a
+split that puts samples of one recording on both sides, or that puts a training sample within
+``gap`` seconds of a test sample of the same recording.
+
+Splits within a recording (:class:`ContiguousBlocks`, :class:`StoredIntervals`) always keep a
+gap: by default (``gap=None``) the longest sample plus a margin of the modality
+(:data:`MODALITY_MARGINS`; see :func:`default_gap`), and a slow signal refuses a smaller one
+(:data:`MINIMUM_GAPS`: 12 s for BOLD fMRI, 2 s for calcium imaging). A within-recording split
+of a recording cleaned as a whole at ingest (``history`` steps with ``"scope": "recording"``)
+warns with :class:`TransductiveCleaningWarning`; clean per fold instead
+(:class:`neurodecode.evaluate.cleaning.FoldClean`).
 
 Each rule is also a scikit-learn cross-validator (``split(X, y, groups)`` with the sample table
-as ``groups``), so it plugs into :func:`sklearn.model_selection.cross_validate`.
+as ``groups``), so it plugs into :func:`sklearn.model_selection.cross_validate`; scikit-learn's
+own splitters go through :func:`neurodecode.evaluate.cross_validate` with a 1-D ``groups``
+column and :func:`checked_folds`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,21 +35,62 @@ import pandas as pd
 from sklearn.model_selection import BaseCrossValidator
 
 __all__ = [
+    "MINIMUM_GAPS",
+    "MODALITY_MARGINS",
+    "SAMPLE_COLUMNS",
     "ContiguousBlocks",
     "LeakageError",
     "LeaveOneGroupOut",
+    "SplitChecker",
     "StoredIntervals",
-    "SAMPLE_COLUMNS",
+    "TransductiveCleaningWarning",
+    "WHOLE_RUN_COLUMN",
     "WithinRecordingShuffle",
     "check_split",
+    "checked_folds",
+    "default_gap",
+    "group_keys",
+    "resolve_gap",
 ]
 
 #: Columns every sample table has.
 SAMPLE_COLUMNS = ("recording", "subject", "session", "run", "start", "stop")
 
+#: Seconds added to the longest sample to form the default gap within a recording, per
+#: modality: the BOLD response (about 12 s from onset to return to baseline), the decay of a
+#: calcium indicator's fluorescence (2 s: about three decay time constants of GCaMP6f/m,
+#: suite2p's ``tau`` 0.7–1.0 s; slower indicators such as GCaMP6s need a larger explicit gap),
+#: and a small margin for the autocorrelation of electrophysiology and binned spikes.
+#: A table without a ``modality`` column (or another modality) gets no margin.
+MODALITY_MARGINS: dict[str, float] = {
+    "fmri": 12.0,
+    "calcium": 2.0,
+    "eeg": 0.5,
+    "meg": 0.5,
+    "seeg": 0.5,
+    "ecog": 0.5,
+    "spikes": 0.5,
+}
+
+#: Smallest gap accepted within a recording of a slow signal; an explicit smaller one is
+#: refused (the margin of :data:`MODALITY_MARGINS`, without the sample length).
+MINIMUM_GAPS: dict[str, float] = {"fmri": 12.0, "calcium": 2.0}
+
+_WHY = {
+    "fmri": "the BOLD response lasts about 12 s",
+    "calcium": "the indicator's fluorescence decays over about 2 s",
+}
+
+#: Sample-table column naming the ingest steps that cleaned each sample's whole recording.
+WHOLE_RUN_COLUMN = "whole_run_steps"
+
 
 class LeakageError(ValueError):
     """A split would let the test set leak into training."""
+
+
+class TransductiveCleaningWarning(UserWarning):
+    """A split within a recording meets a recording that was cleaned as a whole at ingest."""
 
 
 def _as_table(groups: Any) -> pd.DataFrame:
@@ -49,6 +103,242 @@ def _as_table(groups: Any) -> pd.DataFrame:
     if missing:
         raise ValueError(f"sample table lacks column(s) {missing}")
     return groups.reset_index(drop=True)
+
+
+def _modalities(samples: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """``(modality, rows)`` for each modality of the table ("" when it has no such column)."""
+    if "modality" not in samples.columns:
+        return [("", np.ones(len(samples), bool))]
+    mod = samples["modality"].astype(str).to_numpy()
+    return [(m, mod == m) for m in pd.unique(mod)]
+
+
+def group_keys(samples: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One group label per sample: the values of ``columns`` as text, joined by ``"|"``.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        The sample table.
+    columns : sequence of str
+        Its columns (e.g. ``["subject", "run"]``).
+
+    Returns
+    -------
+    ndarray of str, shape (n_samples,)
+    """
+    keys = samples[columns[0]].astype(str)
+    for col in columns[1:]:
+        keys = keys + "|" + samples[col].astype(str)
+    return keys.to_numpy()
+
+
+def default_gap(samples: pd.DataFrame) -> float:
+    """The default gap of a split within a recording: longest sample plus the modality margin.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        The sample table (``start``, ``stop`` and, from :mod:`neurodecode.data.samples`,
+        ``modality``).
+
+    Returns
+    -------
+    float
+        Seconds: the largest, over the modalities in the table, of the longest sample
+        (``stop - start``: the window, epoch or time step) plus
+        :data:`MODALITY_MARGINS` of that modality (0 for an unknown one).
+    """
+    samples = _as_table(samples)
+    length = (samples["stop"] - samples["start"]).to_numpy(dtype=float)
+    gaps = [float(length[rows].max()) + MODALITY_MARGINS.get(m, 0.0)
+            for m, rows in _modalities(samples) if rows.any()]
+    return max(gaps, default=0.0)
+
+
+def resolve_gap(samples: pd.DataFrame, gap: float | None, *, what: str = "this split") -> float:
+    """The gap a split within a recording keeps: ``gap``, or :func:`default_gap` when None.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        The sample table.
+    gap : float or None
+        Seconds asked for; None for the default.
+    what : str
+        Name of the split, for the error message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        When ``gap`` is negative, or smaller than :data:`MINIMUM_GAPS` of a modality in the
+        table (the message names the modality and the minimum).
+    """
+    samples = _as_table(samples)
+    if gap is None:
+        return default_gap(samples)
+    gap = float(gap)
+    if not gap >= 0:
+        raise ValueError(f"{what}: gap must be >= 0 seconds, got {gap}")
+    for modality, rows in _modalities(samples):
+        least = MINIMUM_GAPS.get(modality)
+        if least is not None and rows.any() and gap < least:
+            why = _WHY.get(modality, "a slow signal")
+            raise ValueError(
+                f"{what}: {modality} samples need a gap of at least {least:g} s between training "
+                f"and test samples of one recording ({why}), got gap={gap:g}; pass "
+                f"gap=None for the default ({default_gap(samples):g} s here) or split by run"
+            )
+    return gap
+
+
+class SplitChecker:
+    """Checks folds of one sample table: its recordings and intervals are indexed once.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        The sample table.
+
+    Notes
+    -----
+    The test intervals of every recording are sorted by start (one ordering of the table,
+    reused by every fold) with a running maximum of their stops; for each training sample,
+    :func:`numpy.searchsorted` counts the test samples of its recording that start before its
+    stop plus the gap, and the running maximum says whether any of them stops after its start
+    minus the gap. That is ``O(n log n)`` per fold, in a loop over recordings only.
+    """
+
+    def __init__(self, samples: pd.DataFrame) -> None:
+        table = _as_table(samples)
+        self.samples = table
+        codes, ids = pd.factorize(table["recording"])
+        self._codes = codes.astype(np.intp)
+        self._ids = np.asarray(ids, dtype=object)
+        self._start = table["start"].to_numpy(dtype=float)
+        self._stop = table["stop"].to_numpy(dtype=float)
+        self._order = np.lexsort((self._start, self._codes))
+        self._cleaned: dict[int, str] = {}
+        if WHOLE_RUN_COLUMN in table.columns:  # one value per recording: read its first row
+            steps = table[WHOLE_RUN_COLUMN].astype(str).to_numpy()
+            _, first = np.unique(self._codes, return_index=True)
+            self._cleaned = {code: steps[row] for code, row in enumerate(first) if steps[row]}
+        self._warned = False
+
+    def _rows(self, index: Any, side: str) -> np.ndarray:
+        arr = np.asarray(index)
+        if arr.dtype == bool:
+            if arr.shape != (len(self._codes),):
+                raise ValueError(f"{side} mask has shape {arr.shape}, the table has "
+                                 f"{len(self._codes)} rows")
+            return np.flatnonzero(arr)
+        arr = arr.astype(np.intp, copy=False).ravel()
+        if arr.size and (arr.min() < 0 or arr.max() >= len(self._codes)):
+            raise IndexError(f"{side} rows outside the table's {len(self._codes)} rows")
+        return arr
+
+    def _grouped(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows in ``mask`` sorted by (recording, start), and each recording's bounds."""
+        rows = self._order[mask[self._order]]
+        return rows, np.searchsorted(self._codes[rows], np.arange(len(self._ids) + 1))
+
+    def near(self, train: np.ndarray, test: np.ndarray, gap: float) -> np.ndarray:
+        """Which training rows lie within ``gap`` seconds of a test row of their recording.
+
+        Two half-open intervals ``[s, e)`` and ``[s', e')`` lie within ``gap`` when
+        ``s' < e + gap`` and ``e' > s - gap`` (with ``gap = 0``: when they overlap).
+
+        Parameters
+        ----------
+        train, test : ndarray of int
+            Row indices.
+        gap : float
+            Seconds.
+
+        Returns
+        -------
+        ndarray of bool, shape (len(train),)
+        """
+        train, test = self._rows(train, "train"), self._rows(test, "test")
+        n = len(self._codes)
+        in_train, in_test = np.zeros(n, bool), np.zeros(n, bool)
+        in_train[train], in_test[test] = True, True
+        tr, tr_bounds = self._grouped(in_train)
+        te, te_bounds = self._grouped(in_test)
+        hit = np.zeros(n, bool)
+        for code in np.flatnonzero((np.diff(te_bounds) > 0) & (np.diff(tr_bounds) > 0)):
+            t = te[te_bounds[code]: te_bounds[code + 1]]
+            starts, reach = self._start[t], np.maximum.accumulate(self._stop[t])
+            rows = tr[tr_bounds[code]: tr_bounds[code + 1]]
+            k = np.searchsorted(starts, self._stop[rows] + gap, side="left")
+            close = k > 0
+            close[close] = reach[k[close] - 1] > self._start[rows[close]] - gap
+            hit[rows] = close
+        return hit[train]
+
+    def check(
+        self,
+        train: np.ndarray,
+        test: np.ndarray,
+        *,
+        within_recording: bool = False,
+        gap: float = 0.0,
+    ) -> None:
+        """Refuse one fold that leaks; see :func:`check_split`.
+
+        Warns (:class:`TransductiveCleaningWarning`, once per checker) when a fold puts samples
+        of a recording cleaned as a whole at ingest on both sides.
+        """
+        train, test = self._rows(train, "train"), self._rows(test, "test")
+        n = len(self._codes)
+        in_test = np.zeros(n, bool)
+        in_test[test] = True
+        if in_test[train].any():
+            raise LeakageError("the same samples are in both train and test")
+        count = len(self._ids)
+        shared = np.flatnonzero((np.bincount(self._codes[train], minlength=count) > 0)
+                                & (np.bincount(self._codes[test], minlength=count) > 0))
+        if not shared.size:
+            return
+        if not within_recording:
+            raise LeakageError(
+                f"{shared.size} recording(s) have samples in both train and test (e.g. "
+                f"{self._ids[shared[0]]}); windows of one run must not be split at random. "
+                "Split by run, session or subject, or use ContiguousBlocks with a gap"
+            )
+        close = self.near(train, test, gap)
+        if close.any():
+            self._raise_close(train[np.argmax(close)], test, gap)
+        self._warn_cleaned(shared)
+
+    def _raise_close(self, row: int, test: np.ndarray, gap: float) -> None:
+        s, e = self._start[row], self._stop[row]
+        same = test[self._codes[test] == self._codes[row]]
+        hit = same[(self._start[same] < e + gap) & (self._stop[same] > s - gap)]
+        j = hit[np.argmin(self._start[hit])]
+        raise LeakageError(
+            f"{self._ids[self._codes[row]]}: training sample [{s:g}, {e:g}) s lies within "
+            f"{gap:g} s of test sample [{self._start[j]:g}, {self._stop[j]:g}) s"
+        )
+
+    def _warn_cleaned(self, shared: np.ndarray) -> None:
+        cleaned = [int(c) for c in shared if int(c) in self._cleaned]
+        if self._warned or not cleaned:
+            return
+        self._warned = True
+        first = cleaned[0]
+        warnings.warn(
+            f"{len(cleaned)} recording(s) split within the recording were cleaned as a whole at "
+            f"ingest (e.g. {self._ids[first]}: {self._cleaned[first]}), so their training "
+            "samples carry statistics of their test samples; ingest without whole-run cleaning "
+            "and clean per fold (neurodecode.evaluate.cleaning.FoldClean), or split by run",
+            TransductiveCleaningWarning,
+            stacklevel=4,
+        )
 
 
 def check_split(
@@ -70,71 +360,123 @@ def check_split(
     within_recording : bool
         Whether the rule may put samples of one recording on both sides (contiguous blocks,
         stored intervals). Then every training sample must lie at least ``gap`` seconds away from
-        every test sample of the same recording.
+        every test sample of the same recording, and a recording cleaned as a whole at ingest
+        (its ``whole_run_steps``) warns with :class:`TransductiveCleaningWarning`.
     gap : float
-        Minimum distance in seconds between training and test samples of one recording.
+        Minimum distance in seconds between training and test samples of one recording (the
+        distance between their ``[start, stop)`` intervals).
 
     Raises
     ------
     LeakageError
         Naming the recording and the offending samples.
+
+    See Also
+    --------
+    SplitChecker : the same check for many folds of one table.
     """
-    samples = _as_table(samples)
-    if np.intersect1d(train, test).size:
-        raise LeakageError("the same samples are in both train and test")
-    tr, te = samples.iloc[train], samples.iloc[test]
-    shared = sorted(set(tr["recording"]) & set(te["recording"]))
-    if not shared:
-        return
-    if not within_recording:
-        rec = shared[0]
-        raise LeakageError(
-            f"{len(shared)} recording(s) have samples in both train and test (e.g. {rec}); "
-            "windows of one run must not be split at random. Split by run, session or subject, "
-            "or use ContiguousBlocks with a gap"
-        )
-    for rec in shared:
-        a = tr[tr["recording"] == rec].sort_values("start")
-        b = te[te["recording"] == rec].sort_values("start")
-        # distance between intervals [start, stop): positive when apart
-        starts, stops = b["start"].to_numpy(), b["stop"].to_numpy()
-        for s, e in zip(a["start"].to_numpy(), a["stop"].to_numpy(), strict=True):
-            lo = np.searchsorted(stops, s - gap, side="right")
-            hi = np.searchsorted(starts, e + gap, side="left")
-            close = np.flatnonzero((starts[lo:hi] < e + gap) & (stops[lo:hi] > s - gap))
-            if close.size:
-                j = lo + int(close[0])
-                raise LeakageError(
-                    f"{rec}: training sample [{s:g}, {e:g}) s lies within {gap:g} s of test "
-                    f"sample [{starts[j]:g}, {stops[j]:g}) s"
-                )
+    SplitChecker(samples).check(train, test, within_recording=within_recording, gap=gap)
 
 
-class _Rule(BaseCrossValidator):
-    """Common machinery: iterate folds, check each one."""
+def checked_folds(
+    samples: pd.DataFrame,
+    folds: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    within_recording: bool = False,
+    gap: float = 0.0,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield the folds of any splitter, each checked by :func:`check_split`.
+
+    Parameters
+    ----------
+    samples : DataFrame
+        The sample table the folds index.
+    folds : iterable of (ndarray, ndarray)
+        ``(train, test)`` row indices, e.g. ``KFold(5).split(X)``.
+    within_recording, gap
+        As in :func:`check_split`.
+
+    Yields
+    ------
+    (ndarray, ndarray)
+        The folds unchanged. The transductive-cleaning warning is given at most once.
+    """
+    checker = SplitChecker(samples)
+    for train, test in folds:
+        checker.check(train, test, within_recording=within_recording, gap=gap)
+        yield np.asarray(train), np.asarray(test)
+
+
+class SplitRule(BaseCrossValidator):
+    """Base of neurodecode's split rules: they take the sample table as ``groups``.
+
+    A rule resolves its gap on the table (:meth:`resolve_gap`), yields its folds and checks
+    each one once with a :class:`SplitChecker`; :func:`neurodecode.evaluate.cross_validate`
+    trusts those checks instead of repeating them.
+    """
 
     within_recording = False
-    gap = 0.0
+    gap: float | None = 0.0
 
-    def _folds(self, samples: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _folds(
+        self, samples: pd.DataFrame, gap: float, checker: SplitChecker
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise NotImplementedError
+
+    def resolve_gap(self, samples: pd.DataFrame) -> float:
+        """The gap this rule keeps on ``samples`` (0 for rules that never split a recording).
+
+        Parameters
+        ----------
+        samples : DataFrame
+            The sample table.
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        ValueError
+            When the rule's ``gap`` is below the minimum of a slow modality
+            (see :func:`resolve_gap`).
+        """
+        if not self.within_recording:
+            return 0.0
+        return resolve_gap(samples, self.gap, what=type(self).__name__)
 
     def split(
         self, X: Any = None, y: Any = None, groups: Any = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(train, test)`` row indices, each fold checked by :func:`check_split`."""
+        """Yield ``(train, test)`` row indices, each fold checked by :func:`check_split`.
+
+        Parameters
+        ----------
+        X, y : ignored
+            Present for scikit-learn compatibility.
+        groups : DataFrame
+            The sample table.
+
+        Yields
+        ------
+        (ndarray, ndarray)
+        """
         samples = _as_table(groups)
-        for train, test in self._folds(samples):
-            check_split(samples, train, test, within_recording=self.within_recording, gap=self.gap)
+        gap = self.resolve_gap(samples)
+        checker = SplitChecker(samples)
+        for train, test in self._folds(samples, gap, checker):
+            checker.check(train, test, within_recording=self.within_recording, gap=gap)
             yield train, test
 
     def get_n_splits(self, X: Any = None, y: Any = None, groups: Any = None) -> int:
         """Number of folds for this sample table."""
-        return sum(1 for _ in self._folds(_as_table(groups)))
+        samples = _as_table(groups)
+        gap = self.resolve_gap(samples)
+        return sum(1 for _ in self._folds(samples, gap, SplitChecker(samples)))
 
 
 @dataclass
-class LeaveOneGroupOut(_Rule):
+class LeaveOneGroupOut(SplitRule):
     """Leave one run, session, subject (or any column value) out per fold.
 
     Parameters
@@ -147,112 +489,118 @@ class LeaveOneGroupOut(_Rule):
 
     by: str | Sequence[str] = "run"
 
-    def _folds(self, samples: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _folds(
+        self, samples: pd.DataFrame, gap: float, checker: SplitChecker
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         cols = [self.by] if isinstance(self.by, str) else list(self.by)
-        keys = samples[cols].astype(str).agg("|".join, axis=1)
+        keys = group_keys(samples, cols)
         values = pd.unique(keys)
         if len(values) < 2:
             raise ValueError(
                 f"leave-one-{'/'.join(cols)}-out needs at least 2 groups, got {len(values)}"
             )
         for v in values:
-            test = np.flatnonzero(keys.to_numpy() == v)
-            yield np.flatnonzero(keys.to_numpy() != v), test
+            yield np.flatnonzero(keys != v), np.flatnonzero(keys == v)
 
 
 @dataclass
-class ContiguousBlocks(_Rule):
+class ContiguousBlocks(SplitRule):
     """K-fold over contiguous time blocks of each recording, with a gap on each side.
 
     Each recording's time span is cut into ``n_blocks`` equal blocks; fold ``k`` tests on
     block ``k`` of every recording and trains on the other blocks, minus the samples within
-    ``gap`` seconds of the test block (they are dropped, not moved).
+    the gap of a test sample (they are dropped, not moved).
 
     Parameters
     ----------
     n_blocks : int
         Number of folds.
-    gap : float
-        Seconds dropped between training and test samples (longer than the temporal
-        autocorrelation of the signal and of the target, and than any window length).
+    gap : float, optional
+        Seconds kept between training and test samples of one recording (longer than the
+        temporal autocorrelation of the signal and of the target). None (default): the longest
+        sample plus the modality's margin (:func:`default_gap`: at least 12 s for fMRI); an
+        explicit gap below :data:`MINIMUM_GAPS` of the samples' modality is refused.
     """
 
     n_blocks: int = 5
-    gap: float = 0.0
+    gap: float | None = None
     within_recording = True
 
-    def _folds(self, samples: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _folds(
+        self, samples: pd.DataFrame, gap: float, checker: SplitChecker
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.n_blocks < 2:
             raise ValueError("ContiguousBlocks needs n_blocks >= 2")
         t0 = samples.groupby("recording")["start"].transform("min").to_numpy()
         t1 = samples.groupby("recording")["stop"].transform("max").to_numpy()
         width = (t1 - t0) / self.n_blocks
-        start, stop = samples["start"].to_numpy(), samples["stop"].to_numpy()
+        start = samples["start"].to_numpy()
         block = np.minimum(
             ((start - t0) // np.where(width > 0, width, 1)).astype(int), self.n_blocks - 1
         )
-        rec = samples["recording"].to_numpy()
         for k in range(self.n_blocks):
             test = np.flatnonzero(block == k)
             if not test.size:
                 continue
-            # the test block's actual extent per recording (windows may run past the block edge)
-            extent = (
-                samples.iloc[test].groupby("recording").agg(lo=("start", "min"), hi=("stop", "max"))
-            )
-            lo = extent["lo"].reindex(rec).to_numpy()
-            hi = extent["hi"].reindex(rec).to_numpy()
-            far = np.isnan(lo) | (stop <= lo - self.gap) | (start >= hi + self.gap)
-            train = np.flatnonzero((block != k) & far)
+            train = np.flatnonzero(block != k)
+            train = train[~checker.near(train, test, gap)]
             if train.size:
                 yield train, test
 
 
 @dataclass
-class StoredIntervals(_Rule):
+class StoredIntervals(SplitRule):
     """The train/test intervals stored in each recording (one fold).
+
+    Training samples closer than the gap to a test sample of their recording are dropped.
 
     Parameters
     ----------
     intervals : DataFrame
         Columns ``recording``, ``start``, ``stop``, ``split`` (e.g. from
-        :func:`neurodecode.schema.intervals_frame` of each store, with the recording added).
+        :func:`neurodecode.schema.intervals_frame` of each store, with the recording's id
+        added).
     train, test : str
         Split names used for each side (e.g. ``train``/``test`` or ``train``/``valid``).
-    gap : float
-        Minimum distance between the two sides, checked.
+    gap : float, optional
+        Seconds kept between the two sides; None (default) as in :class:`ContiguousBlocks`.
     """
 
     intervals: pd.DataFrame
     train: str = "train"
     test: str = "test"
-    gap: float = 0.0
+    gap: float | None = None
     within_recording = True
 
-    def _folds(self, samples: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _folds(
+        self, samples: pd.DataFrame, gap: float, checker: SplitChecker
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         side = np.full(len(samples), "", dtype=object)
+        rec = samples["recording"].to_numpy()
+        start, stop = samples["start"].to_numpy(), samples["stop"].to_numpy()
         for row in self.intervals.itertuples():
-            inside = (
-                (samples["recording"] == row.recording)
-                & (samples["start"] >= row.start)
-                & (samples["stop"] <= row.stop)
-            ).to_numpy()
+            inside = (rec == row.recording) & (start >= row.start) & (stop <= row.stop)
             side[inside] = row.split
         train, test = np.flatnonzero(side == self.train), np.flatnonzero(side == self.test)
         if not train.size or not test.size:
             raise ValueError(
                 f"no sample lies inside the stored {self.train!r}/{self.test!r} intervals"
             )
+        train = train[~checker.near(train, test, gap)]
+        if not train.size:
+            raise ValueError(f"every {self.train!r} sample lies within {gap:g} s of a "
+                             f"{self.test!r} sample")
         yield train, test
 
 
 @dataclass
-class WithinRecordingShuffle(_Rule):
+class WithinRecordingShuffle(SplitRule):
     """Random trial splits that ignore recordings — for reproducing published numbers only.
 
     Trials (not overlapping windows) of one run end up on both sides; the estimate is optimistic
     for anything that drifts within a session. Use it beside a leakage-safe rule, never alone.
-    Overlapping samples on both sides are still refused.
+    Overlapping samples on both sides are still refused, and so are samples of slow signals
+    (:data:`MINIMUM_GAPS`), which a random split cannot keep apart.
 
     Parameters
     ----------
@@ -265,8 +613,11 @@ class WithinRecordingShuffle(_Rule):
     test_size: float = 0.2
     random_state: int = 42
     within_recording = True
+    gap = 0.0
 
-    def _folds(self, samples: pd.DataFrame) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _folds(
+        self, samples: pd.DataFrame, gap: float, checker: SplitChecker
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         from sklearn.model_selection import ShuffleSplit
 
         cv = ShuffleSplit(self.n_splits, test_size=self.test_size, random_state=self.random_state)

@@ -1,13 +1,15 @@
 """Cross-validation with leakage checks and permutation chance levels.
 
 :func:`cross_validate` fits a fresh clone of a scikit-learn estimator on the training samples of
-every fold of a split rule (:mod:`neurodecode.data.splits`), scores it on the test samples, then
-repeats the whole cross-validation with permuted targets to measure the chance level and a
-p-value (:mod:`neurodecode.evaluate.permutation`). Every fold is checked with
-:func:`neurodecode.data.splits.check_split` whatever produced it, so a splitter that puts
-windows of one run on both sides raises :class:`~neurodecode.data.splits.LeakageError` instead
-of reporting an optimistic score. The result is an :class:`EvaluationResult`, whose
-:meth:`~EvaluationResult.to_dict` is the format reports and workflows consume.
+every fold of a split rule (:mod:`neurodecode.data.splits`) or of any scikit-learn splitter
+(``GroupKFold``, ``LeaveOneGroupOut``, ``PredefinedSplit``, ... with ``groups="subject"``),
+scores it on the test samples, then repeats the whole cross-validation with permuted targets to
+measure the chance level and a p-value (:mod:`neurodecode.evaluate.permutation`). Every fold is
+checked once with :func:`neurodecode.data.splits.check_split` whatever produced it, so a
+splitter that puts windows of one run on both sides raises
+:class:`~neurodecode.data.splits.LeakageError` instead of reporting an optimistic score. The
+result is an :class:`EvaluationResult`, whose :meth:`~EvaluationResult.to_dict` is the format
+reports and workflows consume.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from neurodecode import verbosity
-from neurodecode.data.splits import check_split
+from neurodecode.data.splits import SplitRule, checked_folds, group_keys, resolve_gap
 from neurodecode.evaluate.metrics import METRICS, Metric
 from neurodecode.evaluate.permutation import (
     SCHEMES,
@@ -191,6 +193,7 @@ def cross_validate(
     samples: pd.DataFrame,
     cv: Any,
     *,
+    groups: str | Sequence[str] | None = None,
     metrics: Sequence[str] | Mapping[str, Metric] = ("balanced_accuracy", "roc_auc"),
     n_permutations: int = 100,
     permutation: Literal["auto", "shuffle", "within", "circular_shift"] = "auto",
@@ -202,8 +205,8 @@ def cross_validate(
 ) -> EvaluationResult:
     """Cross-validate an estimator under a leakage-checked split, with a permutation null.
 
-    For each fold of ``cv.split(X, y, groups=samples)`` a clone of ``estimator`` is fitted on the
-    training samples and scored on the test samples. Everything fitted from data —
+    For each fold of ``cv`` a clone of ``estimator`` is fitted on the training samples and
+    scored on the test samples. Everything fitted from data —
     normalisation (:class:`~neurodecode.evaluate.baselines.ChannelStandardizer`), spatial
     filters, feature selection, hyper-parameter search — must be a step of ``estimator`` (a
     :class:`~sklearn.pipeline.Pipeline`), so that it is fitted on the training samples of each
@@ -223,12 +226,20 @@ def cross_validate(
         Targets.
     samples : DataFrame
         The sample table (one row per sample, columns ``recording``, ``subject``, ``session``,
-        ``run``, ``start``, ``stop``), passed to ``cv.split`` as ``groups``.
+        ``run``, ``start``, ``stop``).
     cv : cross-validator
-        A rule of :mod:`neurodecode.data.splits`, or any object with ``split(X, y, groups)``.
-        Its folds are checked by :func:`~neurodecode.data.splits.check_split`; a splitter
-        without a ``within_recording = True`` attribute (every scikit-learn one) must keep each
-        recording on one side, and one with it must keep its ``gap`` (default 0: no overlap).
+        A rule of :mod:`neurodecode.data.splits` (it receives ``samples`` as ``groups`` and
+        checks its own folds), or any object with ``split(X, y, groups)``: a scikit-learn
+        splitter receives the 1-D ``groups`` column below, and its folds are checked by
+        :func:`~neurodecode.data.splits.check_split` (each recording must stay on one side).
+        A foreign splitter with a ``within_recording = True`` attribute receives ``samples``
+        like a rule and must keep its ``gap`` attribute (None or absent: the default gap of
+        :func:`~neurodecode.data.splits.default_gap`).
+    groups : str or sequence of str, optional
+        Column(s) of ``samples`` whose values are the ``groups`` of a scikit-learn splitter
+        (``"subject"`` for ``GroupKFold``/``LeaveOneGroupOut`` across subjects, ``"run"``, ...;
+        several columns are combined). Default None: the splitter gets ``groups=None``.
+        Refused with a rule of :mod:`neurodecode.data.splits` (use its ``by``).
     metrics : sequence of str or mapping of str to Metric
         Names in :data:`~neurodecode.evaluate.metrics.METRICS`, or ``{name: Metric(...)}``.
     n_permutations : int
@@ -263,6 +274,8 @@ def cross_validate(
     ------
     LeakageError
         When a fold puts samples of one recording on both sides (or closer than the rule's gap).
+    ValueError
+        When ``groups`` names a column the table lacks, or is given with a neurodecode rule.
     """
     X, y = np.asarray(X), np.asarray(y)
     if not isinstance(samples, pd.DataFrame):
@@ -282,12 +295,10 @@ def cross_validate(
         if len(value) != len(X):
             raise ValueError(f"fit_params[{key!r}] has {len(value)} rows, X has {len(X)}")
 
-    folds = list(cv.split(X, y, groups=samples))
+    cols = _group_columns(groups, samples, cv)
+    folds = _folds(cv, X, y, samples, cols)
     if not folds:
         raise ValueError(f"{_describe(cv)} produced no fold")
-    for train, test in folds:
-        check_split(samples, train, test, within_recording=getattr(cv, "within_recording", False),
-                    gap=getattr(cv, "gap", 0.0))
 
     level = verbosity.mne_log_level(verbose)
     targets = [y] + permuted_targets(y, n_permutations, scheme=scheme,
@@ -302,10 +313,10 @@ def cross_validate(
                                    f"cross-validation ({what})", progress))
     scores = np.asarray(flat, dtype=float).reshape(len(targets), len(folds), len(scorers))
 
-    groups = _test_groups(cv, samples, [test for _, test in folds])
+    held_out = _test_groups(cv, samples, [test for _, test in folds], cols)
     rows = [
         {"fold": k, "metric": name, "score": scores[0, k, j], "n_train": len(train),
-         "n_test": len(test), "test_groups": groups[k]}
+         "n_test": len(test), "test_groups": held_out[k]}
         for k, (train, test) in enumerate(folds) for j, name in enumerate(scorers)
     ]
     with warnings.catch_warnings():
@@ -364,10 +375,43 @@ def _output(model: Any, X: np.ndarray, needs: str, name: str) -> np.ndarray:
     raise TypeError(f"metric {name!r} needs {what}, which {type(model).__name__} lacks")
 
 
-def _test_groups(cv: Any, samples: pd.DataFrame, tests: list[np.ndarray]) -> list[str]:
+def _group_columns(groups: str | Sequence[str] | None, samples: pd.DataFrame,
+                   cv: Any) -> list[str]:
+    """The sample-table columns named by ``groups`` (checked)."""
+    if groups is None:
+        return []
+    if isinstance(cv, SplitRule):
+        raise ValueError(f"groups={groups!r} is for scikit-learn splitters; {type(cv).__name__} "
+                         "reads the sample table itself (choose its groups with `by`)")
+    cols = [groups] if isinstance(groups, str) else list(groups)
+    missing = [c for c in cols if c not in samples.columns]
+    if missing or not cols:
+        raise ValueError(f"groups={groups!r}: the sample table has no column {missing or cols}; "
+                         f"its columns are {list(samples.columns)}")
+    return cols
+
+
+def _folds(cv: Any, X: np.ndarray, y: np.ndarray, samples: pd.DataFrame,
+           cols: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every fold of ``cv``, checked once for leakage."""
+    if isinstance(cv, SplitRule):  # a rule checks its own folds
+        return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(X, y, groups=samples)]
+    if hasattr(cv, "within_recording"):  # neurodecode's protocol: the table as groups
+        within = bool(cv.within_recording)
+        gap = resolve_gap(samples, getattr(cv, "gap", None), what=_describe(cv)) if within else 0.0
+        raw = cv.split(X, y, groups=samples)
+    else:
+        within, gap = False, 0.0
+        raw = cv.split(X, y, groups=group_keys(samples, cols) if cols else None)
+    return list(checked_folds(samples, raw, within_recording=within, gap=gap))
+
+
+def _test_groups(cv: Any, samples: pd.DataFrame, tests: list[np.ndarray],
+                 group_cols: list[str]) -> list[str]:
     by = getattr(cv, "by", None)
-    cols = ["recording"] if by is None else [by] if isinstance(by, str) else list(by)
-    keys = samples[cols].astype(str).agg("|".join, axis=1).to_numpy()
+    cols = (list(group_cols) if group_cols else ["recording"] if by is None
+            else [by] if isinstance(by, str) else list(by))
+    keys = group_keys(samples, cols)
     return [", ".join(pd.unique(keys[test])) for test in tests]
 
 

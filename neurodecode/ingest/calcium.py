@@ -585,7 +585,7 @@ def read_tiff_movie(
         positions=positions, coord_frame="pixel", behavior=behavior,
         movie=movie if keep_movie else None,
         source=source_info(path, reader=step, reader_version=tifffile.__version__, **extra),
-        history=[{"step": step, "params": params}],
+        history=[{"step": step, "params": params, **({"scope": "recording"} if dff else {})}],
     )
     ds["roi_mask"] = (("channel", "y_px", "x_px"), weights)
     return validate(ds, where=str(path))
@@ -767,7 +767,7 @@ def read_suite2p(
         positions=positions[rows], coord_frame="pixel",
         source=source_info(main, reader=step, reader_version=np.__version__,
                            plane_dir=str(plane.resolve()), companions=companions),
-        history=[{"step": step, "params": params}],
+        history=[{"step": step, "params": params, **({"scope": "recording"} if dff else {})}],
     )
     return validate(ds, where=str(plane))
 
@@ -1062,7 +1062,7 @@ def read_nwb_ophys(
         **ident, time=times, positions=positions, coord_frame=frame,
         regions=[location] * n_rois, events=events[inside], behavior=behavior,
         source=source_info(path, reader=step, reader_version=pynwb_version),
-        history=[{"step": step, "params": params}],
+        history=[{"step": step, "params": params, **({"scope": "recording"} if dff else {})}],
     )
     return validate(ds, where=str(path))
 

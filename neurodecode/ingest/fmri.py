@@ -431,7 +431,8 @@ def read_nifti(
         regions=regions,
         events=ev,
         source=src,
-        history=[{"step": _READER, "params": params}],
+        history=[{"step": _READER, "params": params,
+                  **({"scope": "recording"} if cleaning is not None else {})}],
         extra_attrs={"affine": affine.tolist(), "spatial_shape": list(shape3)},
         **ident,
     )
