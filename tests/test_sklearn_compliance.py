@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from neurodecode.evaluate import baselines as bl
+from neurodecode.evaluate.cleaning import FoldClean
 from neurodecode.models.contrastive import ContrastiveEmbedding
 
 
@@ -48,6 +49,7 @@ ESTIMATORS = [
     bl.MNEVerbose(StandardScaler()),
     bl.MNEVerbose(CSP(n_components=2)),
     bl.MNEVerbose(XdawnTransformer(n_components=1)),
+    FoldClean(),
     ContrastiveEmbedding(conditional="time", receptive_field=5, **SMALL),
     ContrastiveEmbedding(conditional="discrete", receptive_field=1, **SMALL),
     ContrastiveEmbedding(conditional="time_delta", hybrid=True, receptive_field=1,

@@ -6,9 +6,11 @@
   (global, within recording, circular shift);
 - :mod:`~neurodecode.evaluate.cv` — :func:`cross_validate` and :class:`EvaluationResult`;
 - :mod:`~neurodecode.evaluate.baselines` — band power, CSP, ERP, xDAWN, ridge, logistic and
-  kNN pipelines.
+  kNN pipelines;
+- :mod:`~neurodecode.evaluate.cleaning` — :class:`FoldClean`, cleaning fitted on training folds.
 """
 
+from neurodecode.evaluate.cleaning import FoldClean
 from neurodecode.evaluate.cv import EvaluationResult, cross_validate
 from neurodecode.evaluate.metrics import METRICS, Metric
 from neurodecode.evaluate.permutation import PermutationResult, permutation_test
@@ -16,6 +18,7 @@ from neurodecode.evaluate.permutation import PermutationResult, permutation_test
 __all__ = [
     "METRICS",
     "EvaluationResult",
+    "FoldClean",
     "Metric",
     "PermutationResult",
     "cross_validate",
