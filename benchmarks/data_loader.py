@@ -4,25 +4,30 @@ A synthetic 64-channel, 1 kHz EEG-like recording (30 min with ``--quick``, 60 mi
 AR(1) noise plus a 10 Hz rhythm, float32) is written to a store with the default chunking
 (~1 MiB chunks, 16 per shard) and to a ``.npy`` file. One-second windows every 0.25 s are then
 read through :class:`torch.utils.data.DataLoader` with 2 worker processes, normalised and
-collated into batches of 64, as a training loop would:
+collated into ``(batch, time, channel)`` batches of 64, as a training loop would:
 
 * ``store_chunk``: :class:`~neurodecode.data.loader.ChunkBatchSampler` batches, each read by
-  :meth:`WindowDataset.__getitems__` with one Zarr read per run of nearby windows;
-* ``store_chunk_per_window``: the same batches, one Zarr read per window (``__getitems__``
-  disabled): what the span reads add;
+  :meth:`WindowDataset.__getitems__` with one store read (:func:`neurodecode.store.read_signal`)
+  per run of nearby windows;
+* ``store_chunk_per_window``: the same batches, one read per window: what the span reads add;
 * ``store_random``: :class:`~neurodecode.data.loader.RandomBatchSampler` batches (about one read
   per window);
-* ``numpy_chunk`` / ``numpy_random``: the same pipeline over the whole signal held in memory as
-  a NumPy array (loaded before the workers fork, shared copy-on-write) — the peer.
+* ``memmap_chunk`` / ``memmap_random``: the same pipeline over a NumPy memmap of the ``.npy``
+  (the peer: no decompression, pages shared by the workers).
 
 Store reads run with a cold page cache (the store's files are evicted with
-``posix_fadvise(DONTNEED)`` first) and again warm. Each measurement runs in a fresh process;
+``posix_fadvise(DONTNEED)`` first) and warm (``_warm``: the files were just read). The memmap
+runs are warm, so the targets compare warm with warm: ``window_load_mb_s`` is ``store_chunk_warm``,
+``windows_over_memmap`` its ratio to ``memmap_chunk`` and ``windows_over_codec`` its ratio to
+the codec's own decompression speed of the same chunks (``codec_mb_s``, see
+:func:`measure.whole_array_read`, measured here beside the whole-array reads of the same
+recording: ``store_read_mb_s``, ``memmap_read_mb_s``). Each measurement runs in a fresh process;
 the first 2 batches (worker start-up) are not timed. Peak memory is VmHWM from
 ``/proc/<pid>/status`` of the main process and of each worker, reported as main + the largest
-worker (pages shared between them, e.g. the in-memory array, count in both), beside the largest
-worker's unique memory (USS) at the end. Throughput is over all timed batches, and also from the
-median batch interval (robust to other jobs on shared cores). ``chunks/batch`` is
-the mean number of distinct ~1 MiB chunks the windows of a batch overlap. ``fit`` streams the
+worker (pages shared between them, e.g. the memmap, count in both), beside the largest worker's
+unique memory (USS) at the end. Throughput is over all timed batches, and also from the median
+batch interval (robust to other jobs on shared cores). ``chunks/batch`` is the mean number of
+distinct ~1 MiB chunks the windows of a batch overlap. ``fit`` streams the
 :class:`~neurodecode.data.loader.Normalizer` over every window (cold cache).
 
 Usage::
@@ -41,7 +46,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from measure import eeg_like_block, peak_rss_mb, run_in_subprocess
+from measure import (
+    WHOLE_ARRAY_READS,
+    eeg_like_block,
+    peak_rss_mb,
+    run_in_subprocess,
+    whole_array_read,
+)
 
 N_CHANNELS = 64
 SFREQ = 1000.0
@@ -60,6 +71,15 @@ def _evict(folder: Path) -> None:
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             finally:
                 os.close(fd)
+
+
+def _touch(path: Path) -> None:
+    """Read a file, or every file of a folder, into the page cache."""
+    for f in [path] if path.is_file() else path.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
 
 
 def _prepare(folder: Path, n_times: int) -> dict:
@@ -92,23 +112,29 @@ def _prepare(folder: Path, n_times: int) -> dict:
     }
 
 
-def _dataset(folder: Path, in_memory: bool, per_window: bool):
+def _dataset(folder: Path, memmap: bool, per_window: bool):
     from neurodecode.data.loader import Normalizer, WindowDataset
 
-    class InMemory(WindowDataset):
-        """The same windows sliced from the whole signal held in memory."""
+    class Memmap(WindowDataset):
+        """The same windows sliced from a NumPy memmap of the same samples."""
 
         signal: np.ndarray
 
         def read_span(self, recording: int, start: int, stop: int) -> np.ndarray:
-            return self.signal[start:stop]
+            return np.asarray(self.signal[start:stop])
 
-    cls = InMemory if in_memory else WindowDataset
+    class PerWindow(WindowDataset):
+        """The same batches, one read per window."""
+
+        def __getitems__(self, indices):
+            return [item for i in indices for item in super().__getitems__([i])]
+
+    cls = Memmap if memmap else WindowDataset
     if per_window:
-        cls = type("PerWindow", (cls,), {"__getitems__": None})  # DataLoader then reads 1 by 1
+        cls = type("PerWindow", (PerWindow, cls), {})
     ds = cls([folder / "rec.zarr"], length=LENGTH, stride=STRIDE)
-    if in_memory:
-        ds.signal = np.load(folder / "signal.npy")
+    if memmap:
+        ds.signal = np.load(folder / "signal.npy", mmap_mode="r")
     ds.normalizer = Normalizer()
     ds.normalizer.load_state_dict(json.loads((folder / "normalizer.json").read_text()))
     return ds
@@ -159,16 +185,20 @@ def _worker(mode: str, folder: Path, n_batches: int) -> dict:
             "main_peak_rss_mb": peak_rss_mb(),
         }
 
+    if mode in WHOLE_ARRAY_READS:
+        return whole_array_read(mode, folder / "rec.zarr", folder / "signal.npy")
     source, sampling, *rest = mode.split("_", 2)
-    cold = "warm" not in rest
+    cold = source == "store" and "warm" not in rest
     baseline = peak_rss_mb()
-    ds = _dataset(folder, in_memory=source == "numpy", per_window="per" in mode)
+    ds = _dataset(folder, memmap=source == "memmap", per_window="per" in mode)
     if sampling == "chunk":
         sampler = ChunkBatchSampler(ds, BATCH, seed=0)
     else:
         sampler = RandomBatchSampler(ds, BATCH, seed=0)
-    if source == "store" and cold:
+    if cold:
         _evict(folder / "rec.zarr")
+    else:  # warm: every file of the source read once, as a whole-array read leaves them
+        _touch(folder / ("signal.npy" if source == "memmap" else "rec.zarr"))
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=collate_windows)
     me = psutil.Process()
     workers: dict[int, float] = {}
@@ -221,8 +251,66 @@ def _run(args: list[str]) -> dict:
     return run_in_subprocess(__file__, args)
 
 
-MODES = ("numpy_random", "numpy_chunk", "store_random", "store_chunk_per_window", "store_chunk")
-WARM_MODES = ("store_random_warm", "store_chunk_warm")
+QUICK_MODES = ("memmap_chunk", "store_chunk_warm", "store_chunk", "store_random")
+MODES = (
+    "memmap_random",
+    "memmap_chunk",
+    "store_random",
+    "store_chunk_per_window",
+    "store_chunk",
+    "store_random_warm",
+    "store_chunk_warm",
+)
+
+
+def measure(folder: Path, modes: tuple[str, ...], n_batches: int) -> dict[str, dict]:
+    """Every measurement on ``folder`` (``rec.zarr``, ``signal.npy``), each in its own process:
+    the Normalizer fit, the DataLoader ``modes`` and the whole-array reads."""
+    common = ["--folder", str(folder)]
+    return {
+        m: _run(["--_worker", m, "--n", str(n_batches), *common])
+        for m in ("fit", *modes, *WHOLE_ARRAY_READS)
+    }
+
+
+def targets(res: dict[str, dict]) -> dict[str, float]:
+    """The issue's target figures (warm page cache throughout) and their ratios."""
+    window = res["store_chunk_warm"]["mb_per_s"]
+    store, memmap = res["store_read"]["mb_per_s"], res["memmap_read"]["mb_per_s"]
+    codec = res["codec"]["mb_per_s"]
+    return {
+        "store_read_mb_s": store,
+        "window_load_mb_s": window,
+        "memmap_read_mb_s": memmap,
+        "memmap_window_load_mb_s": res["memmap_chunk"]["mb_per_s"],
+        "codec_mb_s": codec,
+        "codec_threads": res["codec"]["threads"],
+        "store_over_memmap": store / memmap,
+        "store_over_codec": store / codec,
+        "windows_over_memmap": window / res["memmap_chunk"]["mb_per_s"],
+        "windows_over_codec": window / codec,
+        "store_read_peak_rss_mb": res["store_read"]["peak_rss_mb"],
+        "memmap_read_peak_rss_mb": res["memmap_read"]["peak_rss_mb"],
+        "codec_peak_rss_mb": res["codec"]["peak_rss_mb"],
+        "window_load_peak_rss_mb": res["store_chunk_warm"]["peak_rss_mb"],
+    }
+
+
+def print_targets(fig: dict[str, float]) -> None:
+    """One line per target: the figure, its ratios and whether it is met."""
+    print(
+        f"whole-array read   : store {fig['store_read_mb_s']:6.0f} MB/s (target >= 1000: "
+        f"{'met' if fig['store_read_mb_s'] >= 1000 else 'NOT met'}), memmap "
+        f"{fig['memmap_read_mb_s']:.0f}, codec {fig['codec_mb_s']:.0f} "
+        f"({fig['codec_threads']} threads); store/memmap {fig['store_over_memmap']:.2f}, "
+        f"store/codec {fig['store_over_codec']:.2f}"
+    )
+    print(
+        f"window loading     : store {fig['window_load_mb_s']:6.0f} MB/s (target >= 500: "
+        f"{'met' if fig['window_load_mb_s'] >= 500 else 'NOT met'}), memmap "
+        f"{fig['memmap_window_load_mb_s']:.0f}; windows/memmap {fig['windows_over_memmap']:.2f}, "
+        f"windows/codec {fig['windows_over_codec']:.2f}"
+    )
 
 
 def main() -> None:
@@ -230,8 +318,8 @@ def main() -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="30 min recording, 30 batches "
-        "per measurement, no warm-cache runs (< 2 min on 2 cores)",
+        help="30 min recording, 30 batches per measurement, 4 DataLoader runs (chunk batches "
+        "from memmap, warm and cold store; random batches from the cold store); < 2 min",
     )
     parser.add_argument("--json", type=Path, help="write the figures to this JSON file")
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -247,18 +335,18 @@ def main() -> None:
 
     minutes = 30 if args.quick else 60
     n_batches = 30 if args.quick else 200
-    modes = MODES if args.quick else MODES + WARM_MODES
+    modes = QUICK_MODES if args.quick else MODES
     n_times = int(minutes * 60 * SFREQ)
     folder = Path(tempfile.mkdtemp(prefix="nd-bench-loader-"))
     try:
-        common = ["--folder", str(folder)]
-        prep = _run(["--_worker", "prepare", "--n", str(n_times), *common])
-        res = {m: _run(["--_worker", m, "--n", str(n_batches), *common]) for m in ("fit", *modes)}
+        prep = _run(["--_worker", "prepare", "--n", str(n_times), "--folder", str(folder)])
+        res = measure(folder, modes, n_batches)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
     reads = {m: res[m] for m in modes}
     figures = {
+        **targets(res),
         "recording": {
             "n_channels": N_CHANNELS,
             "sfreq": SFREQ,
@@ -274,24 +362,28 @@ def main() -> None:
             "num_workers": 2,
         },
         "reads": reads,
-        "ratio_store_vs_numpy": {},
+        "whole_array_reads": {m: res[m] for m in WHOLE_ARRAY_READS},
+        "ratio_store_vs_memmap": {},
         "speedup_chunk_vs_random": {},
-        "speedup_span_reads_vs_per_window": _speed(reads, "store_chunk", "store_chunk_per_window"),
         "normalizer_fit_mb_per_s": res["fit"]["mb_per_s"],
         "normalizer_fit_peak_rss_mb": res["fit"]["main_peak_rss_mb"],
         "peak_rss": "VmHWM of the main process + VmHWM of the largest worker",
     }
+    if "store_chunk_per_window" in reads:
+        figures["speedup_span_reads_vs_per_window"] = _speed(
+            reads, "store_chunk", "store_chunk_per_window"
+        )
     for cache in ("", "_warm"):
-        if f"store_chunk{cache}" not in reads:
-            continue
         key = "cold" if not cache else "warm"
         for sampling in ("chunk", "random"):
-            figures["ratio_store_vs_numpy"][f"{sampling}_{key}"] = _speed(
-                reads, f"store_{sampling}{cache}", f"numpy_{sampling}"
+            if {f"store_{sampling}{cache}", f"memmap_{sampling}"} <= set(reads):
+                figures["ratio_store_vs_memmap"][f"{sampling}_{key}"] = _speed(
+                    reads, f"store_{sampling}{cache}", f"memmap_{sampling}"
+                )
+        if {f"store_chunk{cache}", f"store_random{cache}"} <= set(reads):
+            figures["speedup_chunk_vs_random"][key] = _speed(
+                reads, f"store_chunk{cache}", f"store_random{cache}"
             )
-        figures["speedup_chunk_vs_random"][key] = _speed(
-            reads, f"store_chunk{cache}", f"store_random{cache}"
-        )
     print(
         f"{minutes} min x {N_CHANNELS} ch x {SFREQ:g} Hz ({figures['recording']['mb']:.0f} MB), "
         f"{LENGTH:g} s windows every {STRIDE:g} s, batches of {BATCH}, 2 workers"
@@ -307,15 +399,17 @@ def main() -> None:
             f"{r['main_peak_rss_mb']:11.0f} +{r['max_worker_peak_rss_mb']:6.0f}"
             f"{r['max_worker_uss_mb']:17.0f}"
         )
-    for k, v in figures["ratio_store_vs_numpy"].items():
-        print(f"store / numpy, {k:<14}: {v:.2f}")
+    for k, v in figures["ratio_store_vs_memmap"].items():
+        print(f"store / memmap, {k:<13}: {v:.2f}")
     for k, v in figures["speedup_chunk_vs_random"].items():
         print(f"chunk / random sampler, {k:<5}: {v:.1f}x")
-    print(f"span reads / per-window reads : {figures['speedup_span_reads_vs_per_window']:.1f}x")
+    if "speedup_span_reads_vs_per_window" in figures:
+        print(f"span reads / per-window reads: {figures['speedup_span_reads_vs_per_window']:.1f}x")
     print(
         f"Normalizer.fit (streamed)     : {figures['normalizer_fit_mb_per_s']:.0f} MB/s, "
         f"peak RSS {figures['normalizer_fit_peak_rss_mb']:.0f} MB"
     )
+    print_targets(figures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

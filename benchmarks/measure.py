@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,118 @@ def eeg_like_block(start: int, stop: int, n_channels: int, sfreq: float) -> np.n
     t = np.arange(start, stop) / sfreq
     x = lfilter([1.0], [1.0, -0.95], noise, axis=0) + 3 * np.sin(2 * np.pi * 10 * t)[:, None]
     return (x * 1e-6).astype(np.float32)
+
+
+def median_seconds(run, repeats: int = 3) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls, after one untimed call (which warms
+    the page cache, the thread pools and the allocator the same way for every reader)."""
+    import time
+
+    run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def compressed_chunks(store: Path, variable: str = "signal") -> tuple[list[bytes], dict]:
+    """The compressed bytes of every time chunk of a store variable, read into memory.
+
+    Parses each shard's index (Zarr v3 sharding: ``(offset, nbytes)`` little-endian uint64 per
+    chunk, then a CRC32C, at the end of the shard file). Only arrays with one chunk across the
+    non-time axes (all the benchmarks write) are handled.
+    """
+    import zarr
+
+    arr = zarr.open_array(Path(store) / variable, mode="r")
+    chunk_rows, shard_rows = arr.chunks[0], arr.shards[0]
+    if tuple(arr.chunks[1:]) != tuple(arr.shape[1:]):
+        raise ValueError(f"{store}/{variable}: more than one chunk across the non-time axes")
+    per_shard = shard_rows // chunk_rows
+    n_chunks = -(-arr.shape[0] // chunk_rows)
+    chunks: list[bytes] = []
+    for shard in range(-(-arr.shape[0] // shard_rows)):
+        key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+        raw = (Path(store) / variable / key).read_bytes()
+        index = np.frombuffer(raw[-(per_shard * 16 + 4) : -4], "<u8").reshape(per_shard, 2)
+        for offset, nbytes in index[: n_chunks - len(chunks)]:
+            chunks.append(raw[int(offset) : int(offset + nbytes)])
+    layout = {"shape": arr.shape, "dtype": np.dtype(arr.dtype), "chunks": arr.chunks}
+    return chunks, layout
+
+
+def codec_decompress(chunks: list[bytes], layout: dict, threads: int) -> np.ndarray:
+    """Decompress in-memory Blosc chunks into one new array, on ``threads`` threads.
+
+    The codec's own speed on this machine: what any reader of these chunks must do (no file
+    access, no indexing, each whole chunk decompressed straight into its place).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numcodecs import blosc
+
+    shape, dtype, chunk_shape = layout["shape"], layout["dtype"], layout["chunks"]
+    rows = chunk_shape[0]
+    out = np.empty(shape, dtype)
+
+    def run(part: range) -> None:
+        for i in part:
+            a, b = i * rows, min((i + 1) * rows, shape[0])
+            if b - a == rows:
+                blosc.decompress(chunks[i], out[a:b])
+            else:  # the last, partial chunk is stored whole
+                scratch = np.empty(chunk_shape, dtype)
+                blosc.decompress(chunks[i], scratch)
+                out[a:b] = scratch[: b - a]
+
+    bounds = np.linspace(0, len(chunks), threads + 1).round().astype(int)
+    parts = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    if threads == 1:
+        run(parts[0])
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, parts))
+    return out
+
+
+WHOLE_ARRAY_READS = ("store_read", "memmap_read", "codec")
+
+
+def whole_array_read(kind: str, store: Path, npy: Path, repeats: int = 3) -> dict:
+    """MB/s of one whole-array read of a float32 signal, warm page cache (median of
+    ``repeats``, after one untimed read).
+
+    ``store_read``: :func:`neurodecode.store.read_signal`; ``memmap_read``: a NumPy memmap of
+    the ``.npy`` holding the same samples, copied into a new array; ``codec``: Blosc
+    decompression of the store's chunks already in memory (:func:`codec_decompress`), with as
+    many threads as the reader uses (one per CPU). Each read makes a new array, so all three
+    pay the same page faults.
+    """
+    import os
+
+    from neurodecode.store import read_signal
+
+    threads = os.cpu_count() or 1
+    ref = np.load(npy, mmap_mode="r")
+    nbytes = ref.nbytes
+    if not np.array_equal(read_signal(store, 0, 1000), ref[:1000]):
+        raise RuntimeError(f"{store} and {npy} do not hold the same signal")
+    if kind == "store_read":
+        run = partial(read_signal, store)
+    elif kind == "memmap_read":
+        run = partial(np.array, ref)  # a new ndarray (subok=False), from the page cache
+    elif kind == "codec":  # only this measurement holds the compressed bytes in memory
+        run = partial(codec_decompress, *compressed_chunks(store), threads)
+    else:
+        raise ValueError(f"unknown whole-array read {kind!r}")
+    seconds = median_seconds(run, repeats)
+    return {
+        "mode": kind,
+        "seconds": seconds,
+        "mb_per_s": nbytes / 1e6 / seconds,
+        "threads": threads,
+        "data_mb": nbytes / 1e6,
+        "peak_rss_mb": peak_rss_mb(),
+    }

@@ -5,12 +5,22 @@ are the median of 3 repetitions (the page cache is warm for reads, as in a train
 float32 (time, channel) signal is written and read back:
 
 * ``numpy.save`` / ``numpy.load`` of the in-memory array (the peer, uncompressed);
-* ``write_recording`` of the same in-memory array / ``open_recording(...).signal.values``;
+* ``write_recording`` of the same in-memory array / ``open_recording(...).signal.values`` (the
+  Dask path: one block per shard, then joined);
 * ``write_recording`` from a lazy (Dask) source much larger than a shard: shows that memory
   stays bounded by a few shards, not by the recording;
 * what ``neurodecode validate`` does to each store (schema check, then ``verify_recording``:
   every block read, digested and scanned for NaN/Inf), beside the plain read of the same stores
   in the same run: ``verify_over_read`` is the ratio of their times (target: at most 1.5).
+
+Then the issue's throughput targets, on the same store and ``.npy``, warm page cache for all
+(see :func:`measure.whole_array_read` and ``data_loader.py``): the whole-array store read
+``read_signal(path)`` (``store_read_mb_s``, target >= 1000), batched window loading through a
+2-worker DataLoader (``window_load_mb_s``, target >= 500), a NumPy memmap read of the same
+samples (``memmap_read_mb_s``; windows: ``memmap_window_load_mb_s``) and Blosc's own
+decompression of the store's chunks in memory with as many threads (``codec_mb_s``: the
+practical limit), with the ratios ``store_over_memmap``, ``store_over_codec``,
+``windows_over_memmap`` and ``windows_over_codec``.
 
 Usage::
 
@@ -28,6 +38,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from data_loader import measure as measure_loading
+from data_loader import print_targets, targets
 from measure import eeg_like_block, peak_rss_mb, run_in_subprocess
 
 N_CHANNELS = 64
@@ -164,6 +176,12 @@ def main() -> None:
             for m in ("numpy_save", "store_write", "numpy_load", "store_read", "store_verify")
         }
         res["store_write_lazy"] = _run("store_write_lazy", n_lazy, folder)
+        loading = folder / "loading"  # the data loader's layout, over the same files
+        loading.mkdir()
+        (loading / "rec.zarr").symlink_to(folder / "x0.zarr")
+        (loading / "signal.npy").symlink_to(folder / "x0.npy")
+        n_batches = 30 if args.quick else 100
+        goals = measure_loading(loading, ("memmap_chunk", "store_chunk_warm"), n_batches)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -171,6 +189,7 @@ def main() -> None:
 
     shard_mb = CHUNK_BYTES * SHARD_CHUNKS / 1e6
     figures = {
+        **targets(goals),
         "n_channels": N_CHANNELS,
         "in_memory_mb": res["store_write"]["data_mb"],
         "write_mb_per_s": res["store_write"]["mb_per_s"],
@@ -192,6 +211,7 @@ def main() -> None:
             res["store_write_lazy"]["peak_rss_mb"] - res["store_write_lazy"]["baseline_rss_mb"]
         ),
         "shard_mb": shard_mb,
+        "targets_cache": "warm page cache for the store, the memmap and the codec's chunks",
         "lazy_write_size_in_shards": res["store_write_lazy"]["data_mb"] / shard_mb,
     }
     print(f"{'':24}{'MB/s':>10}{'peak RSS MB':>14}")
@@ -210,6 +230,7 @@ def main() -> None:
         f"{figures['lazy_write_peak_rss_mb']:.0f} MB "
         f"({figures['lazy_write_rss_above_import_mb']:.0f} MB above the imports)"
     )
+    print_targets(figures)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

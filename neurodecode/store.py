@@ -26,32 +26,39 @@ import json
 import os
 import re
 import shutil
+import threading
 import time as _time
 import uuid
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
+import google_crc32c
 import numpy as np
 import xarray as xr
 import xxhash
 import zarr
-from zarr.codecs import BloscCodec
+from numcodecs import blosc
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
 from .schema import STRING_VARIABLES, SchemaError, as_str_array, recording_label, validate
 
 __all__ = [
     "IntegrityError",
     "IntegrityReport",
+    "StoredArray",
     "WriteResult",
     "check_store",
     "clean_label",
     "time_chunks",
     "find_recordings",
     "open_recording",
+    "read_signal",
+    "read_stimuli",
     "recording_path",
     "store_summary",
     "verify_recording",
@@ -917,19 +924,18 @@ def open_recording(path: str | os.PathLike, *, check: bool = True) -> xr.Dataset
         raise SchemaError(
             ["the store was not written by neurodecode (no completion marker)"], str(path)
         )
-    ds = _decode(ds, group)
+    ds = _decode(ds, group, path)
     if check:
         validate(ds, where=str(path))
     return ds
 
 
-def _decode(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
+def _decode(ds: xr.Dataset, group: zarr.Group, path: Path) -> xr.Dataset:
     """Chunk time-aligned variables by shard, load the small tables, restore unicode strings."""
     out = {}
     for name, var in ds.variables.items():
         if var.dims[:1] == ("time",) and name != "time":
-            arr = group[name]
-            out[name] = var.chunk(dict(zip(var.dims, arr.shards or arr.chunks, strict=True)))
+            out[name] = _sharded_variable(path, str(name), var, group)
         elif var.dtype.kind in "OUT" or name in STRING_VARIABLES:
             out[name] = var.copy(
                 data=as_str_array(var.values) if var.size else np.array([], dtype="<U1")
@@ -944,6 +950,462 @@ def _decode(ds: xr.Dataset, group: zarr.Group) -> xr.Dataset:
     for key in ("content_sha256", _MARKER, _INTEGRITY):
         decoded.attrs.pop(key, None)
     return decoded
+
+
+def _sharded_variable(path: Path, name: str, var: xr.Variable, group: zarr.Group) -> xr.Variable:
+    """A time-aligned variable as a Dask array of one block per shard.
+
+    The blocks are read by :class:`StoredArray` when the stored values are the values (no CF
+    decoding by xarray changes them), else by xarray's own lazy Zarr array.
+    """
+    import dask.array as da
+    from dask.base import tokenize
+
+    arr = group[name]
+    shards = arr.shards or arr.chunks
+    fill = var.encoding.get("_FillValue")
+    decoded = any(k in var.encoding for k in ("scale_factor", "add_offset")) or (
+        fill is not None and not (var.dtype.kind == "f" and np.isnan(fill))
+    )
+    if decoded or np.dtype(var.dtype) != np.dtype(arr.dtype):
+        return var.chunk(dict(zip(var.dims, shards, strict=True)))
+    reader = StoredArray(path, name)
+    token = tokenize(os.fspath(path.resolve()), name, group.attrs.get("content_sha256"), shards)
+    data = da.from_array(
+        reader,
+        chunks=tuple(min(s, n) for s, n in zip(shards, var.shape, strict=True)),
+        name=f"{name}-{token}",
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0,) * var.ndim, var.dtype),
+    )
+    return var.copy(deep=False, data=data)
+
+
+#: Offset and size of a chunk (or shard) that was never written, in a Zarr v3 shard index.
+_NO_CHUNK = 2**64 - 1
+_read_local = threading.local()
+_read_pools: dict[int, ThreadPoolExecutor] = {}
+_read_pools_lock = threading.Lock()
+
+
+class StoredArray:
+    """One time-aligned variable of a recording store, read fast by time range.
+
+    A time range is read shard by shard with plain ``pread`` calls: the shard's index (checked
+    against its CRC32C) locates the chunks the range overlaps, and only those chunks are read
+    and decompressed with Blosc (:mod:`numcodecs`), each straight into the output array when it
+    lies whole inside the range. Reads of several chunks are spread over a thread pool (Blosc
+    releases the GIL). Nothing else of the store is read. An array whose layout is not the one
+    :func:`write_recording` writes (Zarr v3 shards of Blosc-compressed little-endian numbers,
+    CRC32C-checked index at the end) is read with Zarr instead: slower, same values.
+
+    Instances hold no open file and pickle as their path, so they can be used in Dask graphs
+    and DataLoader workers. :func:`open_recording`'s Dask arrays read their blocks with it.
+
+    Parameters
+    ----------
+    path : path-like
+        A recording store.
+    variable : str
+        A time-aligned variable (``signal``, ``behavior_<name>``, ``movie``).
+
+    Attributes
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype
+    chunks, shards : tuple of int
+        Chunk shape (the unit of decompression) and shard shape (the unit of files; None if the
+        array is not sharded), as :class:`zarr.Array` has them.
+    chunk_rows, shard_rows : int
+        Time steps per chunk and per shard.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` holds no store or no array ``variable``.
+    ValueError
+        If ``variable`` is not time-aligned (not sharded along time).
+    """
+
+    def __init__(self, path: str | os.PathLike, variable: str = "signal") -> None:
+        self.path, self.variable = Path(path), variable
+        if not (self.path / "zarr.json").is_file():
+            raise FileNotFoundError(f"no recording store at {self.path}")
+        if not (self.path / variable / "zarr.json").is_file():
+            raise FileNotFoundError(f"{self.path} has no variable {variable!r}")
+        self._array = zarr.open_array(self.path / variable, mode="r", zarr_format=3)
+        meta = self._array.metadata
+        if "time" not in (meta.dimension_names or ())[:1]:
+            raise ValueError(f"{self.path}: {variable!r} is not a time-aligned variable")
+        self.shape = tuple(int(s) for s in self._array.shape)
+        self.dtype = np.dtype(self._array.dtype)
+        self.chunk_rows = int(self._array.chunks[0])
+        self.shard_rows = int((self._array.shards or self._array.chunks)[0])
+        self.chunks = tuple(int(c) for c in self._array.chunks)
+        self.shards = tuple(int(s) for s in self._array.shards) if self._array.shards else None
+        self._fill = meta.fill_value
+        self._grid = self._shard_grid()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return StoredArray, (self.path, self.variable)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def _shard_grid(self) -> tuple[int, ...] | None:
+        """Chunks per shard along each axis if the layout is the one written here, else None."""
+        arr = self._array
+        codecs = arr.metadata.codecs
+        if arr.shards is None or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            return None
+        sharding = codecs[0]
+        inner, index = list(sharding.codecs), list(sharding.index_codecs)
+        endian = [c.endian for c in (inner[0], index[0]) if isinstance(c, BytesCodec)]
+        ok = (
+            self.dtype.kind in "biuf"
+            and np.little_endian
+            and len(inner) == 2
+            and isinstance(inner[1], BloscCodec)
+            and len(index) == 2
+            and isinstance(index[1], Crc32cCodec)
+            and len(endian) == 2
+            and all(e is None or e.value == "little" for e in endian)
+            and sharding.index_location.value == "end"
+            and all(s % c == 0 for s, c in zip(arr.shards, arr.chunks, strict=True))
+            and all(s >= n for s, n in zip(arr.shards[1:], arr.shape[1:], strict=True))
+        )
+        return tuple(s // c for s, c in zip(arr.shards, arr.chunks, strict=True)) if ok else None
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """NumPy indexing (what Dask's ``from_array`` calls); the time index is read with
+        :meth:`read` on the calling thread."""
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            return self.read(threads=1)[key]
+        t, rest = (key[0], key[1:]) if key else (slice(None), ())
+        if isinstance(t, slice) and t.step in (None, 1):
+            start, stop, _ = t.indices(self.shape[0])
+            return self.read(start, stop, threads=1)[(slice(None), *rest)]
+        rows = np.arange(self.shape[0])[t]
+        if rows.size == 0:
+            return np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        return self.read(lo, hi, threads=1)[(rows - lo, *rest)]
+
+    def read(
+        self,
+        start: int | None = None,
+        stop: int | None = None,
+        *,
+        channels: Sequence[int] | np.ndarray | slice | None = None,
+        out: np.ndarray | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Read time steps ``start:stop`` (NumPy slice rules), optionally a subset of channels.
+
+        Parameters
+        ----------
+        start, stop : int, optional
+            Time indices; negative values count from the end, as in ``array[start:stop]``.
+        channels : sequence of int, boolean mask or slice, optional
+            Positions along the second axis (channels of ``signal``), in the order wanted.
+        out : ndarray, optional
+            Array of the result's shape and dtype to read into (e.g. a pinned buffer).
+        threads : int, optional
+            Most threads decompressing at once (default: one per CPU); 1 reads on the
+            calling thread only (e.g. in a DataLoader worker).
+
+        Returns
+        -------
+        ndarray
+            ``out`` if given, else a new array of shape ``(n_times, *rest)``.
+
+        Raises
+        ------
+        IndexError
+            If a channel index is out of range.
+        ValueError
+            If ``out`` does not have the result's shape and dtype.
+        IntegrityError
+            If a shard or chunk the range needs is damaged (its index fails its CRC32C, it is
+            truncated, or Blosc cannot decompress it).
+        """
+        start, stop, _ = slice(start, stop).indices(self.shape[0])
+        stop = max(start, stop)
+        picks = None
+        shape = (stop - start, *self.shape[1:])
+        if channels is not None:
+            if len(self.shape) < 2:
+                raise ValueError(f"{self.path}: {self.variable!r} has no channel axis")
+            picks = np.arange(self.shape[1])[channels].reshape(-1)
+            shape = (stop - start, len(picks), *self.shape[2:])
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(
+                f"{self.path}: out has shape {out.shape} and dtype {out.dtype}; reading "
+                f"{self.variable}[{start}:{stop}] needs shape {shape} and dtype {self.dtype}"
+            )
+        if out.size == 0:
+            return out
+        if self._grid is None:
+            block = self._array[start:stop]
+            out[...] = block if picks is None else block[:, picks]
+            return out
+        jobs = self._jobs(start, stop, threads)
+        read = partial(self._read_shard_part, start=start, stop=stop, picks=picks, out=out)
+        if len(jobs) == 1:
+            for part in jobs[0]:
+                read(part)
+        else:
+            for _ in _read_pool().map(lambda job: [read(part) for part in job], jobs):
+                pass
+        return out
+
+    def shard_files(self, start: int | None = None, stop: int | None = None) -> list[Path]:
+        """The shard files that :meth:`read` opens for time steps ``start:stop``.
+
+        Parameters
+        ----------
+        start, stop : int, optional
+            Time indices (NumPy slice rules).
+
+        Returns
+        -------
+        list of Path
+            One per shard the range overlaps (a shard never written is listed all the same).
+        """
+        start, stop, _ = slice(start, stop).indices(self.shape[0])
+        if stop <= start:
+            return []
+        first, last = start // self.shard_rows, (stop - 1) // self.shard_rows
+        return [self._shard_path(s) for s in range(first, last + 1)]
+
+    def _shard_path(self, shard: int) -> Path:
+        key = self._array.metadata.encode_chunk_key((shard,) + (0,) * (len(self.shape) - 1))
+        return self.path / self.variable / key
+
+    def _jobs(self, start: int, stop: int, threads: int | None) -> list[list[tuple[int, int, int]]]:
+        """Split the chunks of ``start:stop`` into at most ``threads`` runs of whole shards'
+        parts ``(shard, first chunk, end chunk)``, of about equal numbers of chunks."""
+        assert self._grid is not None
+        per_shard = self._grid[0]
+        first, end = start // self.chunk_rows, -(-stop // self.chunk_rows)
+        n_jobs = max(1, min(threads or os.cpu_count() or 1, _read_pool_size(), end - first))
+        bounds = np.linspace(first, end, n_jobs + 1).round().astype(int)
+        jobs = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            parts, c = [], int(lo)
+            while c < hi:
+                shard = c // per_shard
+                part_end = min(int(hi), (shard + 1) * per_shard)
+                parts.append((shard, c, part_end))
+                c = part_end
+            jobs.append(parts)
+        return jobs
+
+    def _read_shard_part(
+        self,
+        part: tuple[int, int, int],
+        *,
+        start: int,
+        stop: int,
+        picks: np.ndarray | None,
+        out: np.ndarray,
+    ) -> None:
+        """Read chunks ``first:end`` (global time-chunk indices) of one shard into ``out``."""
+        assert self._grid is not None
+        shard, first, end = part
+        file = self._shard_path(shard)
+        where = f"{self.variable}/{file.relative_to(self.path / self.variable)}"
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:  # every chunk of the shard equals the fill value
+            fd = -1
+        try:
+            index = self._shard_index(fd, where) if fd >= 0 else None
+            rest_grid = list(np.ndindex(*self._grid[1:]))
+            for c in range(first, end):
+                local = c - shard * self._grid[0]
+                for g in rest_grid:
+                    entry = None if index is None else index[(local, *g)]
+                    self._read_chunk(fd, where, entry, c, g, start, stop, picks, out)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _shard_index(self, fd: int, where: str) -> np.ndarray:
+        """The shard's ``(offset, nbytes)`` per chunk, checked against its CRC32C."""
+        assert self._grid is not None
+        size = os.fstat(fd).st_size
+        n = int(np.prod(self._grid)) * 16 + 4
+        raw = os.pread(fd, n, max(size - n, 0))
+        if len(raw) != n or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            raise IntegrityError(
+                [f"{where}: the shard index fails its CRC32C check"], str(self.path)
+            )
+        index = np.frombuffer(raw, "<u8", count=(n - 4) // 8).reshape(*self._grid, 2)
+        used = index[..., 0] != _NO_CHUNK
+        if np.any(index[..., 0][used] + index[..., 1][used] > size - n):
+            raise IntegrityError([f"{where}: the shard is truncated"], str(self.path))
+        return index
+
+    def _read_chunk(
+        self,
+        fd: int,
+        where: str,
+        entry: np.ndarray | None,
+        c: int,
+        g: tuple[int, ...],
+        start: int,
+        stop: int,
+        picks: np.ndarray | None,
+        out: np.ndarray,
+    ) -> None:
+        """Decompress one chunk (time chunk ``c``, position ``g`` in the shard along the other
+        axes) and copy the part of it inside the request into ``out``."""
+        r0 = c * self.chunk_rows
+        a, b = max(r0, start), min(r0 + self.chunk_rows, stop)
+        origin = [i * n for i, n in zip(g, self.chunks[1:], strict=True)]
+        extent = [
+            min(n, size - o)
+            for n, size, o in zip(self.chunks[1:], self.shape[1:], origin, strict=True)
+        ]
+        if any(e <= 0 for e in extent):
+            return  # padding of the shard beyond the array
+        dst: list[Any] = [slice(a - start, b - start)]
+        dst += [slice(o, o + e) for o, e in zip(origin, extent, strict=True)]
+        src: list[Any] = [slice(a - r0, b - r0)] + [slice(0, e) for e in extent]
+        cols = None
+        if picks is not None:
+            inside = (picks >= origin[0]) & (picks < origin[0] + extent[0])
+            if not inside.any():
+                return
+            cols = picks[inside] - origin[0]
+            dst[1] = slice(None) if inside.all() else inside
+        if entry is None or int(entry[0]) == _NO_CHUNK:
+            out[tuple(dst)] = self._fill
+            return
+        offset, nbytes = int(entry[0]), int(entry[1])
+        compressed = _read_buffer("compressed", nbytes)
+        if os.preadv(fd, [compressed], offset) != nbytes:
+            raise IntegrityError([f"{where}: the shard is truncated"], str(self.path))
+        whole = (
+            a == r0
+            and b == r0 + self.chunk_rows
+            and picks is None
+            and self.chunks[1:] == self.shape[1:]
+            and out.flags.c_contiguous
+        )
+        try:
+            if whole:
+                blosc.decompress(compressed, out[a - start : b - start])
+                return
+            nbytes_chunk = int(np.prod(self.chunks)) * self.dtype.itemsize
+            chunk = np.frombuffer(_read_buffer("chunk", nbytes_chunk), self.dtype)
+            blosc.decompress(compressed, chunk)
+        except (RuntimeError, ValueError) as err:
+            raise IntegrityError(
+                [f"{where}: time chunk {c} cannot be decompressed ({err})"], str(self.path)
+            ) from err
+        block = chunk.reshape(self.chunks)[tuple(src)]
+        if cols is None:
+            out[tuple(dst)] = block
+        elif isinstance(dst[1], slice) and len(self.shape) == 2:
+            np.take(block, cols, axis=1, out=out[dst[0]], mode="clip")
+        else:
+            out[tuple(dst)] = block[:, cols]
+
+
+def _read_buffer(name: str, nbytes: int) -> memoryview:
+    """A scratch buffer of ``nbytes`` owned by the calling thread (reused between reads)."""
+    buf = getattr(_read_local, name, None)
+    if buf is None or len(buf) < nbytes:
+        buf = bytearray(nbytes)
+        setattr(_read_local, name, buf)
+    return memoryview(buf)[:nbytes]
+
+
+def _read_pool_size() -> int:
+    return os.cpu_count() or 1
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    """This process's pool of reading threads (a forked child makes its own)."""
+    pid = os.getpid()
+    with _read_pools_lock:
+        pool = _read_pools.get(pid)
+        if pool is None:
+            _read_pools.clear()
+            pool = _read_pools[pid] = ThreadPoolExecutor(_read_pool_size(), "neurodecode-read")
+        return pool
+
+
+@lru_cache(maxsize=64)
+def _stored_array(path: str, variable: str, stamp: tuple[int, ...], pid: int) -> StoredArray:
+    return StoredArray(path, variable)
+
+
+def read_signal(
+    path: str | os.PathLike,
+    start: int | None = None,
+    stop: int | None = None,
+    *,
+    channels: Sequence[int] | np.ndarray | slice | None = None,
+    variable: str = "signal",
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Read time steps ``start:stop`` of a store's signal (or another time-aligned variable).
+
+    The fast path of :class:`StoredArray` (only the shards and chunks that the range overlaps
+    are read, decompressed in parallel, straight into the result); the opened array's metadata
+    is kept per process until the store changes. Equal to
+    ``open_recording(path)[variable].values[start:stop][:, channels]``.
+
+    Parameters
+    ----------
+    path : path-like
+        A recording store.
+    start, stop : int, optional
+        Time indices (NumPy slice rules: ``None`` for the whole recording).
+    channels : sequence of int, boolean mask or slice, optional
+        Channels (positions along the second axis) to keep, in the order wanted.
+    variable : str
+        ``signal``, ``behavior_<name>`` or ``movie``.
+    out : ndarray, optional
+        Array of the result's shape and dtype to read into.
+    threads : int, optional
+        Most threads decompressing at once (default: one per CPU).
+
+    Returns
+    -------
+    ndarray
+        ``(n_times, n_channels, ...)`` in the stored dtype (float32 for ``signal``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no store at ``path`` or it has no ``variable``.
+    IntegrityError
+        If a shard the range needs is damaged.
+
+    Examples
+    --------
+    >>> x = read_signal("rec.zarr", 0, 10_000, channels=[0, 3])  # doctest: +SKIP
+    """
+    meta = Path(path) / variable / "zarr.json"
+    try:
+        st = meta.stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    except FileNotFoundError:
+        stamp = (0, 0, 0)
+    array = _stored_array(os.fspath(path), variable, stamp, os.getpid())
+    return array.read(start, stop, channels=channels, out=out, threads=threads)
 
 
 def find_recordings(root: str | os.PathLike) -> list[Path]:
@@ -1040,6 +1502,65 @@ def write_stimuli(
     return WriteResult(
         path, status, fingerprint, _nbytes(ds), _disk_usage(path), _time.perf_counter() - start
     )
+
+
+def read_stimuli(
+    path: str | os.PathLike, ids: Any = None
+) -> dict[str, np.ndarray]:
+    """Read stimulus images written by :func:`write_stimuli`, by id.
+
+    An image's id is its index in the store (what events' ``value`` holds); only the chunks
+    holding the images asked for are read.
+
+    Parameters
+    ----------
+    path : path-like
+        A stimulus store.
+    ids : int or array-like of int, optional
+        Image ids, in the order wanted (repeats allowed). Default: every image.
+
+    Returns
+    -------
+    dict
+        ``ids`` (int64 ``(n,)``), ``images`` (float32 ``(n, height, width[, 3])``),
+        ``classes`` (int32 ``(n,)``) and, when the store has them, ``params`` (float64
+        ``(n, n_params)``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no stimulus store at ``path``.
+    ValueError
+        If an id is not an integer between 0 and the number of images.
+    """
+    path = Path(path)
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=3)
+        images = group["images"]
+    except (FileNotFoundError, KeyError) as err:
+        raise FileNotFoundError(f"no stimulus store at {path}") from err
+    n = int(images.shape[0])
+    if ids is None:
+        index = np.arange(n, dtype=np.int64)
+    else:
+        raw = np.atleast_1d(np.asarray(ids))
+        if raw.ndim != 1 or (raw.size and raw.dtype.kind not in "iuf"):
+            raise ValueError(f"{path}: stimulus ids must be integers, got {raw.dtype} {raw.shape}")
+        index = raw.astype(np.int64)
+        bad = (index != raw) | (index < 0) | (index >= n)
+        if bad.any():
+            raise ValueError(
+                f"{path}: stimulus id {raw[bad][0].item()} does not exist (the store holds "
+                f"ids 0 to {n - 1})"
+            )
+    unique, inverse = np.unique(index, return_inverse=True)
+    out = {"ids": index}
+    for key, name in (("images", "images"), ("classes", "image_class"), ("params", "image_params")):
+        if name in group:
+            arr = group[name]
+            rows = arr.get_orthogonal_selection((unique,) + (slice(None),) * (arr.ndim - 1))
+            out[key] = np.asarray(rows)[inverse]
+    return out
 
 
 def store_summary(path: str | os.PathLike) -> dict[str, Any]:

@@ -70,14 +70,15 @@ def test_windows_and_targets_match_samples(sim_root):
         ref = windows(sub, length=LENGTH, stride=STRIDE, target="position")
         rows = np.flatnonzero(ds.table["subject"] == subject)
         np.testing.assert_array_equal(ds.table.iloc[rows].reset_index(drop=True), ref.table)
-        items = ds.__getitems__(rows)  # batched reads ...
-        np.testing.assert_array_equal(np.stack([it["x"].numpy() for it in items]), ref.X)
+        ref_x = ref.X.transpose(0, 2, 1)  # samples.windows is (n, channel, time)
+        items = ds.__getitems__(rows)  # batched reads, (time, channel) per item ...
+        np.testing.assert_array_equal(np.stack([it["x"].numpy() for it in items]), ref_x)
         np.testing.assert_array_equal(np.stack([it["y"].numpy() for it in items]),
                                       ref.y.astype(np.float32))
         for k in (0, 7, len(rows) - 1):  # ... and single ones
             item = ds[int(rows[k])]
-            np.testing.assert_array_equal(item["x"].numpy(), ref.X[k])
-            assert item["x"].dtype == torch.float32 and item["x"].shape == ref.X[k].shape
+            np.testing.assert_array_equal(item["x"].numpy(), ref_x[k])
+            assert item["x"].dtype == torch.float32 and item["x"].shape == (250, ref.X.shape[1])
             assert ds.subjects[item["subject"]] == subject
             assert ds.sessions[item["session"]] == f"{subject}/01"
             assert ds.recordings[item["recording"]] == ref.table["recording"][k]
@@ -111,10 +112,11 @@ def test_table_subset_and_mixed_channel_counts_pad(sim_root, drift_store):
     bad = table.assign(first=table["first"] + 1)
     with pytest.raises(ValueError, match="not a window"):
         WindowDataset(recs, length=LENGTH, stride=STRIDE, table=bad)
-    # windows of 4, 7 and 5 channels at 250 and 100 Hz in one batch: zero-padded
+    # windows of 4, 7 and 5 channels at 250 and 100 Hz in one batch: zero-padded, and
+    # (batch, time, channel) like every model's input
     pick = [int(np.flatnonzero(ds.table["recording"] == r)[3]) for r in ds.recordings]
     batch = collate_windows([ds[i] for i in pick])
-    assert batch["x"].shape == (3, 7, 250)
+    assert batch["x"].shape == (3, 250, 7)
     assert batch["n_channels"].tolist() == [4, 7, 5] and batch["n_times"].tolist() == [250] * 2 + [
         100]
     for k, i in enumerate(pick):
@@ -159,7 +161,7 @@ def test_normalizer_fitted_on_training_windows_only(drift_store, monkeypatch):
     np.testing.assert_array_equal(again.stats(str(drift_store), 5)[0], mean)
     # applied in __getitem__ and __getitems__
     ds.normalizer = again
-    expected = (ref.X[50] - mean[:, None]) / std[:, None]
+    expected = (ref.X[50].T - mean) / std
     np.testing.assert_allclose(ds[50]["x"].numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(ds.__getitems__([49, 50])[1]["x"], ds[50]["x"])
     # a recording without training windows gets the pooled statistics
@@ -224,7 +226,7 @@ def test_batched_reads_merge_nearby_windows(sim_root, monkeypatch):
             assert item["recording"] == ds._rec[i]
             np.testing.assert_array_equal(
                 item["x"], read_span(ds, int(ds._rec[i]), int(ds._first[i]),
-                                     int(ds._first[i] + ds._n[i])).T)
+                                     int(ds._first[i] + ds._n[i])))
     assert counts[0] <= 4 < 16 <= counts[1]
 
 
@@ -267,7 +269,7 @@ class _Linear(L.LightningModule):
         self.losses: list[float] = []
 
     def _loss(self, batch):
-        pred = self.linear(batch["x"].mean(dim=-1)).squeeze(-1)
+        pred = self.linear(batch["x"].mean(dim=1)).squeeze(-1)  # mean over time
         return torch.nn.functional.mse_loss(pred, batch["y"])
 
     def training_step(self, batch, batch_idx):
@@ -317,10 +319,10 @@ def test_datamodule_default_split_keeps_a_gap(sim_root):
                           t["start"].to_numpy()[None] - a["stop"].to_numpy()[:, None])
         assert dist.min() >= LENGTH - 1e-9
     batch = next(iter(dm.train_dataloader()))
-    assert batch["x"].shape == (64, 7, 250)
+    assert batch["x"].shape == (64, 250, 7)
     first = next(iter(dm.val_dataloader()))  # sequential, padded to 7 channels
-    assert first["x"].shape[1] == 7 and first["n_channels"][0] == 4
-    assert torch.equal(first["x"][0, :4], dm.val_dataset[0]["x"])
+    assert first["x"].shape[2] == 7 and first["n_channels"][0] == 4
+    assert torch.equal(first["x"][0, :, :4], dm.val_dataset[0]["x"])
 
 
 def test_datamodule_explicit_lists_state_and_leaky_splits(sim_root):
