@@ -58,6 +58,7 @@ from .samples import (
 )
 from .samples import window_table as _window_table
 from .splits import ContiguousBlocks, check_split
+from .stats import FIT_BLOCK_ROWS, channel_stats, merge_channels, merge_moments, moments, safe_std
 
 __all__ = [
     "ChunkBatchSampler",
@@ -73,7 +74,6 @@ __all__ = [
 
 #: Rows of float64 working memory per block when computing statistics (whole shards are read;
 #: this caps a block when shards are very long).
-_FIT_BLOCK_ROWS = 1 << 17
 
 #: Per-window fields of variable length, padded together in a batch, and their mask.
 _RAGGED = {
@@ -379,9 +379,11 @@ class WindowDataset(Dataset):
 
         The windows are sorted by their first sample and merged into spans while the next
         window starts less than one chunk after the current span ends (reading the few rows
-        between them costs at most one more chunk to decode); each span is read with
-        :meth:`read_span` and normalised once, and the windows are cut out of it. Batches of
-        :class:`ChunkBatchSampler` thus cost a few reads; random batches about one per window.
+        between them costs at most one more chunk to decode) and the span stays within one
+        shard's rows (or one window, if longer): memory is bounded by a shard whatever the
+        recording's length. Each span is read with :meth:`read_span` and normalised once, and
+        the windows are cut out of it. Batches of :class:`ChunkBatchSampler` thus cost a few
+        reads; random batches about one per window.
 
         Parameters
         ----------
@@ -402,12 +404,29 @@ class WindowDataset(Dataset):
 
     def _gather(self, recording: int, firsts: np.ndarray, n: int, width: Any,
                 read: Callable[[int, int], np.ndarray], dtype: Any = np.float32) -> np.ndarray:
-        """Cut windows out of merged spans read by ``read(start, stop)``."""
+        """Cut windows out of merged spans read by ``read(start, stop)`` (see
+        :meth:`read_windows`)."""
         firsts = np.asarray(firsts, dtype=np.int64)
         shape = (width,) if isinstance(width, int) else tuple(width)
         out = np.empty((len(firsts), n, *shape), dtype=dtype)
         if not len(firsts):
             return out
+        order = np.argsort(firsts, kind="stable")
+        lo_all = firsts[order]
+        merge, cap = self.chunk_rows[recording], max(self.shard_rows[recording], n)
+        parts, begin, lo, hi = [], 0, int(lo_all[0]), int(lo_all[0]) + n
+        for j in range(1, len(lo_all)):
+            f = int(lo_all[j])
+            if f >= hi + merge or f + n - lo > cap:
+                parts.append((begin, j, lo, hi))
+                begin, lo, hi = j, f, f + n
+            else:
+                hi = max(hi, f + n)
+        parts.append((begin, len(lo_all), lo, hi))
+        for a, b, lo, hi in parts:
+            block = read(lo, hi)
+            out[order[a:b]] = block[(lo_all[a:b] - lo)[:, None] + np.arange(n)]
+        return out
         order = np.argsort(firsts, kind="stable")
         lo_all = firsts[order]
         reach = np.maximum.accumulate(lo_all + n)
@@ -822,34 +841,6 @@ def _pad_rows(values: list[torch.Tensor], n_rows: int, n_cols: int | None) -> li
     return out
 
 
-def channel_stats(X: Any, channel_axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and standard deviation of an in-memory array.
-
-    The statistics of :class:`Normalizer` (float64 accumulators merged block by block, std 1
-    for a flat channel, so that it is only centred), for arrays: what
-    :class:`~neurodecode.evaluate.baselines.ChannelStandardizer` fits.
-
-    Parameters
-    ----------
-    X : array-like
-        Any shape; every axis but ``channel_axis`` is pooled (samples, time points).
-    channel_axis : int
-        The axis of the channels.
-
-    Returns
-    -------
-    mean, std : ndarray
-        float64 ``(n_channels,)``.
-    """
-    x = np.moveaxis(np.asarray(X), channel_axis, -1)
-    x = x.reshape(-1, x.shape[-1])
-    if not len(x):
-        raise ValueError("cannot compute channel statistics of an empty array")
-    count, mean, m2 = _merge([_moments(x[a:a + _FIT_BLOCK_ROWS], None)
-                              for a in range(0, len(x), _FIT_BLOCK_ROWS)])
-    return mean, _std(mean, m2 / count)
-
-
 class Normalizer:
     """Per-recording mean/std, fitted on training windows only and applied to every window.
 
@@ -906,14 +897,14 @@ class Normalizer:
         self._stats, self._cache = {}, {}
         for r, (count, mean, m2) in per_rec.items():
             if self.per == "recording":
-                count, mean, m2 = _merge_channels(count, mean, m2)
-            self._stats[dataset.recordings[r]] = (mean, _std(mean, m2 / count))
-        moments = list(per_rec.values())
-        if self.per == "channel" and len({m[1].size for m in moments}) == 1:
-            pooled = _merge(moments)
+                count, mean, m2 = merge_channels(count, mean, m2)
+            self._stats[dataset.recordings[r]] = (mean, safe_std(mean, m2 / count))
+        parts = list(per_rec.values())
+        if self.per == "channel" and len({m[1].size for m in parts}) == 1:
+            pooled = merge_moments(parts)
         else:
-            pooled = _merge([_merge_channels(*m) for m in moments])
-        self._pooled = (pooled[1], _std(pooled[1], pooled[2] / pooled[0]))
+            pooled = merge_moments([merge_channels(*m) for m in parts])
+        self._pooled = (pooled[1], safe_std(pooled[1], pooled[2] / pooled[0]))
         return self
 
     def stats(self, recording: str, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -994,9 +985,9 @@ def _window_moments(dataset: WindowDataset, r: int, firsts: np.ndarray, n: int
     from the sorted window starts, and blocks no window covers are never read.
     """
     ends = firsts + n
-    step = min(dataset.shard_rows[r], _FIT_BLOCK_ROWS)
+    step = min(dataset.shard_rows[r], FIT_BLOCK_ROWS)
     lo, hi = int(firsts[0]), int(ends[-1])
-    moments = []
+    parts = []
     for a in range((lo // step) * step, hi, step):
         a, b = max(a, lo), min(a + step, hi)
         t = np.arange(a, b)
@@ -1004,50 +995,8 @@ def _window_moments(dataset: WindowDataset, r: int, firsts: np.ndarray, n: int
              - np.searchsorted(ends, t, side="right")).astype(np.float64)
         if w.sum() == 0:
             continue
-        moments.append(_moments(dataset.read_span(r, a, b), w))
-    return _merge(moments)
-
-
-def _moments(block: np.ndarray, w: np.ndarray | None) -> tuple[float, np.ndarray, np.ndarray]:
-    """Count, mean and M2 per column of ``(rows, columns)`` rows, weighted by ``w`` if given."""
-    x = block.astype(np.float64)
-    if w is None:
-        count = float(len(x))
-        mean = x.sum(axis=0) / count
-        x -= mean
-        np.square(x, out=x)
-        return count, mean, x.sum(axis=0)
-    count = float(w.sum())
-    mean = w @ x / count
-    x -= mean
-    np.square(x, out=x)
-    return count, mean, w @ x
-
-
-def _merge(moments: Sequence[tuple[float, np.ndarray, np.ndarray]]
-           ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Combine (count, mean, M2) of disjoint parts (Chan et al.'s parallel update)."""
-    count, mean, m2 = moments[0]
-    for c, m, s in moments[1:]:
-        total = count + c
-        delta = m - mean
-        mean = mean + delta * (c / total)
-        m2 = m2 + s + np.square(delta) * (count * c / total)
-        count = total
-    return count, mean, m2
-
-
-def _merge_channels(count: float, mean: np.ndarray, m2: np.ndarray
-                    ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Pool the per-channel moments of one recording into one."""
-    return _merge([(count, mean[k:k + 1], m2[k:k + 1]) for k in range(mean.size)])
-
-
-def _std(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """Standard deviation, 1 where a channel is flat (it is then only centred)."""
-    std = np.sqrt(np.maximum(var, 0.0))
-    flat = std <= 1e-6 * np.abs(mean) + np.finfo(np.float32).tiny
-    return np.where(flat, 1.0, std)
+        parts.append(moments(dataset.read_span(r, a, b), w))
+    return merge_moments(parts)
 
 
 def _distributed(num_replicas: int | None, rank: int | None) -> tuple[int, int]:

@@ -45,6 +45,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from neurodecode.data.stats import channel_stats
 from neurodecode.verbosity import Verbose, mne_verbose
 
 __all__ = [
@@ -338,10 +339,7 @@ class ChannelStandardizer(TransformerMixin, BaseEstimator):
         ChannelStandardizer
         """
         X = _validated(self, X, reset=True)
-        axes = (0,) if X.ndim == 2 else (0, 2)
-        self.mean_ = X.mean(axis=axes, dtype=np.float64)
-        scale = X.std(axis=axes, dtype=np.float64)
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.mean_, self.scale_ = channel_stats(X, channel_axis=1 if X.ndim == 3 else -1)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
