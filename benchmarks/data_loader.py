@@ -20,7 +20,7 @@ Store reads run with a cold page cache (the store's files are evicted with
 runs are warm, so the targets compare warm with warm: ``window_load_mb_s`` is ``store_chunk_warm``,
 ``windows_over_memmap`` its ratio to ``memmap_chunk`` and ``windows_over_codec`` its ratio to
 the codec's own decompression speed of the same chunks (``codec_mb_s``, see
-:func:`measure.whole_array_read`, measured here beside the whole-array reads of the same
+:func:`measure.whole_array_reads`, measured here beside the whole-array reads of the same
 recording: ``store_read_mb_s``, ``memmap_read_mb_s``). Each measurement runs in a fresh process;
 the first 2 batches (worker start-up) are not timed. Peak memory is VmHWM from
 ``/proc/<pid>/status`` of the main process and of each worker, reported as main + the largest
@@ -51,7 +51,7 @@ from measure import (
     eeg_like_block,
     peak_rss_mb,
     run_in_subprocess,
-    whole_array_read,
+    whole_array_reads,
 )
 
 N_CHANNELS = 64
@@ -185,8 +185,8 @@ def _worker(mode: str, folder: Path, n_batches: int) -> dict:
             "main_peak_rss_mb": peak_rss_mb(),
         }
 
-    if mode in WHOLE_ARRAY_READS:
-        return whole_array_read(mode, folder / "rec.zarr", folder / "signal.npy")
+    if mode == "whole_array_reads":
+        return whole_array_reads(folder / "rec.zarr", folder / "signal.npy")
     source, sampling, *rest = mode.split("_", 2)
     cold = source == "store" and "warm" not in rest
     baseline = peak_rss_mb()
@@ -267,10 +267,8 @@ def measure(folder: Path, modes: tuple[str, ...], n_batches: int) -> dict[str, d
     """Every measurement on ``folder`` (``rec.zarr``, ``signal.npy``), each in its own process:
     the Normalizer fit, the DataLoader ``modes`` and the whole-array reads."""
     common = ["--folder", str(folder)]
-    return {
-        m: _run(["--_worker", m, "--n", str(n_batches), *common])
-        for m in ("fit", *modes, *WHOLE_ARRAY_READS)
-    }
+    res = {m: _run(["--_worker", m, "--n", str(n_batches), *common]) for m in ("fit", *modes)}
+    return res | _run(["--_worker", "whole_array_reads", "--n", "0", *common])
 
 
 def targets(res: dict[str, dict]) -> dict[str, float]:
@@ -290,8 +288,10 @@ def targets(res: dict[str, dict]) -> dict[str, float]:
         "windows_over_memmap": window / res["memmap_chunk"]["mb_per_s"],
         "windows_over_codec": window / codec,
         "store_read_peak_rss_mb": res["store_read"]["peak_rss_mb"],
-        "memmap_read_peak_rss_mb": res["memmap_read"]["peak_rss_mb"],
-        "codec_peak_rss_mb": res["codec"]["peak_rss_mb"],
+        "store_read_rss_added_mb": res["store_read"]["rss_added_mb"],
+        "memmap_read_rss_added_mb": res["memmap_read"]["rss_added_mb"],
+        "codec_rss_added_mb": res["codec"]["rss_added_mb"],
+        "whole_array_mb": res["store_read"]["data_mb"],
         "window_load_peak_rss_mb": res["store_chunk_warm"]["peak_rss_mb"],
     }
 

@@ -1,11 +1,13 @@
-"""What the benchmarks share: peak memory, one measurement per process, synthetic EEG."""
+"""What the benchmarks share: peak memory, one measurement per process, synthetic EEG, and
+the whole-array reads of a store beside a NumPy memmap and the codec's own speed."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +16,30 @@ import numpy as np
 def peak_rss_mb(pid: int | str = "self") -> float:
     """Peak resident memory of a process in MB (VmHWM: its own, unlike ``ru_maxrss``, which a
     process inherits from its parent across fork/exec)."""
+    return _status_mb("VmHWM", pid)
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process now, in MB (VmRSS)."""
+    return _status_mb("VmRSS", pid)
+
+
+def _status_mb(field: str, pid: int | str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 def run_in_subprocess(script: str, args: list[str]) -> dict:
-    """Run ``python script *args`` and parse the JSON object on its last line of output."""
-    out = subprocess.run(
-        [sys.executable, script, *args], check=True, capture_output=True, text=True
-    )
+    """Run ``python script *args`` and parse the JSON object on its last line of output.
+
+    A failing run raises :class:`RuntimeError` with the end of its standard error.
+    """
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if out.returncode:
+        tail = "\n".join(out.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(f"{Path(script).name} {' '.join(args)} failed:\n{tail}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -37,20 +52,6 @@ def eeg_like_block(start: int, stop: int, n_channels: int, sfreq: float) -> np.n
     t = np.arange(start, stop) / sfreq
     x = lfilter([1.0], [1.0, -0.95], noise, axis=0) + 3 * np.sin(2 * np.pi * 10 * t)[:, None]
     return (x * 1e-6).astype(np.float32)
-
-
-def median_seconds(run, repeats: int = 3) -> float:
-    """Median wall time of ``run()`` over ``repeats`` calls, after one untimed call (which warms
-    the page cache, the thread pools and the allocator the same way for every reader)."""
-    import time
-
-    run()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def compressed_chunks(store: Path, variable: str = "signal") -> tuple[list[bytes], dict]:
@@ -83,10 +84,9 @@ def codec_decompress(chunks: list[bytes], layout: dict, threads: int) -> np.ndar
     """Decompress in-memory Blosc chunks into one new array, on ``threads`` threads.
 
     The codec's own speed on this machine: what any reader of these chunks must do (no file
-    access, no indexing, each whole chunk decompressed straight into its place).
+    access, no indexing, each whole chunk decompressed straight into its place), on a pool of
+    threads kept between calls as the store reader keeps its own.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from numcodecs import blosc
 
     shape, dtype, chunk_shape = layout["shape"], layout["dtype"], layout["chunks"]
@@ -108,47 +108,76 @@ def codec_decompress(chunks: list[bytes], layout: dict, threads: int) -> np.ndar
     if threads == 1:
         run(parts[0])
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(run, parts))
+        list(_pool(threads).map(run, parts))
     return out
+
+
+@cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, "codec")
 
 
 WHOLE_ARRAY_READS = ("store_read", "memmap_read", "codec")
 
 
-def whole_array_read(kind: str, store: Path, npy: Path, repeats: int = 3) -> dict:
-    """MB/s of one whole-array read of a float32 signal, warm page cache (median of
-    ``repeats``, after one untimed read).
+def reset_peak_rss() -> None:
+    """Reset this process's VmHWM to its current RSS (Linux ``clear_refs``)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def whole_array_reads(store: Path, npy: Path, repeats: int = 5) -> dict[str, dict]:
+    """MB/s of the three whole-array reads of the same float32 signal, warm page cache.
 
     ``store_read``: :func:`neurodecode.store.read_signal`; ``memmap_read``: a NumPy memmap of
     the ``.npy`` holding the same samples, copied into a new array; ``codec``: Blosc
     decompression of the store's chunks already in memory (:func:`codec_decompress`), with as
     many threads as the reader uses (one per CPU). Each read makes a new array, so all three
-    pay the same page faults.
+    pay the same page faults. The three run in turn, ``repeats`` rounds after an untimed one
+    (which warms the page cache and the thread pools), and each reports its median: the
+    ratios stay fair when other jobs share the cores. ``peak_rss_mb`` is the largest VmHWM
+    during one read (reset before it), ``rss_before_mb`` the resident memory before it (the
+    compressed chunks the codec reads from, and the memmap's pages once read, are held
+    throughout) and ``rss_added_mb`` the most one read added (the result: 1.0x the data).
     """
     import os
+    import time
 
     from neurodecode.store import read_signal
 
     threads = os.cpu_count() or 1
     ref = np.load(npy, mmap_mode="r")
-    nbytes = ref.nbytes
     if not np.array_equal(read_signal(store, 0, 1000), ref[:1000]):
         raise RuntimeError(f"{store} and {npy} do not hold the same signal")
-    if kind == "store_read":
-        run = partial(read_signal, store)
-    elif kind == "memmap_read":
-        run = partial(np.array, ref)  # a new ndarray (subok=False), from the page cache
-    elif kind == "codec":  # only this measurement holds the compressed bytes in memory
-        run = partial(codec_decompress, *compressed_chunks(store), threads)
-    else:
-        raise ValueError(f"unknown whole-array read {kind!r}")
-    seconds = median_seconds(run, repeats)
+    chunks, layout = compressed_chunks(store)
+    runs = {
+        "store_read": partial(read_signal, store),
+        "memmap_read": partial(np.array, ref),  # a new ndarray (subok=False)
+        "codec": partial(codec_decompress, chunks, layout, threads),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    peaks: dict[str, list[float]] = {k: [] for k in runs}
+    before: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(repeats + 1):
+        for kind, run in runs.items():
+            before[kind].append(rss_mb())
+            reset_peak_rss()
+            t0 = time.perf_counter()
+            x = run()
+            seconds = time.perf_counter() - t0
+            peaks[kind].append(peak_rss_mb())
+            del x
+            if r:
+                times[kind].append(seconds)
     return {
-        "mode": kind,
-        "seconds": seconds,
-        "mb_per_s": nbytes / 1e6 / seconds,
-        "threads": threads,
-        "data_mb": nbytes / 1e6,
-        "peak_rss_mb": peak_rss_mb(),
+        kind: {
+            "mode": kind,
+            "seconds": float(np.median(times[kind])),
+            "mb_per_s": ref.nbytes / 1e6 / float(np.median(times[kind])),
+            "threads": threads,
+            "data_mb": ref.nbytes / 1e6,
+            "peak_rss_mb": max(peaks[kind]),
+            "rss_before_mb": max(before[kind]),
+            "rss_added_mb": max(p - b for p, b in zip(peaks[kind], before[kind], strict=True)),
+        }
+        for kind in runs
     }

@@ -14,7 +14,7 @@ float32 (time, channel) signal is written and read back:
   in the same run: ``verify_over_read`` is the ratio of their times (target: at most 1.5).
 
 Then the issue's throughput targets, on the same store and ``.npy``, warm page cache for all
-(see :func:`measure.whole_array_read` and ``data_loader.py``): the whole-array store read
+(see :func:`measure.whole_array_reads` and ``data_loader.py``): the whole-array store read
 ``read_signal(path)`` (``store_read_mb_s``, target >= 1000), batched window loading through a
 2-worker DataLoader (``window_load_mb_s``, target >= 500), a NumPy memmap read of the same
 samples (``memmap_read_mb_s``; windows: ``memmap_window_load_mb_s``) and Blosc's own

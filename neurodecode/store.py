@@ -985,6 +985,8 @@ def _sharded_variable(path: Path, name: str, var: xr.Variable, group: zarr.Group
 
 #: Offset and size of a chunk (or shard) that was never written, in a Zarr v3 shard index.
 _NO_CHUNK = 2**64 - 1
+#: Threads of the pool that :class:`StoredArray` decompresses on (one per CPU).
+_READ_THREADS = os.cpu_count() or 1
 _read_local = threading.local()
 _read_pools: dict[int, ThreadPoolExecutor] = {}
 _read_pools_lock = threading.Lock()
@@ -1002,7 +1004,9 @@ class StoredArray:
     CRC32C-checked index at the end) is read with Zarr instead: slower, same values.
 
     Instances hold no open file and pickle as their path, so they can be used in Dask graphs
-    and DataLoader workers. :func:`open_recording`'s Dask arrays read their blocks with it.
+    and DataLoader workers. :func:`open_recording`'s Dask arrays read their blocks with it. An
+    instance describes the store as it was opened: a store written again at the same path (a
+    new folder swapped in) needs a new instance (:func:`read_signal` notices by itself).
 
     Parameters
     ----------
@@ -1195,14 +1199,14 @@ class StoredArray:
         assert self._grid is not None
         per_shard = self._grid[0]
         first, end = start // self.chunk_rows, -(-stop // self.chunk_rows)
-        n_jobs = max(1, min(threads or os.cpu_count() or 1, _read_pool_size(), end - first))
-        bounds = np.linspace(first, end, n_jobs + 1).round().astype(int)
+        n_jobs = max(1, min(threads or _READ_THREADS, _READ_THREADS, end - first))
+        bounds = [first + (end - first) * k // n_jobs for k in range(n_jobs + 1)]
         jobs = []
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-            parts, c = [], int(lo)
+            parts, c = [], lo
             while c < hi:
                 shard = c // per_shard
-                part_end = min(int(hi), (shard + 1) * per_shard)
+                part_end = min(hi, (shard + 1) * per_shard)
                 parts.append((shard, c, part_end))
                 c = part_end
             jobs.append(parts)
@@ -1330,10 +1334,6 @@ def _read_buffer(name: str, nbytes: int) -> memoryview:
     return memoryview(buf)[:nbytes]
 
 
-def _read_pool_size() -> int:
-    return os.cpu_count() or 1
-
-
 def _read_pool() -> ThreadPoolExecutor:
     """This process's pool of reading threads (a forked child makes its own)."""
     pid = os.getpid()
@@ -1341,7 +1341,7 @@ def _read_pool() -> ThreadPoolExecutor:
         pool = _read_pools.get(pid)
         if pool is None:
             _read_pools.clear()
-            pool = _read_pools[pid] = ThreadPoolExecutor(_read_pool_size(), "neurodecode-read")
+            pool = _read_pools[pid] = ThreadPoolExecutor(_READ_THREADS, "neurodecode-read")
         return pool
 
 
