@@ -425,16 +425,8 @@ class WindowDataset(Dataset):
         parts.append((begin, len(lo_all), lo, hi))
         for a, b, lo, hi in parts:
             block = read(lo, hi)
-            out[order[a:b]] = block[(lo_all[a:b] - lo)[:, None] + np.arange(n)]
-        return out
-        order = np.argsort(firsts, kind="stable")
-        lo_all = firsts[order]
-        reach = np.maximum.accumulate(lo_all + n)
-        cuts = np.flatnonzero(lo_all[1:] >= reach[:-1] + self.chunk_rows[recording]) + 1
-        for part in np.split(np.arange(len(order)), cuts):
-            lo, hi = int(lo_all[part[0]]), int(reach[part[-1]])
-            block = read(lo, hi)
-            out[order[part]] = block[(lo_all[part] - lo)[:, None] + np.arange(n)]
+            for j, f in zip(order[a:b], lo_all[a:b] - lo, strict=True):
+                out[j] = block[f : f + n]  # slice copies: ~3x faster than a fancy-index gather
         return out
 
     def _array(self, recording: int, name: str = "signal") -> StoredArray:
