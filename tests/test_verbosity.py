@@ -23,6 +23,16 @@ from neurodecode.verbosity import mne_log_level, mne_verbose, progress
 MNE_INFO = re.compile(r"Computing rank from data|Estimating covariance|Reducing data rank")
 
 
+@pytest.fixture(autouse=True)
+def mne_default_level():
+    """Each test starts from MNE's default level (info), whatever earlier tests left."""
+    logger = logging.getLogger("mne")
+    before = logger.level
+    logger.setLevel(logging.INFO)
+    yield
+    logger.setLevel(before)
+
+
 @pytest.fixture(scope="module")
 def eeg_epochs(tmp_path_factory):
     """Motor-imagery-like epochs of 4 runs: a raw FIF written by MNE, epoched by MNE."""
