@@ -98,7 +98,8 @@ def corrupt_nii_gz(tmp: Path) -> Outcome:
     path = tmp / "in" / "bold.nii.gz"
     path.parent.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    nib.save(nib.Nifti1Image(rng.standard_normal((6, 5, 4, 30)).astype(np.float32), np.eye(4)), path)
+    volumes = rng.standard_normal((6, 5, 4, 30)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volumes, np.eye(4)), path)
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
