@@ -21,10 +21,12 @@ from neurodecode.data.loader import (
 )
 from neurodecode.data.samples import open_recordings, windows
 from neurodecode.data.splits import (
+    MODALITY_MARGINS,
     ContiguousBlocks,
     LeakageError,
     LeaveOneGroupOut,
     WithinRecordingShuffle,
+    default_gap,
 )
 from neurodecode.simulate import simulate_dataset
 from neurodecode.store import recording_path, write_recording
@@ -311,13 +313,16 @@ def test_datamodule_default_split_keeps_a_gap(sim_root):
     dm = WindowDataModule(sim_root, length=LENGTH, stride=STRIDE, target="position", fold=1,
                           num_workers=0)
     dm.setup("fit")
-    assert isinstance(dm.split, ContiguousBlocks) and dm.split.gap == LENGTH
+    # the gap is derived from the samples: the window length plus the EEG margin
+    assert isinstance(dm.split, ContiguousBlocks) and dm.split.gap is None
+    gap = default_gap(dm.train_dataset.table)
+    assert gap == pytest.approx(LENGTH + MODALITY_MARGINS["eeg"])
     train, test = dm.train_dataset.table, dm.test_dataset.table
     for rec, t in test.groupby("recording"):
         a = train[train["recording"] == rec]
         dist = np.maximum(a["start"].to_numpy()[:, None] - t["stop"].to_numpy()[None],
                           t["start"].to_numpy()[None] - a["stop"].to_numpy()[:, None])
-        assert dist.min() >= LENGTH - 1e-9
+        assert dist.min() >= gap - 1e-9
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (64, 250, 7)
     first = next(iter(dm.val_dataloader()))  # sequential, padded to 7 channels
@@ -360,3 +365,22 @@ def test_datamodule_refuses_leaky_splits(sim_root):
                               split=rule, num_workers=0)
         with pytest.raises(LeakageError):
             dm.setup("fit")
+
+
+def test_datamodule_takes_scikit_learn_splitters(sim_root):
+    """GroupKFold over subjects keeps each subject on one side; KFold over windows leaks."""
+    from sklearn.model_selection import GroupKFold, KFold
+
+    dm = WindowDataModule(sim_root, length=LENGTH, stride=STRIDE, target="position",
+                          split=GroupKFold(2), groups="subject", val_fold=None, num_workers=0)
+    dm.setup("fit")
+    train, test = dm.train_dataset.table, dm.test_dataset.table
+    assert len(set(test["subject"])) == 1 and not set(test["subject"]) & set(train["subject"])
+    assert len(train) + len(test) == len(dm.train_dataset.table) + len(dm.test_dataset.table)
+    leaky = WindowDataModule(sim_root, length=LENGTH, stride=STRIDE, target="position",
+                             split=KFold(5), val_fold=None, num_workers=0)
+    with pytest.raises(LeakageError):
+        leaky.setup("fit")
+    with pytest.raises(ValueError, match="no column"):
+        WindowDataModule(sim_root, length=LENGTH, stride=STRIDE, target="position",
+                         split=GroupKFold(2), groups="animal", num_workers=0).setup("fit")

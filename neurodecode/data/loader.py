@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import torch
 import zarr
-from sklearn.model_selection import BaseCrossValidator
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from ..schema import as_str_array, events_frame
@@ -57,7 +56,7 @@ from .samples import (
     target_at,
 )
 from .samples import window_table as _window_table
-from .splits import ContiguousBlocks, check_split
+from .splits import ContiguousBlocks, check_split, default_gap, splitter_folds
 from .stats import FIT_BLOCK_ROWS, channel_stats, merge_channels, merge_moments, moments, safe_std
 
 __all__ = [
@@ -1201,10 +1200,14 @@ class WindowDataModule(L.LightningDataModule):
         Keep only these recordings of ``stores``.
     ch_types : sequence of str, optional
         Channel types to keep.
-    split : split rule or mapping, optional
-        A rule of :mod:`neurodecode.data.splits` (e.g. ``LeaveOneGroupOut("run")``), or explicit
-        recording lists ``{"train": [...], "val": [...], "test": [...]}`` (``val`` optional).
-        Default ``ContiguousBlocks(n_blocks=5, gap=gap)``.
+    split : splitter or mapping, optional
+        A rule of :mod:`neurodecode.data.splits` (e.g. ``LeaveOneGroupOut("run")``), any
+        scikit-learn splitter (``GroupKFold(5)`` with ``groups="subject"``...; its folds are
+        leakage-checked: a recording stays on one side), or explicit recording lists
+        ``{"train": [...], "val": [...], "test": [...]}`` (``val`` optional). Default
+        ``ContiguousBlocks(n_blocks=5, gap=gap)``.
+    groups : str or sequence of str, optional
+        Sample-table column(s) whose values are a scikit-learn splitter's ``groups``.
     fold : int
         Fold of the rule used for testing.
     val_fold : int, "next" or None
@@ -1212,8 +1215,9 @@ class WindowDataModule(L.LightningDataModule):
         training side of both folds. ``"next"``: ``fold + 1`` (cyclically) when the rule has
         more than one fold, else no validation set. None: no validation set.
     gap : float, optional
-        Minimum seconds between training and evaluation windows of one recording; default the
-        window length.
+        Minimum seconds between training and evaluation windows of one recording, checked on
+        top of the split's own gap; default the window length plus the modality's margin (see
+        :func:`neurodecode.data.splits.default_gap`).
     normalize : {"channel", "recording"} or None
         Normaliser statistics (see :class:`Normalizer`), or none.
     batch_size : int
@@ -1243,7 +1247,8 @@ class WindowDataModule(L.LightningDataModule):
         modality: str | None = None,
         task: str | None = None,
         ch_types: Sequence[str] | None = None,
-        split: BaseCrossValidator | Mapping[str, Sequence[str | os.PathLike]] | None = None,
+        split: Any = None,
+        groups: str | Sequence[str] | None = None,
         fold: int = 0,
         val_fold: int | Literal["next"] | None = "next",
         gap: float | None = None,
@@ -1260,8 +1265,9 @@ class WindowDataModule(L.LightningDataModule):
         self.stores, self.length, self.stride = stores, float(length), float(stride)
         self.target, self.labels, self.ch_types = target, labels, ch_types
         self.modality, self.task = modality, task
-        self.gap = self.length if gap is None else float(gap)
+        self.gap = None if gap is None else float(gap)
         self.split = ContiguousBlocks(n_blocks=5, gap=self.gap) if split is None else split
+        self.groups = groups
         self.fold, self.val_fold, self.normalize = fold, val_fold, normalize
         self.batch_size = batch_size
         self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
@@ -1298,7 +1304,8 @@ class WindowDataModule(L.LightningDataModule):
         within = bool(getattr(self.split, "within_recording", False))
         rule_gap = (self.split.resolve_gap(full.table) if hasattr(self.split, "resolve_gap")
                     else getattr(self.split, "gap", None))
-        gap = max(self.gap, float(rule_gap or 0.0)) if within else 0.0
+        own = default_gap(full.table) if self.gap is None else self.gap  # the module's floor
+        gap = max(own, float(rule_gap or 0.0)) if within else 0.0
         for other in (val, test):
             if other is not None:
                 check_split(full.table, train, other, within_recording=within, gap=gap)
@@ -1333,7 +1340,7 @@ class WindowDataModule(L.LightningDataModule):
                                      "recordings found")
                 sides[name] = np.flatnonzero(table["recording"].isin(names).to_numpy())
             return sides["train"], sides.get("val"), sides["test"]
-        folds = list(self.split.split(groups=table))
+        folds = splitter_folds(self.split, table, groups=self.groups)
         if not -len(folds) <= self.fold < len(folds):
             raise ValueError(f"fold {self.fold} does not exist: the rule gives {len(folds)}")
         train, test = folds[self.fold]

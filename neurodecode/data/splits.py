@@ -49,8 +49,10 @@ __all__ = [
     "check_split",
     "checked_folds",
     "default_gap",
+    "group_columns",
     "group_keys",
     "resolve_gap",
+    "splitter_folds",
 ]
 
 #: Columns every sample table has.
@@ -131,6 +133,87 @@ def group_keys(samples: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     for col in columns[1:]:
         keys = keys + "|" + samples[col].astype(str)
     return keys.to_numpy()
+
+
+def group_columns(groups: str | Sequence[str] | None, samples: pd.DataFrame,
+                  cv: Any = None) -> list[str]:
+    """The sample-table columns named by ``groups``, checked.
+
+    Parameters
+    ----------
+    groups : str, sequence of str or None
+        Column(s) whose values are a scikit-learn splitter's ``groups`` (e.g. ``"subject"``).
+    samples : DataFrame
+        The sample table.
+    cv : splitter, optional
+        The splitter they are for: neurodecode's rules read the table themselves and refuse
+        ``groups``.
+
+    Returns
+    -------
+    list of str
+        The columns (empty for ``groups=None``).
+
+    Raises
+    ------
+    ValueError
+        For a rule, or a column the table lacks.
+    """
+    if groups is None:
+        return []
+    if isinstance(cv, SplitRule):
+        raise ValueError(f"groups={groups!r} is for scikit-learn splitters; {type(cv).__name__} "
+                         "reads the sample table itself (choose its groups with `by`)")
+    cols = [groups] if isinstance(groups, str) else list(groups)
+    missing = [c for c in cols if c not in samples.columns]
+    if missing or not cols:
+        raise ValueError(f"groups={groups!r}: the sample table has no column {missing or cols}; "
+                         f"its columns are {list(samples.columns)}")
+    return cols
+
+
+def splitter_folds(cv: Any, samples: pd.DataFrame, *, groups: str | Sequence[str] | None = None,
+                   X: Any = None, y: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every fold of any splitter over a sample table, each checked once for leakage.
+
+    neurodecode's rules get the table (and check their own folds); a splitter with a
+    ``within_recording`` attribute gets the table too and is checked with its ``gap``; any other
+    scikit-learn splitter (``GroupKFold``, ``PredefinedSplit``, ``KFold``...) gets the 1-D
+    ``groups`` built from the named columns and must keep every recording on one side.
+
+    Parameters
+    ----------
+    cv : splitter
+        Anything with ``split(X, y, groups)``.
+    samples : DataFrame
+        The sample table, one row per sample.
+    groups : str or sequence of str, optional
+        Columns for a scikit-learn splitter's ``groups`` (see :func:`group_columns`).
+    X, y : array-like, optional
+        Passed to ``split`` (default: a placeholder of one column per sample).
+
+    Returns
+    -------
+    list of (train, test) index arrays
+
+    Raises
+    ------
+    LeakageError
+        If a fold mixes samples of one recording where the splitter may not, or breaks the gap.
+    """
+    X = np.zeros((len(samples), 1)) if X is None else X
+    if isinstance(cv, SplitRule):  # a rule checks its own folds
+        return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(X, y, groups=samples)]
+    cols = group_columns(groups, samples, cv)
+    if hasattr(cv, "within_recording"):  # neurodecode's protocol: the table as groups
+        within = bool(cv.within_recording)
+        gap = (resolve_gap(samples, getattr(cv, "gap", None), what=type(cv).__name__)
+               if within else 0.0)
+        raw = cv.split(X, y, groups=samples)
+    else:
+        within, gap = False, 0.0
+        raw = cv.split(X, y, groups=group_keys(samples, cols) if cols else None)
+    return list(checked_folds(samples, raw, within_recording=within, gap=gap))
 
 
 def default_gap(samples: pd.DataFrame) -> float:

@@ -28,7 +28,7 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 
 from neurodecode import verbosity
-from neurodecode.data.splits import SplitRule, checked_folds, group_keys, resolve_gap
+from neurodecode.data.splits import group_columns, group_keys, splitter_folds
 from neurodecode.evaluate.metrics import METRICS, Metric
 from neurodecode.evaluate.permutation import (
     SCHEMES,
@@ -295,8 +295,8 @@ def cross_validate(
         if len(value) != len(X):
             raise ValueError(f"fit_params[{key!r}] has {len(value)} rows, X has {len(X)}")
 
-    cols = _group_columns(groups, samples, cv)
-    folds = _folds(cv, X, y, samples, cols)
+    cols = group_columns(groups, samples, cv)
+    folds = splitter_folds(cv, samples, groups=cols or None, X=X, y=y)
     if not folds:
         raise ValueError(f"{_describe(cv)} produced no fold")
 
@@ -373,37 +373,6 @@ def _output(model: Any, X: np.ndarray, needs: str, name: str) -> np.ndarray:
         return model.predict_proba(X)
     what = "decision_function or predict_proba" if needs == "score" else "predict_proba"
     raise TypeError(f"metric {name!r} needs {what}, which {type(model).__name__} lacks")
-
-
-def _group_columns(groups: str | Sequence[str] | None, samples: pd.DataFrame,
-                   cv: Any) -> list[str]:
-    """The sample-table columns named by ``groups`` (checked)."""
-    if groups is None:
-        return []
-    if isinstance(cv, SplitRule):
-        raise ValueError(f"groups={groups!r} is for scikit-learn splitters; {type(cv).__name__} "
-                         "reads the sample table itself (choose its groups with `by`)")
-    cols = [groups] if isinstance(groups, str) else list(groups)
-    missing = [c for c in cols if c not in samples.columns]
-    if missing or not cols:
-        raise ValueError(f"groups={groups!r}: the sample table has no column {missing or cols}; "
-                         f"its columns are {list(samples.columns)}")
-    return cols
-
-
-def _folds(cv: Any, X: np.ndarray, y: np.ndarray, samples: pd.DataFrame,
-           cols: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Every fold of ``cv``, checked once for leakage."""
-    if isinstance(cv, SplitRule):  # a rule checks its own folds
-        return [(np.asarray(a), np.asarray(b)) for a, b in cv.split(X, y, groups=samples)]
-    if hasattr(cv, "within_recording"):  # neurodecode's protocol: the table as groups
-        within = bool(cv.within_recording)
-        gap = resolve_gap(samples, getattr(cv, "gap", None), what=_describe(cv)) if within else 0.0
-        raw = cv.split(X, y, groups=samples)
-    else:
-        within, gap = False, 0.0
-        raw = cv.split(X, y, groups=group_keys(samples, cols) if cols else None)
-    return list(checked_folds(samples, raw, within_recording=within, gap=gap))
 
 
 def _test_groups(cv: Any, samples: pd.DataFrame, tests: list[np.ndarray],
