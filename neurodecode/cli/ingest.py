@@ -31,6 +31,12 @@ _INGEST_HELP = "\n\n".join(
 )
 
 
+#: Where the work runs, shared by ``ingest`` and ``repair``.
+Scheduler = Annotated[
+    str, typer.Option(help="local (LocalCluster), threads, slurm, or a scheduler address.")
+]
+Workers = Annotated[int, typer.Option(help="Workers (processes or SLURM jobs).")]
+
 _ENTITY_KEYS = ("subject", "session", "task", "run")
 
 
@@ -109,10 +115,8 @@ def ingest(
         list[str], typer.Argument(help="Catalog entry names, files, BIDS roots, suite2p folders.")
     ],
     out: Annotated[Path, typer.Option(help="Store root to write into.")],
-    scheduler: Annotated[
-        str, typer.Option(help="local (LocalCluster), threads, slurm, or a scheduler address.")
-    ] = "local",
-    workers: Annotated[int, typer.Option(help="Workers (processes or SLURM jobs).")] = 2,
+    scheduler: Scheduler = "local",
+    workers: Workers = 2,
     cluster_config: Annotated[
         Path | None,
         typer.Option(
@@ -232,10 +236,8 @@ def ingest(
 @app.command()
 def repair(
     root: Annotated[Path, typer.Argument(help="A store root (or any folder of stores).")],
-    scheduler: Annotated[
-        str, typer.Option(help="local (LocalCluster), threads, slurm, or a scheduler address.")
-    ] = "local",
-    workers: Annotated[int, typer.Option(help="Workers (processes or SLURM jobs).")] = 2,
+    scheduler: Scheduler = "local",
+    workers: Workers = 2,
     cluster_config: Annotated[
         Path | None, typer.Option(help="YAML ClusterConfig; overrides --scheduler/--workers.")
     ] = None,
