@@ -11,7 +11,8 @@ which everything below is measured.
 
 Consistency (CEBRA, Schneider, Lee & Mathis 2023, Fig. 4): embeddings of the held-out parts of
 all subjects, paired by position bin (``consistency_score``, 100 bins, empty bins left out),
-mean off-diagonal R² of the linear maps between subjects, for
+mean off-diagonal held-out R² of the linear maps between subjects (each map fitted on
+alternate bins and scored on the others), for
 
 * ``joint``: one multi-session :class:`ContrastiveEmbedding` trained on all subjects at once
   (``time_delta`` on position; positives matched across subjects);
