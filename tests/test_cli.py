@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,14 @@ def test_version_and_misuse_are_one_line():
         assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert result.stderr.startswith("error: neurodecode"), (args, result.stderr)
         assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs a /proc file system")
+def test_out_that_permissions_allow_but_cannot_be_written():
+    """Root passes every permission check; the probe file still finds /proc unwritable."""
+    from neurodecode.cli._common import UserError, check_writable
+
+    with pytest.raises(UserError, match="--out /proc/neurodecode-out cannot be written"):
+        check_writable(Path("/proc/neurodecode-out"), "--out")
+    result = runner.invoke(app, ["simulate", "--out", "/proc/neurodecode-out", "--subjects", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output

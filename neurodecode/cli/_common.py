@@ -4,6 +4,7 @@ one-line user errors."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import typer
@@ -55,6 +56,12 @@ def check_writable(path: Path, what: str, *, is_file: bool = False) -> None:
         raise UserError(f"{what} {path}: {probe} is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{what} {path} cannot be written ({probe} is not writable)")
+    try:  # permissions say yes to root: try for real (read-only mounts, /proc, quotas)
+        fd, name = tempfile.mkstemp(prefix=".neurodecode-probe-", dir=probe)
+    except OSError as err:
+        raise UserError(f"{what} {path} cannot be written ({probe}: {err.strerror})") from err
+    os.close(fd)
+    os.unlink(name)
 
 
 def progress_bar() -> Progress:
