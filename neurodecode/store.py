@@ -54,6 +54,7 @@ __all__ = [
     "WriteResult",
     "check_store",
     "clean_label",
+    "dataset_folder",
     "time_chunks",
     "find_recordings",
     "open_recording",
@@ -131,12 +132,30 @@ def recording_path(root: str | os.PathLike, dataset: str, ds: xr.Dataset) -> Pat
     parts = {k: clean_label(a[k]) for k in ("subject", "session", "task", "run")}
     return (
         Path(root)
-        / (re.sub(r"[^A-Za-z0-9._+-]", "", dataset) or "dataset")
+        / dataset_folder(dataset)
         / f"sub-{parts['subject']}"
         / f"ses-{parts['session']}"
         / clean_label(a["modality"])
         / f"task-{parts['task']}_run-{parts['run']}.zarr"
     )
+
+
+def dataset_folder(name: str) -> str:
+    """Return the folder a dataset's stores (and ingest records) live in under a store root.
+
+    Every character other than ASCII letters, digits, ``.``, ``_``, ``+`` and ``-`` is removed;
+    an empty result is ``"dataset"``.
+
+    Parameters
+    ----------
+    name : str
+        Dataset name (e.g. a catalog entry).
+
+    Returns
+    -------
+    str
+    """
+    return re.sub(r"[^A-Za-z0-9._+-]", "", name) or "dataset"
 
 
 def clean_label(text: object) -> str:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,6 +41,7 @@ from ..schema import SchemaError
 from ..store import (
     check_store,
     clean_label,
+    dataset_folder,
     find_recordings,
     recording_path,
     verify_recording,
@@ -132,7 +132,7 @@ class IngestTask:
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode())
         return (
             self.out_root
-            / _dataset_folder(self.dataset)
+            / dataset_folder(self.dataset)
             / ".ingest"
             / (digest.hexdigest()[:16] + ".json")
         )
@@ -202,11 +202,6 @@ class IngestPlan:
     record: dict[str, Any] | None = None
     error: str | None = None
     seconds: float = 0.0
-
-
-def _dataset_folder(dataset: str) -> str:
-    # The folder recording_path gives the dataset (it keeps only these characters).
-    return re.sub(r"[^A-Za-z0-9._+-]", "", dataset) or "dataset"
 
 
 def plan_entry(
