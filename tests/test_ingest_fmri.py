@@ -13,7 +13,7 @@ import pytest
 from nilearn.masking import compute_epi_mask
 from nilearn.signal import clean
 
-from neurodecode.ingest import fmri
+from neurodecode.ingest import base
 from neurodecode.ingest.base import IngestError
 from neurodecode.ingest.fmri import (
     events_to_volumes,
@@ -340,10 +340,10 @@ def test_corrupt_middle_of_a_gzip_is_reported_as_corrupt(tmp_path):
                            "gzip")
     assert "NaN" not in message
     # the check runs once per file version: a second read of the good file costs no decompression
-    checks = fmri._gzip_problem.cache_info()
+    checks = base._gzip_problem.cache_info()
     first = read_nifti(good)
     second = read_nifti(good)
-    after = fmri._gzip_problem.cache_info()
+    after = base._gzip_problem.cache_info()
     assert (after.misses - checks.misses, after.hits - checks.hits) == (1, 1)
     np.testing.assert_array_equal(first["signal"].values, second["signal"].values)
     events = tmp_path / "events.tsv"

@@ -9,9 +9,11 @@ the graph runs on any ``dask.distributed`` worker.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -19,16 +21,23 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 
 __all__ = [
     "IngestError",
     "bids_entities",
     "bids_label",
     "blockwise_array",
+    "check_gzip",
+    "check_if_gzip",
     "companion_info",
+    "events_source",
     "file_sha256",
     "file_stamp",
+    "frame_digest",
+    "read_events_table",
     "read_table_columns",
+    "read_tsv",
     "recording_identity",
     "refuse_event_map",
     "snake_case",
@@ -378,3 +387,173 @@ def _call_block(read_block: Callable[[int, int], np.ndarray], block_info: Mappin
     if out.shape != expected:
         raise ValueError(f"reader returned a block of shape {out.shape}, expected {expected}")
     return out.astype(block_info[None]["dtype"], copy=False)
+
+
+# Compressed files and BIDS tables (shared by the EEG, fMRI and calcium readers)
+# --------------------------------------------------------------------------------------------
+
+#: Bytes decompressed at a time by :func:`check_gzip`.
+_GZIP_BLOCK = 1 << 22
+
+
+def check_gzip(path: str | os.PathLike) -> None:
+    """Refuse a gzip file whose stream is corrupt or truncated, before anything reads it.
+
+    Readers that slice a ``.gz`` file (nibabel's array proxies, pandas) never reach the end of
+    its stream, where gzip stores the CRC-32 of the data, so flipped bytes in the middle come
+    out as wrong samples. This decompresses the whole stream once, a block at a time (bounded
+    memory), and checks it; the outcome is cached per file and stamp (size, modification time),
+    so a second read of an unchanged file costs nothing.
+
+    Parameters
+    ----------
+    path : path-like
+        A gzip-compressed file (``.nii.gz``, ``.tsv.gz``, ``.fif.gz``...).
+
+    Raises
+    ------
+    IngestError
+        If the stream fails its CRC or length check, holds invalid deflate data, ends before
+        its end marker, or is not gzip at all; the message names the file and says it is
+        corrupt.
+    """
+    path = Path(path)
+    problem = _gzip_problem(str(path.resolve()), file_stamp(path))
+    if problem is not None:
+        raise IngestError(path, problem)
+
+
+@lru_cache(maxsize=256)
+def _gzip_problem(path: str, stamp: tuple[int, int]) -> str | None:
+    """What is wrong with the gzip stream of ``path`` (None when it checks out)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic != b"\x1f\x8b":
+            return ("is not gzip-compressed although its name ends in .gz (it does not start "
+                    "with the gzip magic bytes), so it cannot be read")
+        with gzip.open(path, "rb") as fh:
+            while fh.read(_GZIP_BLOCK):
+                pass
+    except EOFError as err:
+        return (f"is a corrupt (truncated) gzip file: its stream ends before the end marker, "
+                f"so it cannot be read to the end ({err})")
+    except (gzip.BadGzipFile, zlib.error) as err:
+        return (f"is a corrupt gzip file: its compressed data fail the gzip check, so it cannot "
+                f"be read correctly ({type(err).__name__}: {err})")
+    except OSError as err:
+        return f"cannot be read ({type(err).__name__}: {err})"
+    return None
+
+
+def check_if_gzip(path: str | os.PathLike) -> None:
+    """:func:`check_gzip` for a file whose name ends in ``.gz``; nothing for other files."""
+    path = Path(path)
+    if path.name.lower().endswith(".gz"):
+        check_gzip(path)
+
+
+def read_tsv(source: str | os.PathLike, what: str) -> pd.DataFrame:
+    """Read a BIDS-style TSV table (``n/a`` is missing; ``.tsv.gz`` checked for corruption).
+
+    Parameters
+    ----------
+    source : path-like
+        The table.
+    what : str
+        What it holds (``"events"``, ``"confounds"``), for error messages.
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    IngestError
+        If the file is missing, corrupt or not a TSV table.
+    """
+    source = Path(source)
+    if not source.is_file():
+        raise IngestError(source, f"the {what} file does not exist")
+    check_if_gzip(source)
+    try:
+        return pd.read_csv(source, sep="\t", na_values=["n/a", ""], keep_default_na=False)
+    except Exception as err:  # pandas parser errors, bad encodings
+        raise IngestError(source, f"cannot be read as a {what} TSV table ({err})") from err
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a table's values, index and column names (names a table given in memory)."""
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
+                          + "|".join(map(str, frame.columns)).encode()).hexdigest()
+
+
+def read_events_table(
+    events: str | os.PathLike | pd.DataFrame,
+    *,
+    event_map: Mapping[str, str] | None = None,
+    where: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Read a BIDS events table as recording events (``onset``, ``duration``, ``label``, ``value``).
+
+    Parameters
+    ----------
+    events : path-like or DataFrame
+        A BIDS ``*_events.tsv`` (``n/a`` marks missing values; ``.tsv.gz`` is checked for
+        corruption first) or a table with its columns: ``onset`` and ``duration`` in seconds
+        from the first sample (a missing duration is 0), and optionally ``trial_type`` and
+        ``value``.
+    event_map : mapping of str to str, optional
+        Renames labels (raw label to new label); labels not in it are kept.
+    where : path-like, optional
+        What error messages name when ``events`` is a DataFrame (by default the table file).
+
+    Returns
+    -------
+    DataFrame
+        One row per event in file order. ``label`` is ``trial_type`` (``"n/a"`` where it is
+        missing), else ``value`` as text, else ``"event"``; ``value`` is ``value`` as a number
+        (NaN where it is not numeric or absent).
+
+    Raises
+    ------
+    IngestError
+        If the file is missing, corrupt or not a table, lacks ``onset`` or ``duration``, or has
+        onsets that are not numbers or durations that are negative or infinite.
+    """
+    if isinstance(events, pd.DataFrame):
+        origin, table = Path(where) if where is not None else Path("<events table>"), events
+    else:
+        origin = Path(events)
+        table = read_tsv(origin, "events")
+    missing = sorted({"onset", "duration"} - set(table.columns))
+    if missing:
+        raise IngestError(origin, f"the events table lacks column(s) {missing}; it has "
+                                  f"{list(table.columns)}")
+    onset = pd.to_numeric(table["onset"], errors="coerce").to_numpy(np.float64)
+    duration = pd.to_numeric(table["duration"], errors="coerce").fillna(0.0).to_numpy(np.float64)
+    if not np.isfinite(onset).all():
+        raise IngestError(origin, f"{int((~np.isfinite(onset)).sum())} event onset(s) are not "
+                                  "numbers")
+    if (duration < 0).any() or not np.isfinite(duration).all():
+        raise IngestError(origin, "some event durations are negative or infinite")
+    if "trial_type" in table:
+        label = table["trial_type"].astype(object).where(table["trial_type"].notna(), "n/a")
+    elif "value" in table:
+        label = table["value"].astype(str)
+    else:
+        label = pd.Series("event", index=table.index)
+    label = label.astype(str)
+    if event_map:
+        label = label.map(lambda lab: event_map.get(lab, lab))
+    value = (pd.to_numeric(table["value"], errors="coerce") if "value" in table
+             else pd.Series(np.nan, index=table.index))
+    return pd.DataFrame({"onset": onset, "duration": duration, "label": label.to_numpy(),
+                         "value": value.to_numpy(np.float64)})
+
+
+def events_source(events: str | os.PathLike | pd.DataFrame) -> str:
+    """How a recording's history names its events table: the resolved file, or a digest."""
+    if isinstance(events, pd.DataFrame):
+        return f"DataFrame sha256:{frame_digest(events)}"
+    return str(Path(events).resolve())

@@ -44,6 +44,7 @@ from ..schema import make_recording, validate
 from .base import (
     IngestError,
     blockwise_array,
+    check_gzip,
     companion_info,
     file_sha256,
     file_stamp,
@@ -53,7 +54,6 @@ from .base import (
     snake_case,
     source_info,
 )
-from .fmri import check_gzip
 
 __all__ = [
     "delta_f_over_f",

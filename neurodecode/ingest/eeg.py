@@ -43,12 +43,14 @@ from .base import (
     IngestError,
     bids_entities,
     blockwise_array,
+    check_if_gzip,
+    events_source,
     file_sha256,
     file_stamp,
+    read_events_table,
     recording_identity,
     source_info,
 )
-from .fmri import _check_if_gzip, _events_source, read_events_table
 
 __all__ = [
     "MNE_UNITS",
@@ -150,7 +152,7 @@ def read_mne(
     events : path-like, DataFrame or False, optional
         The events, as a BIDS events table: ``onset`` and ``duration`` in seconds from the
         first sample, ``trial_type`` (the label) and ``value`` (see
-        :func:`neurodecode.ingest.fmri.read_events_table`). By default, when the file has a
+        :func:`neurodecode.ingest.base.read_events_table`). By default, when the file has a
         BIDS name, the ``*_events.tsv`` beside it that BIDS pairs with it (the name up to the
         datatype suffix, without ``split``: ``sub-01_task-rest_run-1_events.tsv`` for
         ``sub-01_task-rest_run-1_eeg.edf``), if there is one. BIDS makes that table
@@ -180,7 +182,7 @@ def read_mne(
     """
     path = Path(path)
     _check_exists(path)
-    _check_if_gzip(path)
+    check_if_gzip(path)
     if events is True or not (events is None or events is False
                               or isinstance(events, str | os.PathLike | pd.DataFrame)):
         raise IngestError(path, f"events must be an events table (a path or a DataFrame), "
@@ -214,7 +216,7 @@ def read_mne(
         "outside_events": outside_events,
         "channels_tsv": str(channels_tsv) if channels_tsv else None,
         "electrodes_tsv": str(electrodes_tsv) if electrodes_tsv else None,
-        "events": _events_source(table) if table is not None else (False if events is False
+        "events": events_source(table) if table is not None else (False if events is False
                                                                      else None),
     }
     identity = recording_identity(path, subject=subject, session=session, task=task, run=run)
@@ -245,7 +247,7 @@ def read_bids(
 
     Channel types (and bad channels) come from ``channels.tsv`` as MNE-BIDS reads them; events
     from ``events.tsv`` (labels from ``trial_type``, numeric ``value``; see
-    :func:`neurodecode.ingest.fmri.read_events_table`), else from the file's annotations;
+    :func:`neurodecode.ingest.base.read_events_table`), else from the file's annotations;
     positions from ``electrodes.tsv`` with its ``coordsystem.json``
     (``coord_frame`` is the BIDS coordinate system, e.g. ``"ACPC"``), else from the file.
 
@@ -386,7 +388,7 @@ def _read_bids_path(
 ) -> xr.Dataset:
     """Read the recording of an MNE-BIDS path (what :func:`read_bids` found)."""
     data_file = Path(bids_path.fpath)
-    _check_if_gzip(data_file)
+    check_if_gzip(data_file)
     file_raw, _ = _open_raw_checked(data_file, check_annotations=False)
     events_tsv = Path(bids_path.copy().update(suffix="events", extension=".tsv",
                                               split=None).fpath)
@@ -871,7 +873,7 @@ def _coordsystem_of(electrodes: Path) -> Path:
 
 
 def _read_tsv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    _check_if_gzip(path)
+    check_if_gzip(path)
     try:
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as err:

@@ -35,14 +35,12 @@ back on the image grid.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import math
 import os
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -61,18 +59,21 @@ from .base import (
     IngestError,
     bids_entities,
     blockwise_array,
+    check_if_gzip,
     companion_info,
+    events_source,
     file_stamp,
+    frame_digest,
+    read_events_table,
+    read_tsv,
     recording_identity,
     source_info,
 )
 
 __all__ = [
-    "check_gzip",
     "events_to_volumes",
     "list_bids_func",
     "read_bids_func",
-    "read_events_table",
     "read_nifti",
 ]
 
@@ -87,7 +88,6 @@ _RUN_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run")
 _BOLD_NAME = re.compile(r"_bold\.nii(\.gz)?$")
 _CONFOUND_SUFFIXES = ("_desc-confounds_timeseries.tsv", "_desc-confounds_regressors.tsv")
 #: Bytes decompressed per step when a gzip stream is checked.
-_GZIP_BLOCK = 1 << 22
 #: A cleaned signal is cut into row blocks of about this many times ``block_bytes`` (float32, all
 #: channels); each row block re-reads and re-cleans its slabs.
 _CLEAN_ROWS_FACTOR = 4
@@ -199,61 +199,6 @@ def _slabs(shape3: tuple[int, int, int], n_volumes: int,
 # --------------------------------------------------------------------------------------------
 # Compressed files
 # --------------------------------------------------------------------------------------------
-
-
-def check_gzip(path: str | os.PathLike) -> None:
-    """Refuse a gzip file whose stream is corrupt or truncated, before anything reads it.
-
-    Readers that slice a ``.gz`` file (nibabel's array proxies, pandas) never reach the end of
-    its stream, where gzip stores the CRC-32 of the data, so flipped bytes in the middle come
-    out as wrong samples. This decompresses the whole stream once, a block at a time (bounded
-    memory), and checks it; the outcome is cached per file and stamp (size, modification time),
-    so a second read of an unchanged file costs nothing.
-
-    Parameters
-    ----------
-    path : path-like
-        A gzip-compressed file (``.nii.gz``, ``.tsv.gz``, ``.fif.gz``...).
-
-    Raises
-    ------
-    IngestError
-        If the stream fails its CRC or length check, holds invalid deflate data, ends before
-        its end marker, or is not gzip at all; the message names the file and says it is
-        corrupt.
-    """
-    path = Path(path)
-    problem = _gzip_problem(str(path.resolve()), file_stamp(path))
-    if problem is not None:
-        raise IngestError(path, problem)
-
-
-@lru_cache(maxsize=256)
-def _gzip_problem(path: str, stamp: tuple[int, int]) -> str | None:
-    """What is wrong with the gzip stream of ``path`` (None when it checks out)."""
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(2)
-        if magic != b"\x1f\x8b":
-            return ("is not gzip-compressed although its name ends in .gz (it does not start "
-                    "with the gzip magic bytes), so it cannot be read")
-        with gzip.open(path, "rb") as fh:
-            while fh.read(_GZIP_BLOCK):
-                pass
-    except EOFError as err:
-        return (f"is a corrupt (truncated) gzip file: its stream ends before the end marker, "
-                f"so it cannot be read to the end ({err})")
-    except (gzip.BadGzipFile, zlib.error) as err:
-        return (f"is a corrupt gzip file: its compressed data fail the gzip check, so it cannot "
-                f"be read correctly ({type(err).__name__}: {err})")
-    except OSError as err:
-        return f"cannot be read ({type(err).__name__}: {err})"
-    return None
-
-
-def _check_if_gzip(path: Path) -> None:
-    if path.name.lower().endswith(".gz"):
-        check_gzip(path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,7 +427,7 @@ def _open_nifti(path: Path) -> nib.Nifti1Image:
         raise IngestError(path, "is not a file (a .nii or .nii.gz image is needed)")
     if not path.name.lower().endswith(_NIFTI_SUFFIXES):
         raise IngestError(path, "is not a NIfTI file: the name must end in .nii or .nii.gz")
-    _check_if_gzip(path)
+    check_if_gzip(path)
     try:
         img = _image(str(path.resolve()), file_stamp(path))
     except Exception as err:  # nibabel, gzip and zlib raise many types for bad bytes
@@ -578,7 +523,7 @@ def _load_grid_image(
     other = Path(source)
     if not other.is_file():
         raise IngestError(other, f"the {role} file does not exist")
-    _check_if_gzip(other)
+    check_if_gzip(other)
     try:
         other_img = nib.load(other)
         data = np.asanyarray(other_img.dataobj)
@@ -674,7 +619,7 @@ def _parcel_names(
         where = Path(atlas_labels)
         if not where.is_file():
             raise IngestError(where, "the atlas_labels file does not exist")
-        _check_if_gzip(where)
+        check_if_gzip(where)
         try:
             table = pd.read_csv(where, sep="\t", keep_default_na=False)
         except Exception as err:  # pandas parser errors
@@ -695,92 +640,6 @@ def _parcel_names(
     if missing:
         raise IngestError(where, f"atlas_labels names no parcel for label value(s) {missing[:10]}")
     return [lookup[int(v)] for v in values], desc
-
-
-def _read_table(source: Path, what: str) -> pd.DataFrame:
-    if not source.is_file():
-        raise IngestError(source, f"the {what} file does not exist")
-    _check_if_gzip(source)
-    try:
-        return pd.read_csv(source, sep="\t", na_values=["n/a", ""], keep_default_na=False)
-    except Exception as err:  # pandas parser errors, bad encodings
-        raise IngestError(source, f"cannot be read as a {what} TSV table ({err})") from err
-
-
-def _frame_digest(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()
-                          + "|".join(map(str, frame.columns)).encode()).hexdigest()
-
-
-def read_events_table(
-    events: str | os.PathLike | pd.DataFrame,
-    *,
-    event_map: Mapping[str, str] | None = None,
-    where: str | os.PathLike | None = None,
-) -> pd.DataFrame:
-    """Read a BIDS events table as recording events (``onset``, ``duration``, ``label``, ``value``).
-
-    Parameters
-    ----------
-    events : path-like or DataFrame
-        A BIDS ``*_events.tsv`` (``n/a`` marks missing values; ``.tsv.gz`` is checked for
-        corruption first) or a table with its columns: ``onset`` and ``duration`` in seconds
-        from the first sample (a missing duration is 0), and optionally ``trial_type`` and
-        ``value``.
-    event_map : mapping of str to str, optional
-        Renames labels (raw label to new label); labels not in it are kept.
-    where : path-like, optional
-        What error messages name when ``events`` is a DataFrame (by default the table file).
-
-    Returns
-    -------
-    DataFrame
-        One row per event in file order. ``label`` is ``trial_type`` (``"n/a"`` where it is
-        missing), else ``value`` as text, else ``"event"``; ``value`` is ``value`` as a number
-        (NaN where it is not numeric or absent).
-
-    Raises
-    ------
-    IngestError
-        If the file is missing, corrupt or not a table, lacks ``onset`` or ``duration``, or has
-        onsets that are not numbers or durations that are negative or infinite.
-    """
-    if isinstance(events, pd.DataFrame):
-        origin, table = Path(where) if where is not None else Path("<events table>"), events
-    else:
-        origin = Path(events)
-        table = _read_table(origin, "events")
-    missing = sorted({"onset", "duration"} - set(table.columns))
-    if missing:
-        raise IngestError(origin, f"the events table lacks column(s) {missing}; it has "
-                                  f"{list(table.columns)}")
-    onset = pd.to_numeric(table["onset"], errors="coerce").to_numpy(np.float64)
-    duration = pd.to_numeric(table["duration"], errors="coerce").fillna(0.0).to_numpy(np.float64)
-    if not np.isfinite(onset).all():
-        raise IngestError(origin, f"{int((~np.isfinite(onset)).sum())} event onset(s) are not "
-                                  "numbers")
-    if (duration < 0).any() or not np.isfinite(duration).all():
-        raise IngestError(origin, "some event durations are negative or infinite")
-    if "trial_type" in table:
-        label = table["trial_type"].astype(object).where(table["trial_type"].notna(), "n/a")
-    elif "value" in table:
-        label = table["value"].astype(str)
-    else:
-        label = pd.Series("event", index=table.index)
-    label = label.astype(str)
-    if event_map:
-        label = label.map(lambda lab: event_map.get(lab, lab))
-    value = (pd.to_numeric(table["value"], errors="coerce") if "value" in table
-             else pd.Series(np.nan, index=table.index))
-    return pd.DataFrame({"onset": onset, "duration": duration, "label": label.to_numpy(),
-                         "value": value.to_numpy(np.float64)})
-
-
-def _events_source(events: str | os.PathLike | pd.DataFrame) -> str:
-    """How a recording's history names its events table: the resolved file, or a digest."""
-    if isinstance(events, pd.DataFrame):
-        return f"DataFrame sha256:{_frame_digest(events)}"
-    return str(Path(events).resolve())
 
 
 def _load_events(
@@ -806,7 +665,7 @@ def _load_events(
                                  f"(0 to {run_end:g} s: {n_volumes} volumes of {tr:g} s), e.g. "
                                  f"{label.iloc[i]!r} at {onset.iloc[i]:g} s lasting "
                                  f"{duration.iloc[i]:g} s")
-    return frame, _events_source(events)
+    return frame, events_source(events)
 
 
 def _load_confounds(
@@ -820,10 +679,10 @@ def _load_confounds(
         return None, None
     if isinstance(confounds, pd.DataFrame):
         where, table = path, confounds
-        desc = f"DataFrame sha256:{_frame_digest(confounds)}"
+        desc = f"DataFrame sha256:{frame_digest(confounds)}"
     else:
         where = Path(confounds)
-        table = _read_table(where, "confounds")
+        table = read_tsv(where, "confounds")
         companions["confounds"] = companion_info(where)
         desc = str(where.resolve())
     if columns is not None:
