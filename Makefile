@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store_io.py --quick --json outputs/bench_store.json
 	$(BIN)/python benchmarks/ingest.py --quick --json outputs/bench_ingest.json
 	$(BIN)/python benchmarks/data_loader.py --quick --json outputs/bench_loader.json
+	$(BIN)/python benchmarks/splits.py --quick --json outputs/bench_splits.json
 	MNE_LOGGING_LEVEL=warning $(BIN)/python benchmarks/real_data.py --quick --json outputs/real_data.json
 
 clean:
