@@ -98,10 +98,15 @@ def measure(n_samples: int, n_recordings: int, old_n_samples: int, repeats: int)
     folds = _folds(table)
     assert len(folds) == N_FOLDS
 
-    def with_checker() -> None:
-        checker = SplitChecker(table)
-        for train, test in folds:
-            checker.check(train, test, within_recording=True, gap=GAP)
+    def vectorised(tab, tab_folds):
+        def run() -> None:
+            checker = SplitChecker(tab)
+            for train, test in tab_folds:
+                checker.check(train, test, within_recording=True, gap=GAP)
+
+        return run
+
+    with_checker = vectorised(table, folds)
 
     def with_calls() -> None:
         for train, test in folds:
@@ -111,10 +116,7 @@ def measure(n_samples: int, n_recordings: int, old_n_samples: int, repeats: int)
     small = window_table(old_n_samples, n_recordings)
     small_folds = _folds(small)
 
-    def new_small() -> None:
-        checker = SplitChecker(small)
-        for train, test in small_folds:
-            checker.check(train, test, within_recording=True, gap=GAP)
+    new_small = vectorised(small, small_folds)
 
     def old_small() -> None:
         for train, test in small_folds:
