@@ -108,3 +108,16 @@ class SimulationConfig(StageConfig):
     n_classes: int = Field(4, ge=2)
     n_images: int | None = Field(48, ge=1)
     seed: int = 0
+
+    @field_validator("modalities")
+    @classmethod
+    def _known_modalities(cls, value: list[str]) -> list[str]:
+        from .simulate import _SIMULATORS
+
+        unknown = sorted(set(value) - set(_SIMULATORS))
+        if unknown:
+            raise ValueError(
+                f"the simulator has no modality {', '.join(map(repr, unknown))}; "
+                f"valid modalities: {', '.join(sorted(_SIMULATORS))}"
+            )
+        return value

@@ -1,4 +1,4 @@
-"""The command line: help, simulate, info, validate, demo."""
+"""The command line: help, simulate, info, validate."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("simulate", "info", "validate", "demo"):
+    for command in ("simulate", "info", "validate", "ingest", "run-stage", "workflow"):
         assert command in result.output
 
 
@@ -72,7 +72,7 @@ def test_simulate_twice_is_unchanged(sim_root):
         ],
     )
     assert result.exit_code == 0
-    assert result.output.count("unchanged") == 4
+    assert result.output.count("up-to-date") == 4
 
 
 def test_info_one_and_many(sim_root):
@@ -133,7 +133,11 @@ def test_missing_store(tmp_path):
         (["--config", "{list}"], "--config {list} must hold a mapping of settings"),
         (["--config", "{typo}"], "invalid simulation settings: n_subject: Extra inputs"),
         (["--config", "{bad}"], "--config {bad} is not valid YAML"),
-        (["--modality", "eeg", "--modality", "ecog"], "the simulator has no modality 'ecog'"),
+        (
+            ["--modality", "eeg", "--modality", "ecog"],
+            "invalid simulation settings: modalities: Value error, the simulator has no "
+            "modality 'ecog'",
+        ),
     ],
 )
 def test_simulate_misuse_is_one_line(tmp_path, args, message):
@@ -143,23 +147,11 @@ def test_simulate_misuse_is_one_line(tmp_path, args, message):
     files["list"].write_text("- 1\n- 2\n")
     files["typo"].write_text("n_subject: 2\n")
     args = [a.format(**files) for a in args]
-    for command in ("simulate", "demo"):
-        if command == "demo" and "--config" not in args:
-            continue
-        result = runner.invoke(app, [command, "--out", str(tmp_path / "out"), *args])
-        assert result.exit_code == 2, result.output
-        assert result.stderr.startswith("error: " + message.format(**files))
-        assert result.stderr.count("\n") == 1
-        assert not (tmp_path / "out").exists()
-
-
-def test_demo_runs_end_to_end(tmp_path):
-    cfg = tmp_path / "sim.yaml"
-    cfg.write_text("n_subjects: 2\nduration: 20\nmodalities: [eeg, fmri, calcium, spikes]\n")
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--config", str(cfg)])
-    assert result.exit_code == 0, result.output
-    assert "8 valid, 0 invalid" in result.output
-    assert "8 recordings" in result.output
+    result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "out"), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: " + message.format(**files))
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_version_and_misuse_are_one_line():

@@ -163,17 +163,8 @@ def ingest(
     report: Annotated[Path | None, typer.Option(help="Write per-file results as JSON.")] = None,
 ) -> None:
     from ..catalog import load_catalog
-    from ..ingest.folders import expand_source
-    from ..ingest.readers import OptionRules, suggest
-    from ..ingest.runner import (
-        SchedulerError,
-        StoreCollisionError,
-        plan_entry,
-        plan_files,
-        plan_sources,
-        results_table,
-        run_ingest,
-    )
+    from ..ingest.runner import SchedulerError, StoreCollisionError, results_table, run_ingest
+    from ..pipelines.ingest import IngestConfig, plan_ingest
 
     check_writable(out, "--out")
     if report:
@@ -181,7 +172,6 @@ def ingest(
     cluster = _cluster(scheduler, workers, cluster_config)
     options = _parse_options(option or [])
     try:
-        rules = OptionRules.load(options_file, reader=reader) if options_file else None
         entries = load_catalog(extra_dirs=catalog or None)
     except (OSError, ValueError) as err:
         raise UserError(str(err)) from err
@@ -190,25 +180,19 @@ def ingest(
     if any(selection.values()) and not folders:
         given = ", ".join(f"--{k}" for k, v in selection.items() if v)
         raise UserError(f"{given} select recordings of a folder source, and no source is a folder")
-    tasks = []
+    config = IngestConfig(
+        dataset=dataset,
+        reader=reader,
+        reader_options=options,
+        options_file=options_file,
+        catalog=catalog or [],
+        data_root=data_root,
+        subjects=[subject] if subject else None,
+        task=task,
+        datatype=datatype,
+    )
     try:
-        for source in sources:
-            if source in entries:
-                tasks += plan_entry(entries[source], out, data_root, options=options, rules=rules)
-            elif source in folders:
-                found = expand_source(Path(source), **selection)
-                tasks += plan_sources(
-                    found, out, dataset=dataset, reader=reader, rules=rules, **options
-                )
-            elif Path(source).exists():
-                tasks += plan_files(
-                    [source], out, dataset=dataset, reader=reader, rules=rules, **options
-                )
-            else:
-                hint = suggest(source, entries)
-                raise UserError(
-                    f"unknown catalog entry or missing file {source!r}{';' + hint if hint else ''}"
-                )
+        tasks = plan_ingest(config, out, sources)
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from err
     with progress_bar() as progress:

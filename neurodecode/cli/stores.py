@@ -1,4 +1,4 @@
-"""Commands on recording stores: simulate, info, validate, demo."""
+"""Commands on recording stores: simulate, info, validate."""
 
 from __future__ import annotations
 
@@ -16,19 +16,18 @@ from ._common import UserError, check_writable, console, progress_bar
 
 
 def _simulation_config(config: Path | None, **overrides):
-    """The simulation settings of a command; a bad file, value or modality is a user error."""
+    """The simulation settings of a command; a bad file or value is a user error."""
     import yaml
     from pydantic import ValidationError
 
     from ..config import SimulationConfig
-    from ..simulate import _SIMULATORS
 
     if config is not None and not config.is_file():
         raise UserError(f"--config {config}: no such file")
     try:
         if config is not None and not isinstance(yaml.safe_load(config.read_text()), dict | None):
             raise UserError(f"--config {config} must hold a mapping of settings")
-        cfg = SimulationConfig.load(config, **overrides)
+        return SimulationConfig.load(config, **overrides)
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or err
         raise UserError(f"--config {config} is not valid YAML ({problem})") from err
@@ -37,42 +36,6 @@ def _simulation_config(config: Path | None, **overrides):
             "invalid simulation settings: "
             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         ) from err
-    unknown = sorted(set(cfg.modalities) - set(_SIMULATORS))
-    if unknown:
-        raise UserError(
-            f"the simulator has no modality {', '.join(map(repr, unknown))}; "
-            f"valid modalities: {', '.join(sorted(_SIMULATORS))}"
-        )
-    return cfg
-
-
-def _simulate_and_write(out: Path, cfg) -> list:
-    from ..simulate import simulate_dataset
-    from ..store import write_recording, write_stimuli
-
-    with console.status("simulating"):
-        sim = simulate_dataset(
-            n_subjects=cfg.n_subjects,
-            modalities=tuple(cfg.modalities),
-            duration=cfg.duration,
-            n_runs=cfg.n_runs,
-            n_classes=cfg.n_classes,
-            n_images=cfg.n_images,
-            seed=cfg.seed,
-        )
-    from ..store import recording_path
-
-    results = []
-    with progress_bar() as progress:
-        task = progress.add_task("writing recordings", total=len(sim.recordings))
-        for ds in sim.recordings:
-            results.append(write_recording(ds, recording_path(out, cfg.dataset, ds)))
-            progress.advance(task)
-    if sim.images is not None:
-        write_stimuli(
-            out / cfg.dataset / "stimuli.zarr", sim.images, sim.image_classes, sim.image_params
-        )
-    return results
 
 
 @app.command()
@@ -89,8 +52,16 @@ def simulate(
     cfg = _simulation_config(
         config, n_subjects=subjects, modalities=modality, duration=duration, seed=seed
     )
-    results = _simulate_and_write(out, cfg)
-    _print_write_table(results)
+    from ..pipelines import StageError, run_stage
+    from ..store import dataset_folder
+
+    folder = out / dataset_folder(cfg.dataset)
+    try:
+        with console.status("simulating"):
+            record = run_stage("simulate", cfg, {}, {"stores": folder}, skip_up_to_date=True)
+    except StageError as err:
+        raise UserError(str(err)) from None
+    _print_write_table(record, folder)
 
 
 def _short(path: Path) -> str:
@@ -98,17 +69,19 @@ def _short(path: Path) -> str:
     return str(Path(*Path(path).parts[-5:]))
 
 
-def _print_write_table(results: list) -> None:
-    table = Table(title="written recordings")
+def _print_write_table(record: dict, folder: Path) -> None:
+    """The recordings a ``simulate`` stage run wrote (or found up to date)."""
+    up_to_date = record.get("up_to_date", False)
+    table = Table(title="recordings (already up to date)" if up_to_date else "written recordings")
     for col in ("store", "status", "MB raw", "MB on disk", "s"):
         table.add_column(col, justify="left" if col in ("store", "status") else "right")
-    for r in results:
+    for r in record["summary"]["recordings"]:
         table.add_row(
-            _short(r.path),
-            r.status,
-            f"{r.nbytes / 1e6:.1f}",
-            f"{r.nbytes_stored / 1e6:.1f}",
-            f"{r.seconds:.2f}",
+            _short(folder / r["store"]),
+            "up-to-date" if up_to_date else r["status"],
+            f"{r['nbytes'] / 1e6:.1f}",
+            f"{r['nbytes_stored'] / 1e6:.1f}",
+            "0" if up_to_date else f"{r['seconds']:.2f}",
         )
     console.print(table)
 
@@ -251,26 +224,3 @@ def _store_problems(path: Path, fast: bool) -> list[str]:
         except SchemaError as err:
             problems.extend(err.problems)
     return list(dict.fromkeys(problems + integrity))
-
-
-@app.command()
-def demo(
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
-    config: Annotated[Path | None, typer.Option(help="YAML simulation config.")] = None,
-) -> None:
-    """Run the main job end to end on built-in simulated data.
-
-    Simulate several subjects in every modality, write them to stores, validate them and print
-    a summary table.
-    """
-    from ..store import find_recordings, store_summary
-
-    check_writable(out, "--out")
-    cfg = _simulation_config(config)
-    console.rule("1. simulate and write")
-    results = _simulate_and_write(out, cfg)
-    _print_write_table(results)
-    console.rule("2. validate")
-    validate_cmd(out / cfg.dataset, fast=False)
-    console.rule("3. summary")
-    console.print(summary_table([store_summary(p) for p in find_recordings(out / cfg.dataset)]))
