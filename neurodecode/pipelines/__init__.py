@@ -38,14 +38,20 @@ __all__ = [
     "validate_config",
 ]
 
-#: The modules of the shipped stages (imported on first use of the registry).
-STAGE_MODULES = ("simulate", "ingest", "decode", "embed", "report")
+#: The shipped stages and their modules (imported on first use of a stage).
+STAGE_MODULES = {
+    "simulate": "simulate",
+    "ingest": "ingest",
+    "decode": "decode",
+    "embed": "embed",
+    "report": "report",
+}
 
 
-def _load_stages() -> None:
-    for name in STAGE_MODULES:
-        try:
-            import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:  # a stage module not written yet
-            if err.name != f"{__name__}.{name}":
-                raise
+def _load_stages(name: str | None = None) -> None:
+    """Import the module of stage ``name`` (every shipped stage module when None or unknown)."""
+    if name in STAGES:
+        return
+    modules = [STAGE_MODULES[name]] if name in STAGE_MODULES else list(STAGE_MODULES.values())
+    for module in modules:
+        import_module(f"{__name__}.{module}")

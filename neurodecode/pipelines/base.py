@@ -9,10 +9,11 @@ A stage turns input paths into output paths. :func:`run_stage` is the only way a
    it, in ``<parent>/.provenance/<name>.json``: the config, the fingerprint of every input, the
    fingerprint of every output, package versions, the git revision, host, start and end time.
 
-The provenance record is written last and removed first, so an output is "done" exactly when
-its record exists and names the current job: a run killed at any point leaves either the old
-complete output or no record (and the next run redoes the job), never a half-written output
-under the final name. A stage that raises leaves its outputs as they were before the job.
+The provenance record is written last, so an output is up to date exactly when its record
+exists and holds the hash of the current job: a run killed at any point leaves the old output
+with its old record, or the new output with the old record (whose hash no longer matches, so
+the next run redoes the job), never a half-written output under the final name. A stage that
+raises leaves its outputs and records as they were before the job.
 """
 
 from __future__ import annotations
@@ -82,11 +83,14 @@ class Slot:
         An input that takes any number of paths (outputs are always one path each).
     required : bool
         An input that must be given (an optional input may be an empty list).
+    folder : bool
+        The path is a folder (else a file).
     """
 
     help: str
     many: bool = False
     required: bool = True
+    folder: bool = False
 
 
 class Stage(ABC):
@@ -156,7 +160,7 @@ def get_stage(name: str) -> Stage:
     """
     from . import _load_stages
 
-    _load_stages()
+    _load_stages(name)
     if name not in STAGES:
         from difflib import get_close_matches
 
@@ -416,7 +420,6 @@ def run_stage(
     tmps: dict[str, Path] = {}
     for role, final in outs.items():
         final.parent.mkdir(parents=True, exist_ok=True)
-        provenance_path(final).unlink(missing_ok=True)  # not done until the new record lands
         remove_temporaries(final)
         tmps[role] = final.with_name(f".{final.name}.tmp-{token}")
     started = _dt.datetime.now(_dt.UTC)

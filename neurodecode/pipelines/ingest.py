@@ -181,9 +181,12 @@ class IngestStage(Stage):
             "source files or folders (BIDS roots); with `entry`, a subset of its files",
             many=True,
             required=False,
+            folder=True,
         )
     }
-    outputs = {"stores": Slot("folder of the written stores (the dataset's or one subject's)")}
+    outputs = {
+        "stores": Slot("folder of the written stores (the dataset's or one subject's)", folder=True)
+    }
 
     def run(
         self, config: IngestConfig, inputs: Mapping[str, list[Path]], outputs: Mapping[str, Path]

@@ -61,7 +61,9 @@ class SimulateStage(Stage):
 
     name = "simulate"
     Config = SimulationConfig
-    outputs = {"stores": Slot("folder of the simulated recording stores (and stimuli.zarr)")}
+    outputs = {
+        "stores": Slot("folder of the simulated recording stores (and stimuli.zarr)", folder=True)
+    }
 
     def run(
         self,
