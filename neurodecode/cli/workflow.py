@@ -78,11 +78,11 @@ def run_stage_cmd(
     from ..pipelines import StageError, run_stage
     from ..workflow.spec import import_stage_module
 
-    for name in module or []:
+    for extra in module or []:
         try:
-            import_stage_module(name)
+            import_stage_module(extra)
         except (ImportError, OSError) as err:
-            raise UserError(f"--module {name}: cannot import it ({err})") from None
+            raise UserError(f"--module {extra}: cannot import it ({err})") from None
 
     values = _load_config(config)
     for item in param or []:

@@ -37,7 +37,10 @@ class ConcatStage(Stage):
             time.sleep(config.sleep)
         if config.fail:
             raise RuntimeError(f"asked to fail ({config.text})")
-        parts = [config.text] + [Path(p).read_text() for p in inputs.get("sources", [])]
+        parts = [config.text]
+        for p in inputs.get("sources", []):
+            files = sorted(Path(p).iterdir()) if Path(p).is_dir() else [Path(p)]
+            parts += [f.read_text() for f in files]
         out.write_text("\n".join(parts))
         return {"start": start, "end": time.time(), "pid": os.getpid()}
 
