@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py --quick --json outputs/bench_ingest.json
 	$(BIN)/python benchmarks/data_loader.py --quick --json outputs/bench_loader.json
 	$(BIN)/python benchmarks/splits.py --quick --json outputs/bench_splits.json
+	$(BIN)/python benchmarks/workflow.py --quick --json outputs/bench_workflow.json
 	MNE_LOGGING_LEVEL=warning $(BIN)/python benchmarks/real_data.py --quick --json outputs/real_data.json
 
 clean:
