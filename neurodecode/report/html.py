@@ -1,0 +1,1020 @@
+"""One self-contained HTML report of a run: recordings, decoding, embeddings, provenance, jobs.
+
+:func:`write_report` reads what the stages wrote — folders of recording stores (``simulate``,
+``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``) — and writes a single
+HTML file: CSS inline, every figure embedded as a base64 PNG ``data:`` URI, no script and no
+external URL, so it can be mailed, archived or opened offline. It is written to a temporary
+sibling and renamed into place, so a reader never sees half a report.
+
+Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigation bar):
+
+``recordings``
+    One row per store (:func:`neurodecode.store.store_summary`) and a thumbnail each
+    (:func:`neurodecode.report.figures.recording_thumbnail`).
+``decoding``
+    One row per metrics file and metric: score ± std, its permutation chance level and p-value
+    side by side, and a bar chart of scores against chance.
+``embeddings``
+    Per embed folder: its recordings with their decoding scores, chance levels and p-values,
+    the figures the stage wrote, a scatter of every embedding coloured by behaviour and the
+    consistency matrix (heatmap and values).
+``provenance``
+    The record :func:`neurodecode.pipelines.read_provenance` finds for every input (stage, job,
+    config, input fingerprints, git revision, package versions, host, times), or "no provenance
+    (not written by a stage)". Every number of the decoding and embedding tables links to the
+    entry of the file it came from.
+``workflow``
+    The job table of the workflow run (job, stage, status, reason, seconds).
+
+Sections with nothing to show say so ("no decoding results in this run"). Every string that
+comes from the data is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import figures
+
+__all__ = [
+    "SECTIONS",
+    "ReportError",
+    "load_embedding",
+    "load_jobs",
+    "load_metrics",
+    "write_report",
+]
+
+#: The report's sections: (id, heading), in page order.
+SECTIONS = (
+    ("recordings", "Recordings"),
+    ("decoding", "Decoding"),
+    ("embeddings", "Embeddings"),
+    ("provenance", "Provenance"),
+    ("workflow", "Workflow"),
+)
+#: Most embedding panels drawn per embed folder (the others are listed).
+MAX_EMBEDDING_PANELS = 16
+#: Recordings named in a decoding row before the rest are folded away.
+_MAX_NAMED = 4
+_JOB_KEYS = ("job", "stage", "status", "reason", "seconds")
+_SAFE_CLASS = re.compile(r"[^a-z0-9-]+")
+
+
+class ReportError(ValueError):
+    """A report input is not what it should be; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the inputs
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file ({what})") from None
+    except OSError as err:
+        raise ReportError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        msg = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
+        raise ReportError(f"{path}: not valid JSON ({msg}{where}; {what})") from None
+
+
+def load_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a ``metrics.json`` written by the decode stage.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    dict
+        The file's content (see the decode stage for the format).
+
+    Raises
+    ------
+    ReportError
+        If the file is missing, not JSON, or lacks ``analysis`` or a metric's ``score``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ReportError(
+            f"{path}: is a folder; the decode input takes the metrics.json files that the "
+            "decode stage writes"
+        )
+    data = _read_json(path, "a decode metrics file")
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: not a decode metrics file (a JSON object is expected)")
+    missing = [key for key in ("analysis", "metrics") if key not in data]
+    if missing:
+        raise ReportError(
+            f"{path}: not a decode metrics file (no {' or '.join(map(repr, missing))} key)"
+        )
+    metrics = data["metrics"]
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{path}: 'metrics' must map each metric to its score, chance, p_value")
+    for name, entry in metrics.items():
+        if not isinstance(entry, dict) or "score" not in entry:
+            raise ReportError(f"{path}: metrics.{name} has no 'score'")
+    return data
+
+
+def load_embedding(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read an embed folder: ``summary.json``, ``embeddings/*.npz`` and its figures.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        ``summary`` (the parsed ``summary.json``), ``embeddings`` (one dict per ``.npz`` file:
+        ``name``, ``embedding``, ``behavior``, ``behavior_names``), ``figures`` (one dict per
+        listed figure: ``path``, ``png`` bytes or None, ``note`` saying why a figure is missing).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``summary.json``, the summary lacks ``recordings``, its consistency
+        matrix is not square, or an embedding file cannot be read.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ReportError(
+            f"{folder}: not an embed folder (the embed input takes the folders that the embed "
+            "stage writes)"
+        )
+    if not (folder / "summary.json").is_file():
+        raise ReportError(f"{folder}: no summary.json (not an embed folder of the embed stage)")
+    summary = _read_json(folder / "summary.json", "the summary of an embed folder")
+    where = folder / "summary.json"
+    if not isinstance(summary, dict) or not isinstance(summary.get("recordings"), list):
+        raise ReportError(f"{where}: no 'recordings' list (not an embed summary)")
+    for i, rec in enumerate(summary["recordings"]):
+        if not isinstance(rec, dict) or "id" not in rec:
+            raise ReportError(f"{where}: recordings[{i}] has no 'id'")
+    consistency = summary.get("consistency")
+    if consistency is not None:
+        try:
+            labels = [str(x) for x in consistency["labels"]]
+            matrix = np.asarray(consistency["matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            raise ReportError(
+                f"{where}: 'consistency' must hold 'labels' and a numeric 'matrix'"
+            ) from None
+        if matrix.shape != (len(labels), len(labels)):
+            raise ReportError(
+                f"{where}: the consistency matrix has shape {matrix.shape} for {len(labels)} "
+                "labels (it must be square, one row per label)"
+            )
+    embeddings = []
+    for npz in sorted((folder / "embeddings").glob("*.npz")):
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                emb = np.asarray(z["embedding"])
+                behavior = _optional(z, "behavior")
+                names = _optional(z, "behavior_names")
+        except (OSError, ValueError, KeyError) as err:
+            raise ReportError(f"{npz}: cannot be read as an embedding file ({err})") from None
+        names = [] if names is None else [str(n) for n in np.atleast_1d(names)]
+        embeddings.append(
+            {"name": npz.stem, "embedding": emb, "behavior": behavior, "behavior_names": names}
+        )
+    figs = []
+    root = folder.resolve()
+    for rel in summary.get("figures") or []:
+        target = (folder / str(rel)).resolve()
+        if not target.is_relative_to(root):
+            figs.append({"path": str(rel), "png": None, "note": "outside the embed folder"})
+        elif not target.is_file():
+            figs.append({"path": str(rel), "png": None, "note": "missing"})
+        else:
+            data = target.read_bytes()
+            ok = figures.is_png(data)
+            figs.append(
+                {"path": str(rel), "png": data if ok else None, "note": None if ok else
+                 "not a PNG image"}
+            )  # fmt: skip
+    return {"summary": summary, "embeddings": embeddings, "figures": figs}
+
+
+def _optional(npz: Any, key: str) -> np.ndarray | None:
+    """An array of an ``.npz`` file, or None when it is absent or unreadable without pickle."""
+    if key not in npz.files:
+        return None
+    try:
+        return np.asarray(npz[key])
+    except ValueError:  # an object array: not loaded (pickles are never read)
+        return None
+
+
+def load_jobs(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a workflow job table: a JSON list of jobs, or an object with a ``jobs`` list.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    list of dict
+        Each with (some of) ``job``, ``stage``, ``status``, ``reason``, ``seconds``.
+
+    Raises
+    ------
+    ReportError
+        If the file is not such a table.
+    """
+    path = Path(path)
+    data = _read_json(path, "a workflow job table")
+    return _check_jobs(data.get("jobs") if isinstance(data, dict) else data, str(path))
+
+
+def _check_jobs(jobs: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(jobs, Sequence) or isinstance(jobs, str | bytes):
+        raise ReportError(f"{where}: the workflow job table must be a list of jobs")
+    out = []
+    for i, job in enumerate(jobs):
+        if not isinstance(job, Mapping):
+            raise ReportError(f"{where}: job {i} is not a mapping of {', '.join(_JOB_KEYS)}")
+        out.append(dict(job))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# what the report is made of
+
+
+@dataclass
+class _Source:
+    """One input file or folder and its provenance record."""
+
+    anchor: str
+    role: str
+    path: Path
+    record: dict[str, Any] | None
+
+
+@dataclass
+class _Recording:
+    anchor: str
+    path: Path
+    name: str
+    source: _Source
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    thumbnail: bytes | None = None
+    thumbnail_note: str | None = None
+
+
+class _Sources:
+    """The report's inputs, each with a provenance anchor, looked up by absolute path."""
+
+    def __init__(self) -> None:
+        self.items: list[_Source] = []
+        self._by_path: dict[str, _Source] = {}
+
+    def add(self, role: str, path: Path) -> _Source | None:
+        from ..pipelines import read_provenance
+
+        key = os.path.abspath(path)
+        if key in self._by_path:
+            return None
+        src = _Source(f"prov-{len(self.items) + 1}", role, path, read_provenance(path))
+        self.items.append(src)
+        self._by_path[key] = src
+        return src
+
+    def find(self, path: str) -> _Source | None:
+        return self._by_path.get(os.path.abspath(path))
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    x = _float(value)
+    if x is None:
+        return "—" if value is None else _e(value)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "−inf"
+    if x != 0 and abs(x) < 10.0**-digits:
+        return f"{x:.{max(digits - 1, 1)}e}"
+    return f"{x:.{digits}f}"
+
+
+def _fmt_fixed(value: Any, digits: int = 2) -> str:
+    x = _float(value)
+    return _fmt(value) if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _fmt_p(value: Any) -> str:
+    x = _float(value)
+    if x is None or not math.isfinite(x):
+        return _fmt(value)
+    return f"{x:.3g}"
+
+
+def _fmt_int(value: Any) -> str:
+    x = _float(value)
+    return "—" if x is None else (f"{int(x):,}" if math.isfinite(x) else _fmt(x))
+
+
+def _fmt_bytes(n: Any) -> str:
+    x = _float(n)
+    if x is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(x) < 1024 or unit == "GiB":
+            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
+        x /= 1024
+    return f"{x:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+def _fmt_seconds(value: Any) -> str:
+    x = _float(value)
+    if x is None or not math.isfinite(x):
+        return _fmt(value)
+    if x < 60:
+        return f"{x:.3g} s" if x < 10 else f"{x:.1f} s"
+    if x < 3600:
+        return f"{int(x // 60)} min {x % 60:.0f} s"
+    return f"{int(x // 3600)} h {int(x % 3600 // 60)} min"
+
+
+def _a(anchor: str, text: str, title: str | None = None) -> str:
+    """A link to ``#anchor``; ``text`` is already HTML."""
+    tip = f' title="{_e(title)}"' if title else ""
+    return f'<a href="#{anchor}"{tip}>{text}</a>'
+
+
+def _empty(thing: str) -> str:
+    return f'<p class="empty">no {_e(thing)} in this run</p>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img src="{figures.data_uri(png)}" alt="{_e(alt)}">'
+
+
+def _short_path(text: str, parts: int = 4) -> str:
+    pieces = [p for p in str(text).replace("\\", "/").split("/") if p]
+    return "/".join(pieces[-parts:]) if len(pieces) > parts else str(text)
+
+
+def _json_block(value: Any) -> str:
+    """JSON of ``value``; a mapping is written one top-level key per line (values compact)."""
+    if isinstance(value, Mapping) and value:
+        lines = [
+            f"  {json.dumps(str(k))}: {json.dumps(v, sort_keys=True, default=str)}"
+            for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+        ]
+        text = "{\n" + ",\n".join(lines) + "\n}"
+    else:
+        text = json.dumps(value, sort_keys=True, default=str)
+    return f"<pre>{_e(text)}</pre>"
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _read_recordings(
+    stores: Sequence[Path], sources: _Sources, thumbnails: bool, seconds: float
+) -> list[_Recording]:
+    from ..store import find_recordings, open_recording, store_summary
+    from ..verbosity import progress
+
+    todo: list[tuple[Path, Path, _Source]] = []
+    seen: set[str] = set()
+    for folder in stores:
+        src = sources.add("stores", folder)
+        if src is None:
+            continue
+        if not folder.exists():
+            raise ReportError(f"{folder}: no such folder (stores input)")
+        found = find_recordings(folder)
+        if not found:
+            raise ReportError(f"{folder}: no recording store below this folder (stores input)")
+        for store in found:
+            key = os.path.abspath(store)
+            if key not in seen:
+                seen.add(key)
+                todo.append((folder, store, src))
+    out = []
+    for i, (folder, store, src) in enumerate(
+        progress(todo, description="report: recordings"), start=1
+    ):
+        rel = folder.name if store == folder else f"{folder.name}/{store.relative_to(folder)}"
+        rec = _Recording(f"rec-{i}", store, rel.replace(os.sep, "/"), src)
+        try:
+            rec.summary = store_summary(store)
+        except Exception as err:  # a damaged store is reported, not fatal to the report
+            rec.error = f"{type(err).__name__}: {err}".splitlines()[0]
+        if thumbnails and rec.error is None:
+            try:  # store_summary has just validated the store
+                ds = open_recording(store, check=False)
+                rec.thumbnail = figures.recording_thumbnail(ds, seconds=seconds)
+            except Exception as err:
+                rec.thumbnail_note = f"no thumbnail: {err}".splitlines()[0]
+        out.append(rec)
+    return out
+
+
+def _recording_label(rec: _Recording) -> str:
+    if rec.summary is None:
+        return rec.name
+    return f"{rec.summary['recording']} · {rec.summary['modality']}"
+
+
+def _recordings_section(recs: list[_Recording], thumbnails: bool) -> str:
+    if not recs:
+        return _empty("recordings")
+    head = (
+        "<tr><th>#</th><th>recording</th><th>modality</th><th>channels</th>"
+        "<th>sampling rate</th><th>duration</th><th>events</th><th>size on disk</th>"
+        "<th>provenance</th></tr>"
+    )
+    rows = []
+    for i, rec in enumerate(recs, start=1):
+        prov = _a(rec.source.anchor, "record" if rec.source.record else "none")
+        ident = (f'<a href="#thumb-{i}">{_e(rec.name)}</a>' if rec.thumbnail is not None
+                 else _e(rec.name))  # fmt: skip
+        if rec.summary is None:
+            rows.append(
+                f'<tr id="{rec.anchor}"><td class="num">{i}</td><td>{ident}</td>'
+                f'<td colspan="6" class="error">cannot be read: {_e(rec.error)}</td>'
+                f"<td>{prov}</td></tr>"
+            )
+            continue
+        s = rec.summary
+        types = ", ".join(f"{_e(k)} {v}" for k, v in s["ch_types"].items())
+        events = s["events"]
+        n_events = sum(events.values())
+        detail = ", ".join(f"{_e(k)} {v}" for k, v in events.items())
+        ev_cell = (f'{n_events:,}<div class="muted">{detail}</div>' if 0 < len(events) <= 4
+                   else f'<span title="{detail}">{n_events:,}</span>')  # fmt: skip
+        rows.append(
+            f'<tr id="{rec.anchor}"><td class="num">{i}</td>'
+            f'<td>{ident}<div class="muted">{_e(s["recording"])}</div></td>'
+            f"<td>{_e(s['modality'])}</td>"
+            f'<td class="num">{s["n_channels"]:,}<div class="muted">{types}</div></td>'
+            f'<td class="num">{s["sfreq"]:g} Hz</td>'
+            f'<td class="num">{_fmt_seconds(s["duration_s"])}</td>'
+            f'<td class="num">{ev_cell}</td>'
+            f'<td class="num">{_fmt_bytes(s["nbytes_stored"])}</td>'
+            f"<td>{prov}</td></tr>"
+        )
+    parts = [f"<table>{head}{''.join(rows)}</table>"]
+    if thumbnails:
+        cards = []
+        for i, rec in enumerate(recs, start=1):
+            if rec.thumbnail is not None:
+                cards.append(
+                    f'<figure id="thumb-{i}">{_img(rec.thumbnail, _recording_label(rec))}'
+                    f"<figcaption>{_a(rec.anchor, f'#{i}')} {_e(rec.name)}</figcaption>"
+                    "</figure>"
+                )
+            elif rec.thumbnail_note:
+                cards.append(
+                    f'<figure id="thumb-{i}"><figcaption>{_a(rec.anchor, f"#{i}")} '
+                    f"{_e(rec.name)}: {_e(rec.thumbnail_note)}</figcaption></figure>"
+                )
+        parts.append(f'<h3>Thumbnails</h3><div class="grid thumbs">{"".join(cards)}</div>')
+    return "".join(parts)
+
+
+def _recording_links(ids: Iterable[Any], by_path: Mapping[str, _Recording]) -> str:
+    """The recordings a result names, linked to their rows when they are in the report."""
+    items = []
+    for rid in ids:
+        rec = by_path.get(os.path.abspath(str(rid))) if "://" not in str(rid) else None
+        if rec is not None:
+            items.append(_a(rec.anchor, _e(_recording_label(rec)), str(rid)))
+        else:
+            items.append(f'<span title="{_e(rid)}">{_e(_short_path(str(rid)))}</span>')
+    if len(items) <= _MAX_NAMED:
+        return "<br>".join(items) or "—"
+    return (
+        "<br>".join(items[:_MAX_NAMED])
+        + f"<details><summary>{len(items) - _MAX_NAMED} more</summary>"
+        + "<br>".join(items[_MAX_NAMED:])
+        + "</details>"
+    )
+
+
+def _decoding_section(
+    results: list[tuple[_Source, dict[str, Any]]], by_path: Mapping[str, _Recording]
+) -> str:
+    if not results:
+        return _empty("decoding results")
+    head = (
+        "<tr><th>analysis</th><th>recordings</th><th>estimator</th><th>cv</th>"
+        "<th>samples</th><th>metric</th><th>score ± std</th><th>chance</th><th>p-value</th>"
+        "<th>permutations</th></tr>"
+    )
+    rows = []
+    chart_rows = []
+    for k, (src, data) in enumerate(results, start=1):
+        anchor = src.anchor
+        metrics = data["metrics"]
+        n = max(len(metrics), 1)
+        estimator = data.get("estimator_name") or data.get("estimator") or "—"
+        est_cell = f'<span title="{_e(data.get("estimator", ""))}">{_e(estimator)}</span>'
+        cv = data.get("cv")
+        cv_cell = (
+            f'<span title="{_e(cv)}">{_e(_first_word(cv))}</span>' if cv else "—"
+        ) + (f'<div class="muted">{_a(anchor, _fmt_int(data["n_splits"]))} splits</div>'
+             if data.get("n_splits") is not None else "")  # fmt: skip
+        samples = data.get("samples") or {}
+        kind = samples.get("kind") if isinstance(samples, dict) else None
+        samples_cell = _a(anchor, _fmt_int(data.get("n_samples"))) + (
+            f'<div class="muted">{_e(kind)}</div>' if kind else ""
+        )
+        desc = data.get("description")
+        analysis = f'<span id="dec-{k}">{_e(data["analysis"])}</span>' + (
+            f'<div class="muted">{_e(desc)}</div>' if desc else ""
+        )
+        shared = (
+            f'<td rowspan="{n}">{analysis}</td>'
+            f'<td rowspan="{n}">{_recording_links(data.get("recordings") or [], by_path)}</td>'
+            f'<td rowspan="{n}">{est_cell}</td><td rowspan="{n}">{cv_cell}</td>'
+            f'<td rowspan="{n}" class="num">{samples_cell}</td>'
+        )
+        perm = data.get("n_permutations")
+        perm_cell = (
+            f'<td rowspan="{n}" class="num">{_a(anchor, _fmt_int(perm))}'
+            + (f'<div class="muted">{_e(data["permutation"])}</div>'
+               if data.get("permutation") else "")
+            + "</td>"
+        )  # fmt: skip
+        if not metrics:
+            rows.append(f'<tr>{shared}<td colspan="4" class="empty">no metric</td>{perm_cell}</tr>')
+            continue
+        for j, (metric, entry) in enumerate(metrics.items()):
+            p = _float(entry.get("p_value"))
+            cls = ' class="num sig"' if p is not None and p < 0.05 else ' class="num"'
+            cells = (
+                f"<td>{_e(metric)}</td>"
+                f"<td{cls}>{_a(anchor, _fmt(entry.get('score')))} ± "
+                f"{_a(anchor, _fmt(entry.get('std')))}</td>"
+                f'<td class="num">{_a(anchor, _fmt(entry.get("chance")))}</td>'
+                f"<td{cls}>{_a(anchor, _fmt_p(entry.get('p_value')))}</td>"
+            )
+            rows.append(f"<tr>{shared if j == 0 else ''}{cells}{perm_cell if j == 0 else ''}</tr>")
+            chart_rows.append(
+                {"label": data["analysis"], "metric": metric, "score": entry.get("score"),
+                 "std": entry.get("std"), "chance": entry.get("chance"),
+                 "p_value": entry.get("p_value")}
+            )  # fmt: skip
+    parts = [f"<table>{head}{''.join(rows)}</table>"]
+    plottable = [r for r in chart_rows if math.isfinite(_float(r["score"]) or math.nan)]
+    if plottable:
+        chart = figures.decoding_chart(plottable)
+        parts.append(
+            '<figure id="decoding-chart">'
+            f"{_img(chart, 'cross-validated scores against their permutation chance levels')}"
+            "<figcaption>Cross-validated score ± std over folds (bars), the permutation chance "
+            "level (red line) and the p-value above each bar; dark bars: p &lt; 0.05."
+            "</figcaption></figure>"
+        )
+    for src, data in results:
+        conf = data.get("confusion")
+        if isinstance(conf, dict) and conf.get("labels") and conf.get("matrix"):
+            parts.append(
+                f"<details><summary>confusion matrix of {_e(data['analysis'])}</summary>"
+                f"{_matrix_table(conf['labels'], conf['matrix'], src.anchor, integer=True)}"
+                "</details>"
+            )
+    return "".join(parts)
+
+
+def _first_word(text: Any) -> str:
+    """``StratifiedKFold(n_splits=5, ...)`` → ``StratifiedKFold``."""
+    text = str(text)
+    return text.split("(", 1)[0] if "(" in text else text
+
+
+def _matrix_table(labels: Sequence[Any], matrix: Any, anchor: str, *, integer: bool = False) -> str:
+    rows = ["<tr><th></th>" + "".join(f"<th>{_e(_short_path(str(x), 2))}</th>" for x in labels)
+            + "</tr>"]  # fmt: skip
+    for label, row in zip(labels, matrix, strict=False):
+        cells = "".join(
+            f'<td class="num">{_a(anchor, _fmt_int(v) if integer else _fmt_fixed(v))}</td>'
+            for v in row
+        )
+        rows.append(f"<tr><th>{_e(_short_path(str(label), 2))}</th>{cells}</tr>")
+    return f'<table class="matrix">{"".join(rows)}</table>'
+
+
+def _embedding_panels(loaded: dict[str, Any]) -> list[dict[str, Any]]:
+    panels = []
+    for item in loaded["embeddings"][:MAX_EMBEDDING_PANELS]:
+        emb = item["embedding"]
+        behavior = item["behavior"]
+        color, name = None, "sample"
+        if behavior is not None and behavior.size and len(behavior) == len(emb):
+            b = behavior.reshape(len(behavior), -1)
+            if np.issubdtype(b.dtype, np.number):
+                color = b[:, 0].astype(np.float64)
+                name = item["behavior_names"][0] if item["behavior_names"] else "behaviour 0"
+        panels.append({"title": item["name"], "embedding": emb, "color": color,
+                       "color_name": name})  # fmt: skip
+    return panels
+
+
+def _embeddings_section(
+    folders: list[tuple[_Source, dict[str, Any]]], by_path: Mapping[str, _Recording]
+) -> str:
+    if not folders:
+        return _empty("embeddings")
+    parts = []
+    for k, (src, loaded) in enumerate(folders, start=1):
+        anchor = src.anchor
+        summary = loaded["summary"]
+        parts.append(
+            f'<h3 id="emb-{k}">{_e(src.path.name)}</h3>'
+            f'<p class="muted">{_e(src.path)} · provenance: '
+            f"{_a(anchor, 'record' if src.record else 'none')}</p>"
+        )
+        model = summary.get("model")
+        if isinstance(model, dict) and model:
+            items = ", ".join(f"{_e(key)}={_e(value)}" for key, value in model.items()
+                              if not isinstance(value, dict | list))  # fmt: skip
+            parts.append(f'<p class="muted">model: {items}</p>')
+        parts.append(_embedding_table(summary["recordings"], anchor, by_path))
+        panels = _embedding_panels(loaded)
+        if panels:
+            more = len(loaded["embeddings"]) - len(panels)
+            note = f" ({more} more embeddings not drawn)" if more > 0 else ""
+            parts.append(
+                f'<figure id="emb-{k}-scatter">'
+                f"{_img(figures.embedding_scatter(panels), 'embeddings coloured by behaviour')}"
+                "<figcaption>Each embedding (first two dimensions, or its first two principal "
+                f"components), coloured by the first behaviour variable{_e(note)}.</figcaption>"
+                "</figure>"
+            )
+        else:
+            parts.append('<p class="empty">no embedding files (embeddings/*.npz)</p>')
+        consistency = summary.get("consistency")
+        if consistency:
+            labels = [str(x) for x in consistency["labels"]]
+            shown = [_display_id(x, by_path) for x in labels]
+            heat = figures.consistency_heatmap(shown, consistency["matrix"])
+            parts.append(
+                f'<figure id="emb-{k}-consistency">{_img(heat, "consistency matrix")}'
+                "<figcaption>Consistency across recordings (row: reference, column: aligned)."
+                "</figcaption></figure>"
+                f"{_matrix_table(shown, consistency['matrix'], anchor)}"
+            )
+        else:
+            parts.append('<p class="empty">no consistency matrix in this embed folder</p>')
+        figs = loaded["figures"]
+        if figs:
+            cards = []
+            for fig in figs:
+                if fig["png"] is not None:
+                    cards.append(
+                        f"<figure>{_img(fig['png'], fig['path'])}"
+                        f"<figcaption>{_e(fig['path'])}</figcaption></figure>"
+                    )
+                else:
+                    cards.append(f"<figure><figcaption>{_e(fig['path'])}: {_e(fig['note'])}"
+                                 "</figcaption></figure>")  # fmt: skip
+            parts.append(f'<h4>Figures of the embed stage</h4><div class="grid">{"".join(cards)}'
+                         "</div>")  # fmt: skip
+    return "".join(parts)
+
+
+def _display_id(rid: str, by_path: Mapping[str, _Recording]) -> str:
+    rec = by_path.get(os.path.abspath(rid)) if "://" not in rid else None
+    return _recording_label(rec) if rec is not None else _short_path(rid, 3)
+
+
+def _embedding_table(
+    recordings: list[dict[str, Any]], anchor: str, by_path: Mapping[str, _Recording]
+) -> str:
+    head = (
+        "<tr><th>recording</th><th>subject</th><th>modality</th><th>samples</th>"
+        "<th>behaviour</th><th>metric</th><th>score</th><th>chance</th><th>p-value</th></tr>"
+    )
+    rows = []
+    for rec in recordings:
+        decoding = rec.get("decoding") or {}
+        n = max(len(decoding), 1)
+        behavior = rec.get("behavior") or []
+        ident = _recording_links([rec["id"]], by_path)
+        shared = (
+            f'<td rowspan="{n}">{ident}</td><td rowspan="{n}">{_e(rec.get("subject", "—"))}</td>'
+            f'<td rowspan="{n}">{_e(rec.get("modality", "—"))}</td>'
+            f'<td rowspan="{n}" class="num">{_a(anchor, _fmt_int(rec.get("n_samples")))}</td>'
+            f'<td rowspan="{n}">{_e(", ".join(map(str, behavior)) or "—")}</td>'
+        )
+        if not decoding:
+            rows.append(f'<tr>{shared}<td colspan="4" class="empty">not decoded</td></tr>')
+            continue
+        for j, (metric, entry) in enumerate(decoding.items()):
+            entry = entry if isinstance(entry, dict) else {"score": entry}
+            p = _float(entry.get("p_value"))
+            cls = ' class="num sig"' if p is not None and p < 0.05 else ' class="num"'
+            rows.append(
+                f"<tr>{shared if j == 0 else ''}<td>{_e(metric)}</td>"
+                f"<td{cls}>{_a(anchor, _fmt(entry.get('score')))}</td>"
+                f'<td class="num">{_a(anchor, _fmt(entry.get("chance")))}</td>'
+                f"<td{cls}>{_a(anchor, _fmt_p(entry.get('p_value')))}</td></tr>"
+            )
+    if not rows:
+        return '<p class="empty">no recordings in this embed folder</p>'
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _provenance_section(sources: _Sources) -> str:
+    if not sources.items:
+        return _empty("inputs")
+    parts = []
+    for src in sources.items:
+        title = f"{_e(src.role)}: <code>{_e(src.path)}</code>"
+        rec = src.record
+        if rec is None:
+            parts.append(
+                f'<article id="{src.anchor}"><h3>{title}</h3>'
+                '<p class="empty">no provenance (not written by a stage)</p></article>'
+            )
+            continue
+        inputs = []
+        for role, items in (rec.get("inputs") or {}).items():
+            for item in items or []:
+                path = str(item.get("path", ""))
+                other = sources.find(path) if path else None
+                shown = _e(path) if other is None else _a(other.anchor, _e(path))
+                inputs.append(
+                    f"<tr><td>{_e(role)}</td><td>{shown}</td>"
+                    f"<td><code>{_e(item.get('fingerprint', ''))}</code></td></tr>"
+                )
+        inputs_html = (
+            "<table><tr><th>input</th><th>path</th><th>fingerprint</th></tr>"
+            + "".join(inputs) + "</table>" if inputs else '<p class="empty">no inputs</p>'
+        )  # fmt: skip
+        outputs = "".join(
+            f"<tr><td>{_e(role)}</td><td>{_e(item.get('path', ''))}</td>"
+            f"<td><code>{_e(item.get('fingerprint', ''))}</code></td></tr>"
+            for role, item in (rec.get("outputs") or {}).items() if isinstance(item, dict)
+        )  # fmt: skip
+        versions = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (rec.get("versions") or {}).items())
+        fields = [
+            ("stage", _e(rec.get("stage", "—"))),
+            ("job", _e(rec.get("job") or "—")),
+            ("job hash", f"<code>{_e(str(rec.get('hash', '—'))[:16])}</code>"),
+            ("code version", f"<code>{_e(rec.get('code_version', '—'))}</code>"),
+            ("git", f"<code>{_e(rec.get('git') or 'unknown')}</code>"),
+            ("host", _e(rec.get("host", "—"))),
+            ("started", _e(rec.get("started", "—"))),
+            ("finished", _e(rec.get("finished", "—"))),
+            ("seconds", _fmt_seconds(rec.get("seconds"))),
+            ("versions", versions or "—"),
+        ]
+        dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in fields)
+        summary = rec.get("summary")
+        parts.append(
+            f'<article id="{src.anchor}"><h3>{title}</h3><dl>{dl}</dl>'
+            f"<h4>config</h4>{_json_block(rec.get('config', {}))}"
+            f"<h4>inputs</h4>{inputs_html}"
+            + (f"<h4>outputs</h4><table><tr><th>output</th><th>path</th><th>fingerprint</th>"
+               f"</tr>{outputs}</table>" if outputs else "")
+            + (f"<details><summary>summary of the job</summary>{_json_block(summary)}</details>"
+               if summary is not None else "")
+            + "</article>"
+        )  # fmt: skip
+    return "".join(parts)
+
+
+def _workflow_section(jobs: list[dict[str, Any]] | None) -> str:
+    if not jobs:
+        return _empty("workflow jobs")
+    counts: dict[str, int] = {}
+    rows = []
+    for job in jobs:
+        status = str(job.get("status", "—"))
+        counts[status] = counts.get(status, 0) + 1
+        cls = _SAFE_CLASS.sub("-", status.lower())
+        rows.append(
+            f"<tr><td>{_e(job.get('job', '—'))}</td><td>{_e(job.get('stage', '—'))}</td>"
+            f'<td class="status-{cls}">{_e(status)}</td><td>{_e(job.get("reason") or "")}</td>'
+            f'<td class="num">{_fmt_seconds(job.get("seconds"))}</td></tr>'
+        )
+    tally = ", ".join(f"{n} {_e(s)}" for s, n in counts.items())
+    return (
+        f"<p>{len(jobs)} jobs: {tally}.</p><table><tr><th>job</th><th>stage</th><th>status</th>"
+        f"<th>reason</th><th>seconds</th></tr>{''.join(rows)}</table>"
+    )
+
+
+_CSS = """
+:root{--ink:#1b2a4a;--muted:#5b6478;--line:#d8dde6;--bg:#f4f6f9;--accent:#2456a6}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;
+color:var(--ink);background:var(--bg)}
+header{background:var(--ink);color:#fff;padding:18px 28px}
+header h1{margin:0 0 4px;font-size:22px}
+header p{margin:0;color:#c9d2e3;font-size:13px}
+nav{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid var(--line);
+padding:8px 28px;display:flex;gap:20px;flex-wrap:wrap}
+nav a{color:var(--accent);text-decoration:none;font-weight:600}
+main{padding:4px 28px 40px;max-width:1500px}
+section{background:#fff;border:1px solid var(--line);border-radius:6px;padding:14px 20px;
+margin:18px 0;overflow-x:auto}
+section h2{margin:0 0 10px;font-size:19px}
+h3{font-size:15px;margin:18px 0 6px}
+h4{font-size:13px;margin:12px 0 4px;color:var(--muted)}
+table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
+th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#eef1f6;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.sig{font-weight:700}
+td.error{color:#b00020}
+a{color:var(--accent)}
+tr:target,article:target,figure:target,span:target{outline:2px solid #f0a500}
+.empty{color:var(--muted);font-style:italic}
+.muted{color:var(--muted);font-size:12px}
+.grid{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:8px 0;border:1px solid var(--line);border-radius:4px;padding:6px;background:#fff;
+max-width:100%}
+.thumbs figure{margin:0}
+figcaption{font-size:12px;color:var(--muted);margin-top:4px}
+img{max-width:100%;height:auto;display:block}
+pre{background:#f3f5f9;border:1px solid var(--line);padding:8px;overflow:auto;font-size:12px;
+max-height:360px;margin:4px 0}
+code{font-size:12px}
+article{border-top:1px solid var(--line);padding:6px 0 10px}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0;font-size:13px}
+dt{color:var(--muted)}
+dd{margin:0;word-break:break-word}
+.status-failed,.status-error{color:#b00020;font-weight:600}
+.status-done,.status-ran,.status-finished{color:#1a7f37}
+.status-skipped,.status-up-to-date{color:var(--muted)}
+"""
+
+
+def write_report(
+    path: str | os.PathLike,
+    *,
+    stores: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    decode: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    embed: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    title: str = "neurodecode report",
+    workflow: Sequence[Mapping[str, Any]] | None = None,
+    thumbnails: bool = True,
+    thumbnail_seconds: float = 10.0,
+) -> dict[str, Any]:
+    """Write one self-contained HTML report of a run, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.html`` file to write (its folder is created).
+    stores : path-like or iterable of path-like
+        Folders of recording stores (or stores), e.g. the outputs of ``simulate`` / ``ingest``.
+    decode : path-like or iterable of path-like
+        ``metrics.json`` files of the decode stage.
+    embed : path-like or iterable of path-like
+        Folders written by the embed stage.
+    title : str
+        The report's title.
+    workflow : sequence of mapping, optional
+        The workflow's job table: ``job``, ``stage``, ``status``, ``reason``, ``seconds``.
+    thumbnails : bool
+        Draw a thumbnail of every recording.
+    thumbnail_seconds : float
+        Length of the trace window of time-series thumbnails.
+
+    Returns
+    -------
+    dict
+        ``path``, ``bytes`` (size of the file), ``recordings``, ``unreadable`` (stores that
+        could not be read), ``analyses`` (metrics files), ``scores`` (metric rows),
+        ``embeddings`` (embed folders), ``jobs`` and ``seconds``.
+
+    Raises
+    ------
+    ReportError
+        If an input is missing or is not what its role expects (naming the file and the
+        problem), or the report cannot be written. A damaged store does not stop the report:
+        its row says why it cannot be read.
+    """
+    t0 = time.perf_counter()
+    stores, decode, embed = _paths(stores), _paths(decode), _paths(embed)
+    if thumbnail_seconds <= 0:
+        raise ReportError(f"thumbnail_seconds must be positive, got {thumbnail_seconds}")
+    jobs = None if workflow is None else _check_jobs(workflow, "workflow")
+    sources = _Sources()
+    recs = _read_recordings(stores, sources, thumbnails, thumbnail_seconds)
+    by_path = {os.path.abspath(r.path): r for r in recs}
+    results = []
+    for p in decode:
+        data = load_metrics(p)
+        src = sources.add("decode", p)
+        if src is not None:
+            results.append((src, data))
+    folders = []
+    for p in embed:
+        loaded = load_embedding(p)
+        src = sources.add("embed", p)
+        if src is not None:
+            folders.append((src, loaded))
+
+    from .. import __version__
+
+    bodies = {
+        "recordings": _recordings_section(recs, thumbnails),
+        "decoding": _decoding_section(results, by_path),
+        "embeddings": _embeddings_section(folders, by_path),
+        "provenance": _provenance_section(sources),
+        "workflow": _workflow_section(jobs),
+    }
+    counts = {
+        "recordings": len(recs),
+        "decoding": sum(max(len(d["metrics"]), 1) for _, d in results),
+        "embeddings": len(folders),
+        "provenance": len(sources.items),
+        "workflow": len(jobs or []),
+    }
+    nav = "".join(f'<a href="#{sid}">{_e(name)} ({counts[sid]})</a>' for sid, name in SECTIONS)
+    sections = "".join(
+        f'<section id="{sid}"><h2>{_e(name)}</h2>{bodies[sid]}</section>' for sid, name in SECTIONS
+    )
+    now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    doc = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="generator" content="neurodecode {_e(__version__)}">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{_e(title)}</h1><p>written {_e(now)} by neurodecode {_e(__version__)} · "
+        f"{len(recs)} recordings · {len(results)} decoding results · {len(folders)} embed "
+        f"folders</p></header><nav>{nav}</nav><main>{sections}</main></body></html>\n"
+    )
+    out = Path(path)
+    _write_atomic(out, doc)
+    return {
+        "path": str(out),
+        "bytes": out.stat().st_size,
+        "recordings": len(recs),
+        "unreadable": sum(r.error is not None for r in recs),
+        "analyses": len(results),
+        "scores": counts["decoding"],
+        "embeddings": len(folders),
+        "jobs": len(jobs or []),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _paths(value: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """One path or several, as a list."""
+    if isinstance(value, str | os.PathLike):
+        return [Path(value)]
+    return [Path(v) for v in value]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a hidden temporary sibling of ``path``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ReportError(
+                f"{path}: the report cannot be written ({err.strerror or err})"
+            ) from None
+        raise

@@ -1,0 +1,618 @@
+"""The HTML report and the ``report`` stage, on real inputs, rendered in headless Chromium.
+
+The inputs are built as a workflow would: simulated stores written by the ``simulate`` stage,
+``metrics.json`` files and an embed folder written through :func:`run_stage` by two small stages
+defined here (ridge decoding with permutation chance levels, PCA embeddings), in the decode and
+embed stages' formats, so every input has a provenance record.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from neurodecode.config import StageConfig
+from neurodecode.pipelines import (
+    STAGES,
+    Slot,
+    Stage,
+    StageError,
+    read_provenance,
+    register,
+    run_stage,
+)
+from neurodecode.pipelines.fingerprints import fingerprint
+from neurodecode.report import SECTIONS, ReportError, load_metrics, write_report
+from neurodecode.report import figures as rfig
+from neurodecode.store import find_recordings, open_recording
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NASTY = 'pos<i>x</i> & "y" <script>alert(1)</script>'
+
+
+# --------------------------------------------------------------------------------------------
+# two small stages writing the decode and embed formats (real numbers, through run_stage)
+
+
+class _DecodeConfig(StageConfig):
+    analysis: str
+    subject: str
+    modality: str = "calcium"
+    n_permutations: int = 19
+
+
+class _OneThread(Stage):
+    """A stage whose BLAS calls use one thread (small fits on a busy 2-core machine)."""
+
+    def run(self, config: Any, inputs: Mapping[str, list[Path]], outputs: Mapping[str, Path]):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self.compute(config, inputs, outputs)
+
+
+class _TestDecode(_OneThread):
+    """Ridge decoding of position from one subject's recording, chance by permutations."""
+
+    name = "test-report-decode"
+    Config = _DecodeConfig
+    inputs = {"stores": Slot("a folder of stores")}
+    outputs = {"metrics": Slot("metrics.json")}
+
+    def compute(self, config: Any, inputs: Mapping[str, list[Path]], outputs: Mapping[str, Path]):
+        from sklearn.linear_model import Ridge
+        from sklearn.model_selection import KFold, cross_validate, permutation_test_score
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        store = _store(inputs["stores"][0], config.subject, config.modality)
+        ds = open_recording(store)
+        X = np.asarray(ds["signal"].values, dtype=np.float64)
+        y = np.asarray(ds["behavior_position"].values, dtype=np.float64)
+        est = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+        cv = KFold(5)
+        scoring = {"r2": "r2", "neg_mae": "neg_mean_absolute_error"}
+        res = cross_validate(est, X, y, cv=cv, scoring=scoring)
+        metrics = {}
+        for name, scorer in scoring.items():
+            score, null, p = permutation_test_score(
+                est, X, y, cv=cv, scoring=scorer, n_permutations=config.n_permutations,
+                random_state=0,
+            )  # fmt: skip
+            metrics[name] = {"score": float(score), "std": float(res[f"test_{name}"].std()),
+                             "chance": float(null.mean()), "p_value": float(p)}  # fmt: skip
+        folds = [
+            {"fold": i, "n_train": len(tr), "n_test": len(te),
+             **{m: float(res[f"test_{m}"][i]) for m in scoring}}
+            for i, (tr, te) in enumerate(cv.split(X))
+        ]  # fmt: skip
+        data = {
+            "analysis": config.analysis, "description": "ridge <b>decoding</b> of position",
+            "recordings": [os.path.abspath(store)],
+            "samples": {"kind": "time_samples"}, "n_samples": len(y), "classes": None,
+            "estimator": repr(est), "estimator_name": "ridge", "cv": repr(cv), "n_splits": 5,
+            "n_permutations": config.n_permutations, "permutation": "global",
+            "metrics": metrics, "folds": folds, "confusion": None, "seconds": 0.0,
+        }  # fmt: skip
+        outputs["metrics"].write_text(json.dumps(data))
+        return {"analysis": config.analysis}
+
+
+class _EmbedConfig(StageConfig):
+    modality: str = "calcium"
+    output_dimension: int = 3
+
+
+class _TestEmbed(_OneThread):
+    """PCA embeddings per recording, position decoding from them, linear consistency."""
+
+    name = "test-report-embed"
+    Config = _EmbedConfig
+    inputs = {"stores": Slot("a folder of stores")}
+    outputs = {"embedding": Slot("embed folder")}
+
+    def compute(self, config: Any, inputs: Mapping[str, list[Path]], outputs: Mapping[str, Path]):
+        from sklearn.decomposition import PCA
+        from sklearn.linear_model import LinearRegression, Ridge
+        from sklearn.model_selection import KFold, permutation_test_score
+
+        out = outputs["embedding"]
+        for sub in ("embeddings", "figures"):
+            (out / sub).mkdir(parents=True)
+        stores = [p for p in find_recordings(inputs["stores"][0]) if p.parts[-2] == config.modality]
+        recs, embs, ratios = [], [], []
+        for store in stores:
+            ds = open_recording(store)
+            x = np.asarray(ds["signal"].values, dtype=np.float64)
+            pca = PCA(config.output_dimension, random_state=0).fit(x)
+            emb = pca.transform(x).astype(np.float32)
+            behavior = np.column_stack(
+                [ds["behavior_position"].values, ds["behavior_speed"].values]
+            )
+            rid = os.path.abspath(store)
+            safe = f"sub-{ds.attrs['subject']}_{config.modality}"
+            np.savez(out / "embeddings" / f"{safe}.npz", embedding=emb,
+                     time=ds["time"].values, behavior=behavior,
+                     behavior_names=np.array(["position", "speed"]))  # fmt: skip
+            score, null, p = permutation_test_score(
+                Ridge(1.0), emb, behavior[:, 0], cv=KFold(5), n_permutations=19, random_state=0
+            )
+            recs.append({
+                "id": rid, "subject": str(ds.attrs["subject"]), "modality": config.modality,
+                "n_samples": len(emb), "behavior": ["position", "speed"],
+                "decoding": {"r2": {"score": float(score), "chance": float(null.mean()),
+                                    "p_value": float(p)}},
+            })  # fmt: skip
+            embs.append(emb)
+            ratios.append(pca.explained_variance_ratio_)
+        n = min(len(e) for e in embs)
+        matrix = [[float(LinearRegression().fit(a[:n], b[:n]).score(a[:n], b[:n]))
+                   for b in embs] for a in embs]  # fmt: skip
+        fig = Figure(figsize=(4, 3))
+        ax = fig.subplots()
+        for r, rec in zip(ratios, recs, strict=True):
+            ax.plot(np.arange(1, len(r) + 1), r, marker="o", label=f"sub-{rec['subject']}")
+        ax.legend()
+        fig.savefig(out / "figures" / "explained_variance.png", dpi=50)
+        summary = {
+            "recordings": recs,
+            "consistency": {"labels": [r["id"] for r in recs], "matrix": matrix},
+            "model": {"output_dimension": config.output_dimension, "n_iter": 0, "kind": "pca"},
+            "figures": ["figures/explained_variance.png"],
+        }
+        (out / "summary.json").write_text(json.dumps(summary))
+        return {"recordings": len(recs)}
+
+
+def _store(folder: Path, subject: str, modality: str) -> Path:
+    for p in find_recordings(folder):
+        if p.parts[-2] == modality and p.parts[-4] == f"sub-{subject}":
+            return p
+    raise AssertionError(f"no {modality} store of sub-{subject} in {folder}")
+
+
+# --------------------------------------------------------------------------------------------
+# a small DOM
+
+
+class _Dom(HTMLParser):
+    """Element ids, links, images, tags and table rows (cell texts) of an HTML document."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: dict[str, str] = {}
+        self.hrefs: list[str] = []
+        self.srcs: list[str] = []
+        self.tags: set[str] = set()
+        self.rows: list[list[str]] = []
+        self.cell_links: list[list[list[str]]] = []
+        self.h2: list[str] = []
+        self.text: list[str] = []
+        self._stack: list[str] = []
+        self._cell: list[str] | None = None
+        self._links: list[str] = []
+        self._h2: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.add(tag)
+        if "id" in a:
+            assert a["id"] not in self.ids, f"duplicate id {a['id']}"
+            self.ids[a["id"]] = tag
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+            if self._cell is not None:
+                self._links.append(a["href"])
+        if tag == "img":
+            self.srcs.append(a.get("src") or "")
+        if tag == "tr":
+            self.rows.append([])
+            self.cell_links.append([])
+        if tag in ("td", "th"):
+            self._cell, self._links = [], []
+        elif tag in ("div", "br", "details") and self._cell is not None:
+            self._cell.append(" ")  # block breaks separate words
+        if tag == "h2":
+            self._h2 = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self.cell_links[-1].append(self._links)
+            self._cell = None
+        if tag == "h2" and self._h2 is not None:
+            self.h2.append("".join(self._h2).strip())
+            self._h2 = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._h2 is not None:
+            self._h2.append(data)
+
+    def row_with(self, *cells: str) -> tuple[list[str], list[list[str]]]:
+        """The first row holding ``cells`` in this order (and its links per cell)."""
+        for row, links in zip(self.rows, self.cell_links, strict=True):
+            try:
+                start = row.index(cells[0])
+            except ValueError:
+                continue
+            if row[start : start + len(cells)] == list(cells):
+                return row, links
+        raise AssertionError(f"no table row with {cells}")
+
+
+def _num(x: float) -> str:
+    """A score as the report writes it: 3 decimals, or 3 significant digits below 0.001."""
+    return f"{x:.3f}" if x == 0 or abs(x) >= 1e-3 else f"{x:.2e}"
+
+
+def _png(uri: str) -> np.ndarray:
+    from PIL import Image
+
+    assert uri.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Stores, two metrics files and an embed folder, all written through ``run_stage``."""
+    root = tmp_path_factory.mktemp("report_run")
+    for cls in (_TestDecode, _TestEmbed):
+        register(cls)
+    try:
+        stores = root / "stores" / "sim"
+        run_stage("simulate", {"n_subjects": 2, "duration": 20.0, "n_images": None,
+                               "modalities": ["eeg", "fmri", "calcium"]},
+                  {}, {"stores": stores}, job="simulate")  # fmt: skip
+        metrics = []
+        for subject, name in (("01", NASTY), ("02", "sim_position_sub-02")):
+            out = root / "decode" / f"sub-{subject}" / "metrics.json"
+            run_stage("test-report-decode", {"analysis": name, "subject": subject},
+                      {"stores": stores}, {"metrics": out}, job=f"decode-{subject}")  # fmt: skip
+            metrics.append(out)
+        embed = root / "embed" / "sim"
+        run_stage("test-report-embed", {}, {"stores": stores}, {"embedding": embed}, job="embed")
+        yield {"root": root, "stores": stores, "metrics": metrics, "embed": embed}
+    finally:
+        for cls in (_TestDecode, _TestEmbed):
+            STAGES.pop(cls.name, None)
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    """The report of that run, written by the report stage."""
+    path = run_dir["root"] / "report" / "report.html"
+    jobs = run_dir["root"] / "jobs.json"
+    jobs.write_text(json.dumps({"jobs": [
+        {"job": "simulate", "stage": "simulate", "status": "ran", "reason": "new", "seconds": 5.1},
+        {"job": "decode-01", "stage": "decode", "status": "skipped", "reason": "up to date",
+         "seconds": 0.01},
+        {"job": "<evil>", "stage": "embed", "status": "failed", "reason": "input changed: a&b",
+         "seconds": None},
+    ]}))  # fmt: skip
+    record = run_stage(
+        "report",
+        {"title": "Run <report> & more"},
+        {"stores": [run_dir["stores"]], "decode": run_dir["metrics"], "embed": [run_dir["embed"]],
+         "jobs": jobs},
+        {"report": path},
+        job="report",
+    )  # fmt: skip
+    text = path.read_text(encoding="utf-8")
+    return {"path": path, "text": text, "dom": _Dom(text), "record": record, "jobs": jobs}
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    return exe
+
+
+def _browse(exe: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=90, check=True,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+
+
+@pytest.mark.slow
+def test_dom_has_every_section_recording_and_score(run_dir, report):
+    dom = report["dom"]
+    for sid, name in SECTIONS:
+        assert dom.ids.get(sid) == "section", sid
+        assert name in dom.h2
+        assert f"#{sid}" in dom.hrefs  # the navigation bar
+    # every recording: its store path in the table, its row and its thumbnail
+    stores = find_recordings(run_dir["stores"])
+    assert len(stores) == 6
+    names = {row[1].split(" sub-")[0] for row in dom.rows if len(row) == 9}
+    for store in stores:
+        assert f"sim/{store.relative_to(run_dir['stores']).as_posix()}" in names
+    thumbs = [i for i in dom.ids if i.startswith("thumb-")]
+    assert len(thumbs) == len(stores)
+    # every metric of every metrics file: score ± std, chance and p-value side by side
+    for path in run_dir["metrics"]:
+        data = json.loads(path.read_text())
+        anchor = next(
+            i for i, tag in dom.ids.items()
+            if tag == "article" and i.startswith("prov-") and
+            _article_mentions(report["text"], i, str(path))
+        )  # fmt: skip
+        for metric, m in data["metrics"].items():
+            row, links = dom.row_with(
+                metric,
+                f"{_num(m['score'])} ± {_num(m['std'])}",
+                _num(m["chance"]),
+                f"{m['p_value']:.3g}",
+            )
+            start = row.index(metric)
+            for cell_links in links[start + 1 : start + 4]:  # every number links to provenance
+                assert cell_links and set(cell_links) == {f"#{anchor}"}
+    # the embed folder's per-recording scores with chance and p-value
+    summary = json.loads((run_dir["embed"] / "summary.json").read_text())
+    for rec in summary["recordings"]:
+        r2 = rec["decoding"]["r2"]
+        dom.row_with("r2", _num(r2["score"]), _num(r2["chance"]), f"{r2['p_value']:.3g}")
+    # every link lands on an element of the page; no script, no external resource
+    for href in dom.hrefs:
+        assert href.startswith("#") and href[1:] in dom.ids, href
+    assert "script" not in dom.tags
+    assert all(src.startswith("data:image/png;base64,") for src in dom.srcs)
+    assert "http://" not in report["text"] and "https://" not in report["text"]
+    # strings from the data are escaped, not interpreted
+    assert NASTY in "".join(dom.text)
+    assert "i" not in dom.tags and "b" not in dom.tags
+    assert "Run <report> & more" in "".join(dom.text)
+    # the workflow table of the jobs file
+    dom.row_with("<evil>", "embed", "failed", "input changed: a&b")
+    dom.row_with("decode-01", "decode", "skipped", "up to date")
+
+
+def _article_mentions(text: str, anchor: str, needle: str) -> bool:
+    start = text.index(f'id="{anchor}"')
+    end = text.find("<article", start + 1)
+    return needle in text[start : end if end > 0 else len(text)]
+
+
+@pytest.mark.slow
+def test_provenance_of_every_input(run_dir, report):
+    text, dom = report["text"], report["dom"]
+    articles = [i for i, tag in dom.ids.items() if tag == "article"]
+    assert len(articles) == 1 + len(run_dir["metrics"]) + 1
+    stage_of = {str(run_dir["stores"]): "simulate", str(run_dir["embed"]): "test-report-embed",
+                **{str(p): "test-report-decode" for p in run_dir["metrics"]}}  # fmt: skip
+    for anchor in articles:
+        start = text.index(f'id="{anchor}"')
+        end = text.find("<article", start + 1)
+        chunk = text[start : end if end > 0 else len(text)]
+        path = next(p for p in stage_of if f"<code>{p}</code>" in chunk)
+        record = read_provenance(path)
+        assert record is not None and record["stage"] == stage_of[path]
+        assert f"<dd>{record['stage']}</dd>" in chunk and f"<dd>{record['job']}</dd>" in chunk
+        for items in record["inputs"].values():
+            for item in items:  # input paths and fingerprints
+                assert item["fingerprint"] in chunk
+        for key, value in record["config"].items():  # the config as JSON
+            assert html.escape(json.dumps(value, sort_keys=True)) in chunk, key
+        assert record["started"] in chunk and record["host"] in chunk
+    # a decode job's input (the stores folder) links to the stores' own entry
+    stores_anchor = next(a for a in articles if f"<code>{run_dir['stores']}</code>" in
+                         text[text.index(f'id="{a}"') :].split("<article", 1)[0])  # fmt: skip
+    assert text.count(f'href="#{stores_anchor}">{run_dir["stores"]}</a>') >= 3
+
+
+def test_inputs_without_provenance_are_listed(tmp_path):
+    data = {
+        "analysis": "by hand",
+        "metrics": {"accuracy": {"score": 0.75, "std": 0.1, "chance": 0.5, "p_value": 0.03}},
+    }
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(data))
+    out = write_report(tmp_path / "r.html", decode=[metrics], thumbnails=False)
+    text = (tmp_path / "r.html").read_text()
+    dom = _Dom(text)
+    assert out["analyses"] == 1 and out["scores"] == 1
+    assert "no provenance (not written by a stage)" in text
+    dom.row_with("accuracy", "0.750 ± 0.100", "0.500", "0.03")
+    # empty sections say so instead of disappearing
+    for thing in ("recordings", "embeddings", "workflow jobs"):
+        assert f"no {thing} in this run" in text
+    assert all(dom.ids.get(sid) == "section" for sid, _ in SECTIONS)
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    exe = _chromium()
+    url = report["path"].resolve().as_uri()
+    dumped = _browse(exe, tmp_path, "--dump-dom", url).stdout
+    dom = _Dom(dumped)
+    for sid, name in SECTIONS:
+        assert dom.ids.get(sid) == "section", f"section {sid} missing from the rendered DOM"
+        assert name in dom.h2
+    assert len(dom.srcs) == len(report["dom"].srcs) >= 6 + 1 + 3
+    shot = tmp_path / "shot.png"
+    _browse(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", url)
+    from PIL import Image
+
+    with Image.open(shot) as img:
+        pixels = np.asarray(img.convert("RGB"))
+    assert pixels.shape[:2] == (2000, 1280)
+    colours = np.unique(pixels.reshape(-1, 3)[::7], axis=0)
+    assert pixels.std() > 25, "the screenshot is blank"
+    assert len(colours) > 500, f"only {len(colours)} colours: the figures were not drawn"
+
+
+@pytest.mark.slow
+def test_figures_are_plots_of_the_data(run_dir, report):
+    dom, text = report["dom"], report["text"]
+    # thumbnails: one per recording, each different
+    thumbs = [
+        src for src in dom.srcs
+        if any(f'<figure id="{t}"><img src="{src}"' in text for t in dom.ids if "thumb" in t)
+    ]  # fmt: skip
+    assert len(thumbs) == 6
+    images = [_png(uri) for uri in thumbs]
+    assert len({im.tobytes() for im in images}) == 6
+    assert all(im.std() > 20 for im in images)
+    # two recordings of the same modality are drawn differently (the plot is of their data)
+    eeg = [_store(run_dir["stores"], s, "eeg") for s in ("01", "02")]
+    a, b = (_png(rfig.data_uri(rfig.recording_thumbnail(p))) for p in eeg)
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 1.0
+    # the same recording with other samples gives another picture
+    ds = open_recording(eeg[0]).load()
+    flipped = ds.assign(signal=-ds["signal"])
+    c = _png(rfig.data_uri(rfig.recording_thumbnail(flipped)))
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 0.5
+    # the decoding chart embedded is the chart of the metrics files' numbers
+    rows = []
+    for path in run_dir["metrics"]:
+        data = json.loads(path.read_text())
+        rows += [{"label": data["analysis"], "metric": k, **v} for k, v in data["metrics"].items()]
+    chart = rfig.data_uri(rfig.decoding_chart(rows))
+    assert f'<figure id="decoding-chart"><img src="{chart}"' in text
+    moved = [dict(r, score=r["score"] + 0.3) for r in rows]
+    assert rfig.decoding_chart(moved) != rfig.decoding_chart(rows)
+    # the embed stage's figure is embedded byte for byte; the scatter and heatmap are there
+    own = (run_dir["embed"] / "figures" / "explained_variance.png").read_bytes()
+    assert rfig.data_uri(own) in dom.srcs
+    assert "emb-1-consistency" in dom.ids
+    panels = []  # the scatter is of the npz files' embeddings, coloured by the first behaviour
+    for npz in sorted((run_dir["embed"] / "embeddings").glob("*.npz")):
+        with np.load(npz) as z:
+            panels.append({"title": npz.stem, "embedding": z["embedding"],
+                           "color": z["behavior"][:, 0], "color_name": "position"})  # fmt: skip
+    assert len(panels) == 2
+    scatter = rfig.data_uri(rfig.embedding_scatter(panels))
+    assert f'<figure id="emb-1-scatter"><img src="{scatter}"' in text
+    panels[1]["color"] = panels[1]["color"][::-1]
+    assert rfig.data_uri(rfig.embedding_scatter(panels)) != scatter
+    summary = json.loads((run_dir["embed"] / "summary.json").read_text())
+    matrix = np.asarray(summary["consistency"]["matrix"])
+    for value in matrix.ravel():
+        assert f">{value:.2f}</a></td>" in text
+
+
+@pytest.mark.slow
+def test_report_stage_is_atomic_with_provenance(run_dir, report):
+    path = report["path"]
+    record = read_provenance(path)
+    assert record is not None and record["stage"] == "report" and record["job"] == "report"
+    assert record["outputs"]["report"]["fingerprint"] == fingerprint(path)
+    assert record["config"]["title"] == "Run <report> & more"
+    got = {role: [i["path"] for i in items] for role, items in record["inputs"].items()}
+    assert got["decode"] == [str(p) for p in run_dir["metrics"]]
+    assert got["stores"] == [str(run_dir["stores"])] and got["jobs"] == [str(report["jobs"])]
+    summary = record["summary"]
+    assert summary["recordings"] == 6 and summary["analyses"] == 2 and summary["scores"] == 4
+    assert summary["embeddings"] == 1 and summary["jobs"] == 3 and summary["unreadable"] == 0
+    assert summary["bytes"] == path.stat().st_size
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
+    before = path.read_bytes()
+    # a broken input: a clear error naming the file; the old report is left as it was
+    bad = run_dir["root"] / "bad" / "metrics.json"
+    bad.parent.mkdir(exist_ok=True)
+    bad.write_text('{"analysis": "x", "metrics": {"r2": {"std": 1}}}')
+    with pytest.raises(StageError, match=r"stage report: .*metrics\.json: metrics\.r2 has no"):
+        run_stage("report", {}, {"decode": [bad]}, {"report": path})
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
+    # a missing input, a folder given as a metrics file, an unknown parameter
+    with pytest.raises(StageError, match=r"input 'decode' .*nope\.json does not exist"):
+        run_stage("report", {}, {"decode": [run_dir["root"] / "nope.json"]}, {"report": path})
+    with pytest.raises(StageError, match=r"is a folder; the decode input takes"):
+        run_stage("report", {}, {"decode": [run_dir["embed"]]}, {"report": path})
+    with pytest.raises(StageError, match=r"stage report: unknown parameter 'titel'"):
+        run_stage("report", {"titel": "x"}, {}, {"report": path})
+    with pytest.raises(StageError, match=r"not an embed folder"):
+        run_stage("report", {}, {"embed": run_dir["metrics"][:1]}, {"report": path})
+    with pytest.raises(StageError, match=r"holds no recording store|no recording store below"):
+        run_stage("report", {}, {"stores": [run_dir["embed"]]}, {"report": path})
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    broken = tmp_path / "metrics.json"
+    broken.write_text("{not json")
+    with pytest.raises(ReportError, match=r"metrics\.json: not valid JSON .*line 1"):
+        load_metrics(broken)
+    broken.write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(ReportError, match=r"no 'analysis' key"):
+        load_metrics(broken)
+    embed = tmp_path / "embed"
+    (embed / "embeddings").mkdir(parents=True)
+    (embed / "summary.json").write_text(
+        json.dumps({"recordings": [], "consistency": {"labels": ["a", "b"], "matrix": [[1.0]]}})
+    )
+    with pytest.raises(ReportError, match=r"summary\.json: the consistency matrix has shape"):
+        write_report(tmp_path / "r.html", embed=[embed])
+    with pytest.raises(ReportError, match=r"the workflow job table must be a list"):
+        write_report(tmp_path / "r.html", workflow="job")  # type: ignore[arg-type]
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_damaged_store_is_a_row_not_a_crash(tmp_path, recording):
+    from neurodecode.store import write_recording
+
+    good = tmp_path / "stores" / "a.zarr"
+    bad = tmp_path / "stores" / "b.zarr"
+    write_recording(recording, good)
+    write_recording(recording.assign_attrs(subject="02"), bad)
+    shutil.rmtree(bad / "signal")
+    out = write_report(tmp_path / "r.html", stores=[tmp_path / "stores"])
+    dom = _Dom((tmp_path / "r.html").read_text())
+    assert out["recordings"] == 2 and out["unreadable"] == 1
+    row = next(r for r in dom.rows if r and r[1].startswith("stores/b.zarr"))
+    assert row[2].startswith("cannot be read:")
+    assert len([s for s in dom.srcs if s.startswith("data:image/png")]) == 1  # a's thumbnail
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    import neurodecode.report.html as rhtml
+
+    path = tmp_path / "r.html"
+    write_report(path, title="first")
+    before = path.read_bytes()
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rhtml.os, "replace", disk_full)
+    with pytest.raises(ReportError, match=r"r\.html: the report cannot be written \(No space"):
+        write_report(path, title="second")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
