@@ -224,6 +224,15 @@ def test_folder_outputs_and_resources(tmp_path):
     )
     wf = load_workflow(path)
     assert wf.by_id["join"].depends == ["split"]
+    inner = _write(
+        tmp_path,
+        {
+            "split": {"inputs": {"source": str(src)}, "outputs": {"folder": "parts"}},
+            "one": {"stage": "concat", "inputs": {"sources": "parts/part-1.txt"},
+                    "outputs": {"out": "one.txt"}},
+        },
+    )  # fmt: skip
+    assert load_workflow(inner).by_id["one"].depends == ["split"]  # inside an output folder
     with pytest.raises(WorkflowError, match="job join asks for 64 cpus; the workers of the local"):
         run_workflow(wf, jobs=1)
     assert not (tmp_path / "out" / "parts").exists()  # refused before anything ran

@@ -158,6 +158,8 @@ def plan(
     wanted = workflow.upstream(workflow.select(until)) if until else None
     decisions: list[Decision] = []
     running: dict[str, bool] = {}
+    from .spec import _owner
+
     producer = {p: j.id for j in workflow.jobs for p in j.outputs.values()}
     for job in workflow.jobs:
         if wanted is not None and job.id not in wanted:
@@ -191,7 +193,7 @@ def plan(
             found = _why(workflow, job, first, digests, missing)
             for p in unwritten:
                 found.append(
-                    f"input not written yet: {workflow.relative(p)} (job {producer.get(p)})"
+                    f"input not written yet: {workflow.relative(p)} (job {_owner(p, producer)})"
                 )
             reasons += [r for r in found if r not in reasons] or ["hash changed"]
         run = bool(reasons)

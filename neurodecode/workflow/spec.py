@@ -561,7 +561,8 @@ class _Loader:
                         }
                         paths += sorted(found)
                     else:
-                        if item not in producer and not os.path.exists(item):
+                        owner = _owner(item, producer)
+                        if owner is None and not os.path.exists(item):
                             missing = (role, item)
                             break
                         paths.append(item)
@@ -591,7 +592,8 @@ class _Loader:
                     job.inputs[role] = [p for p in paths if p not in gone]
             final.append(job)
         for job in final:
-            job.depends = sorted({producer[p] for p in job.input_paths if p in producer} - {job.id})
+            owners = {_owner(p, producer) for p in job.input_paths} - {None, job.id}
+            job.depends = sorted(owners)
             stage = get_stage(job.stage)
             for role, slot in stage.inputs.items():
                 got = job.inputs.get(role, [])
@@ -623,6 +625,18 @@ class _Loader:
             return Path(path).relative_to(self.workdir).as_posix()
         except ValueError:
             return path
+
+
+def _owner(path: str, producer: Mapping[str, str]) -> str | None:
+    """The job that writes ``path``, or a folder that holds it (None: no job does)."""
+    p = path
+    while True:
+        if p in producer:
+            return producer[p]
+        parent = os.path.dirname(p)
+        if parent == p:
+            return None
+        p = parent
 
 
 def _topological(jobs: list[Job], path: Path) -> list[Job]:
