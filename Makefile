@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/neurodecode demo --out outputs/demo --config pipelines/simulate.yaml
+	$(BIN)/neurodecode workflow run workflows/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -23,8 +23,9 @@ wildcards. Inputs and outputs are paths with ``{wildcard}`` and ``{var}`` placeh
 among the entry's files) or ``{stores: FOLDER, entity: subject}`` (among the stores that exist
 there). An input is a path or glob (relative to the workdir), a list of them, or
 ``{catalog: ENTRY, <entity>: VALUE, ...}`` (the entry's files, filtered by entities). An input
-that another job outputs, or that a glob matches among other jobs' outputs, makes a dependency;
-any other input must exist. A step with ``optional: true`` is dropped, with a note, when its
+that another job outputs (or that lies inside a folder it outputs), or that a glob matches
+among other jobs' outputs, makes a dependency; any other input must exist. A glob that matches
+no job's output matches files on disk instead (``*`` also matches ``/`` among outputs). A step with ``optional: true`` is dropped, with a note, when its
 inputs or catalog files are absent (the real sample data, say).
 
 :func:`load_workflow` checks everything before anything runs and raises
@@ -554,11 +555,12 @@ class _Loader:
                     if is_glob:
                         rx = re.compile(fnmatch.translate(item))
                         found = {p for p in outputs_sorted if rx.match(p)}
-                        found |= {
-                            os.path.normpath(p)
-                            for p in _glob.glob(item, recursive=True)
-                            if not Path(p).name.startswith(".")
-                        }
+                        if not found:  # no job writes a match: what is on disk
+                            found = {
+                                os.path.normpath(p)
+                                for p in _glob.glob(item, recursive=True)
+                                if not Path(p).name.startswith(".")
+                            }
                         paths += sorted(found)
                     else:
                         owner = _owner(item, producer)
