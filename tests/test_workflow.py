@@ -387,3 +387,19 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
+    import fcntl
+
+    path = _chain(tmp_path, subjects=("01",))
+    wf = load_workflow(path)
+    lock = tmp_path / "out" / ".neurodecode" / "run.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as handle:
+        handle.write("4242")
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(WorkflowError, match=r"another run .* \(pid 4242\)"):
+            run_workflow(wf)
+    assert not (tmp_path / "out" / "a").exists()

@@ -24,6 +24,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,7 +334,45 @@ def run_workflow(
     list of JobResult
         One per planned job, in dependency order. A run log is written to
         ``<workdir>/.neurodecode/last-run.json``.
+
+    Raises
+    ------
+    WorkflowError
+        If another run is writing into the same workdir, or a job asks for more resources
+        than any worker has (before anything runs).
     """
+    with _run_lock(workflow):
+        return _run_locked(workflow, decisions, client, cluster, jobs, force, until, on_result)
+
+
+@contextmanager
+def _run_lock(workflow: Workflow):
+    """One run at a time per workdir (a second run would race the first on its outputs)."""
+    import fcntl
+
+    folder = state_dir(workflow)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "run.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkflowError(
+                f"another run of a workflow is writing into {workflow.workdir} (pid {holder}); "
+                "wait for it to finish"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_locked(workflow, decisions, client, cluster, jobs, force, until, on_result):
     from ..ingest.runner import ClusterConfig, cluster_client
 
     cache = FingerprintCache(state_dir(workflow) / "fingerprints.json")
