@@ -233,7 +233,7 @@ def test_folder_outputs_and_resources(tmp_path):
         },
     )  # fmt: skip
     assert load_workflow(inner).by_id["one"].depends == ["split"]  # inside an output folder
-    with pytest.raises(WorkflowError, match="job join asks for 64 cpus; the workers of the local"):
+    with pytest.raises(WorkflowError, match=r"job 'join' \(stage concat\) asks for 64 cpus; local"):
         run_workflow(wf, jobs=1)
     assert not (tmp_path / "out" / "parts").exists()  # refused before anything ran
 
@@ -403,3 +403,58 @@ def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
         with pytest.raises(WorkflowError, match=r"another run .* \(pid 4242\)"):
             run_workflow(wf)
     assert not (tmp_path / "out" / "a").exists()
+
+
+def test_gpu_jobs_under_slurm_run_as_sbatch_jobs_with_srun(tmp_path, client, monkeypatch):
+    """CPU jobs on Dask, the GPU job through a (fake) sbatch --wait and srun with 2 ranks."""
+    from neurodecode.workflow.slurm import SlurmConfig
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    (bin_dir / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "sbatch $*" >> {calls}\n'
+        'script="${@: -1}"\n'
+        f'cp "$script" {tmp_path}/job.sbatch\n'
+        'bash "$script" > /dev/null 2>&1\n'
+        "status=$?\n"
+        'echo "4242"\n'
+        "exit $status\n"
+    )
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "srun" >> {calls}\n'
+        'SLURM_PROCID=1 "$@" || exit $?\n'  # a second rank runs too, and must not commit
+        'SLURM_PROCID=0 exec "$@"\n'
+    )
+    for exe in ("sbatch", "srun"):
+        (bin_dir / exe).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    path = _write(
+        tmp_path,
+        {
+            "a": {"stage": "concat", "params": {"text": "a"}, "outputs": {"out": "a.txt"}},
+            "train": {
+                "stage": "concat",
+                "inputs": {"sources": "a.txt"},
+                "params": {"text": "gpu"},
+                "outputs": {"out": "model.txt"},
+                "resources": {"gpus": 2, "cpus": 4, "time": "20m"},
+            },
+            "after": {"stage": "concat", "inputs": {"sources": "model.txt"},
+                      "outputs": {"out": "after.txt"}},
+        },
+    )  # fmt: skip
+    config = SlurmConfig(partition="cpu", gpu={"partition": "gpu", "signal_margin": 90})
+    results = {r.job: r for r in run_workflow(load_workflow(path), client=client, cluster=config)}
+    assert {r.status for r in results.values()} == {"done"}, results["train"].error
+    out = tmp_path / "out"
+    assert (out / "after.txt").read_text() == "\ngpu\na"
+    script = (tmp_path / "job.sbatch").read_text()
+    for directive in ("--ntasks-per-node=2", "--gres=gpu:2", "--signal=SIGUSR1@90",
+                      "--requeue", "--partition=gpu"):  # fmt: skip
+        assert f"#SBATCH {directive}" in script
+    assert "srun " in script and "run-stage concat" in script
+    assert calls.read_text().count("sbatch --wait --parsable") == 1
+    assert read_provenance(out / "model.txt")["job"] is None  # committed by run-stage (rank 0)

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from . import app
 from ._common import UserError, console, progress_bar
-from .ingest import Scheduler, _cluster
+from .ingest import Scheduler
 
 workflow_app = typer.Typer(
     help="Run workflows (workflows/*.yaml): every stage over many subjects, skipping what is "
@@ -97,6 +97,9 @@ def run_stage_cmd(
         )
     except StageError as err:
         raise UserError(str(err)) from None
+    if record.get("committed") is False:
+        console.print(f"{name}: rank {record['rank']} done (rank 0 writes the outputs)")
+        return
     state = "up to date" if record.get("up_to_date") else f"done in {record['seconds']:.1f} s"
     console.print(f"{name}: {state}", highlight=False)
     for role, out in record["outputs"].items():
@@ -144,6 +147,27 @@ def _print_plan(workflow, decisions, dry_run: bool) -> None:
                 console.print(f"      {escape(reason)}", highlight=False, soft_wrap=True)
 
 
+def _where(scheduler: str, cluster_config: Path | None):
+    """Where ``--scheduler`` / ``--cluster-config`` run the jobs: None (local), an address, a
+    cluster config."""
+    from ..workflow.slurm import ClusterConfigError, SlurmConfig, load_cluster_config
+
+    try:
+        if cluster_config is not None:
+            return load_cluster_config(cluster_config)
+        if scheduler == "slurm":
+            return SlurmConfig.load()
+    except ClusterConfigError as err:
+        raise UserError(str(err)) from None
+    if scheduler in ("local", "threads"):
+        return None
+    if "://" in scheduler or (":" in scheduler and scheduler.rsplit(":", 1)[1].isdigit()):
+        return scheduler
+    raise UserError(
+        f"--scheduler {scheduler!r} is not local, slurm or a scheduler address (tcp://host:port)"
+    )
+
+
 @workflow_app.command("run")
 def run_cmd(
     file: Annotated[Path, typer.Argument(help="A workflow file (workflows/*.yaml).")],
@@ -158,7 +182,9 @@ def run_cmd(
     scheduler: Scheduler = "local",
     cluster_config: Annotated[
         Path | None,
-        typer.Option(help="YAML cluster config (kind: local/address/slurm, ...)."),
+        typer.Option(
+            help="YAML cluster config (workflows/cluster/*.yaml: executor local or slurm)."
+        ),
     ] = None,
     workdir: _Workdir = None,
     as_json: Annotated[
@@ -173,9 +199,7 @@ def run_cmd(
     if jobs is not None and jobs < 1:
         raise UserError("--jobs must be at least 1")
     workflow = _load(file, workdir)
-    cluster = _cluster(scheduler, jobs or 2, cluster_config) if (
-        cluster_config or scheduler != "local"
-    ) else None  # fmt: skip
+    cluster = _where(scheduler, cluster_config)
     cache = FingerprintCache(state_dir(workflow) / "fingerprints.json")
     try:
         decisions = plan(workflow, force=force or (), until=until or (), cache=cache)

@@ -385,7 +385,10 @@ def run_stage(
     Returns
     -------
     dict
-        The provenance record (as written beside every output).
+        The provenance record (as written beside every output). In a job of several tasks
+        (``RANK`` or ``SLURM_PROCID`` set, as under ``srun`` with one task per GPU) every task
+        runs the stage and only rank 0 commits the outputs; the others return a short record
+        with ``"committed": False``.
 
     Raises
     ------
@@ -424,6 +427,7 @@ def run_stage(
         tmps[role] = final.with_name(f".{final.name}.tmp-{token}")
     started = _dt.datetime.now(_dt.UTC)
     t0 = time.perf_counter()
+    rank = _rank()
     try:
         summary = stage.run(cfg, ins, tmps)
         missing = [role for role, tmp in tmps.items() if not (tmp.exists() or tmp.is_symlink())]
@@ -431,12 +435,17 @@ def run_stage(
             raise StageError(
                 f"stage {stage.name} did not write its output {', '.join(map(repr, missing))}"
             )
-        for role, tmp in tmps.items():
-            _replace(tmp, outs[role])
+        if rank == 0:
+            for role, tmp in tmps.items():
+                _replace(tmp, outs[role])
     except BaseException:
         for tmp in tmps.values():
             _remove(tmp)
         raise
+    if rank != 0:  # one task per GPU under srun: only the first commits the outputs
+        for tmp in tmps.values():
+            _remove(tmp)
+        return {"stage": stage.name, "job": job, "hash": digest, "rank": rank, "committed": False}
     record = {
         "stage": stage.name,
         "job": job,
@@ -461,6 +470,14 @@ def run_stage(
     for final in outs.values():
         _write_json(provenance_path(final), record)
     return record
+
+
+def _rank() -> int:
+    """This process's rank among the tasks of a multi-GPU job (0 when it is the only one)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
 
 
 def _check_roles(stage: Stage, ins: dict[str, list[Path]], outs: dict[str, Path]) -> None:

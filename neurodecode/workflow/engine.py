@@ -262,42 +262,26 @@ def _resources(job: Job) -> dict[str, float]:
     return out
 
 
-def _check_fits(decisions: Sequence[Decision], capacity: Mapping[str, float], where: str) -> None:
-    """Refuse, before anything runs, a job no worker can take (Dask would wait forever)."""
-    for d in decisions:
-        if not d.run:
+def _check_client(client, to_run: Sequence[Decision], sbatch_gpus: bool) -> bool:
+    """Whether the client's workers declare resources; if they do, every job must fit one."""
+    info = client.scheduler_info(n_workers=-1).get("workers", {})
+    caps = [w.get("resources", {}) for w in info.values()]
+    if not caps or not any(caps):
+        return False
+    best = {k: max(c.get(k, 0.0) for c in caps) for k in {k for c in caps for k in c}}
+    for d in to_run:
+        if sbatch_gpus and d.job.resources.gpus:
             continue
         for name, amount in _resources(d.job).items():
-            if amount > capacity.get(name, 0.0):
-                have = capacity.get(name, 0.0)
-                shown = f"{have:.0f}" if name != "memory" else f"{have / 1e9:.1f} GB"
-                need = f"{amount:.0f}" if name != "memory" else d.job.resources.memory
+            if amount > best.get(name, 0.0):
+                have = best.get(name, 0.0)
+                shown = f"{have / 1e9:.3g} GB" if name == "memory" else f"{have:g}"
+                need = d.job.resources.memory if name == "memory" else f"{amount:g}"
                 raise WorkflowError(
-                    f"job {d.job.id} asks for {need} {name}; the workers of {where} have "
-                    f"{shown} each (lower the step's resources or use a larger cluster)"
+                    f"job {d.job.id} asks for {need} {name}; the workers of this cluster have "
+                    f"{shown} at most"
                 )
-
-
-def _local_capacity(decisions: Sequence[Decision], n_workers: int) -> dict[str, float]:
-    """Resources of each local worker: the machine shared by ``n_workers``, at least one job."""
-    import psutil
-
-    cores = os.cpu_count() or 1
-    mem = psutil.virtual_memory().total
-    return {
-        "cpus": float(max(1, cores // n_workers)),
-        "memory": float(mem / n_workers),
-        "gpus": float(_local_gpus() // n_workers) if _local_gpus() else 0.0,
-    }
-
-
-def _local_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except ImportError:  # pragma: no cover
-        return 0
+    return True
 
 
 def run_workflow(
@@ -320,8 +304,10 @@ def run_workflow(
         A plan from :func:`plan` (made here from ``force`` and ``until`` when not given).
     client : distributed.Client, optional
         Run on this client's cluster.
-    cluster : neurodecode.ingest.runner.ClusterConfig, optional
-        Else start this cluster (default: a LocalCluster of ``jobs`` workers).
+    cluster : SlurmConfig or LocalClusterConfig or str, optional
+        Else start this cluster (:mod:`neurodecode.workflow.slurm`; GPU jobs under SLURM run
+        as their own ``sbatch`` jobs), or connect to this scheduler address (default: a
+        LocalCluster of ``jobs`` one-thread workers).
     jobs : int, optional
         Jobs at once on a local cluster (default: the number of CPU cores).
     force, until : sequence of str
@@ -373,7 +359,9 @@ def _run_lock(workflow: Workflow):
 
 
 def _run_locked(workflow, decisions, client, cluster, jobs, force, until, on_result):
-    from ..ingest.runner import ClusterConfig, cluster_client
+    from dask.distributed import Client
+
+    from .slurm import LocalClusterConfig, SlurmConfig, check_jobs_fit, make_cluster
 
     cache = FingerprintCache(state_dir(workflow) / "fingerprints.json")
     if decisions is None:
@@ -387,95 +375,136 @@ def _run_locked(workflow, decisions, client, cluster, jobs, force, until, on_res
             emit(results[d.job.id])
     to_run = [d for d in decisions if d.run]
     if to_run:
-        n = jobs or os.cpu_count() or 1
-        config = cluster or ClusterConfig(kind="local", n_workers=n)
+        slurm = cluster if isinstance(cluster, SlurmConfig) else None
         if client is not None:
-            _run_on(client, workflow, to_run, results, emit, capacity=None)
-        elif config.kind == "local":
-            capacity = _local_capacity(to_run, config.n_workers)
-            _check_fits(to_run, capacity, f"the local cluster ({config.n_workers} workers)")
-            _run_local(config, capacity, workflow, to_run, results, emit)
+            _run_on(client, workflow, to_run, results, emit, slurm)
+        elif isinstance(cluster, str):
+            try:
+                new = Client(cluster, timeout="10s")
+            except (OSError, TimeoutError, ValueError) as err:
+                raise WorkflowError(
+                    f"cannot connect to the Dask scheduler at {cluster}: {err}"
+                ) from None
+            with new:
+                _run_on(new, workflow, to_run, results, emit, None)
         else:
-            with cluster_client(config) as new:
-                if new is None:
-                    raise WorkflowError(
-                        "the workflow engine runs on Dask: use local, an address or slurm"
-                    )
-                _run_on(new, workflow, to_run, results, emit, capacity=None)
+            config = cluster or LocalClusterConfig(
+                n_workers=jobs or os.cpu_count() or 1, threads_per_worker=1, dashboard_address=":0"
+            )
+            try:
+                check_jobs_fit([d.job for d in to_run], config)
+            except ValueError as err:
+                raise WorkflowError(str(err)) from None
+            with make_cluster(config) as made, Client(made) as new:
+                _run_on(new, workflow, to_run, results, emit, slurm)
     ordered = [results[d.job.id] for d in decisions]
     _write_log(workflow, ordered)
     return ordered
 
 
-def _run_local(config, capacity, workflow, to_run, results, emit) -> None:
-    from dask.distributed import Client, LocalCluster
+def _run_gpu(d: Decision, workflow: Workflow, config) -> dict[str, Any]:
+    """Run a GPU job as its own SLURM batch job (``srun`` one task per GPU) and wait for it."""
+    from .slurm import run_gpu_job
 
-    with (
-        LocalCluster(
-            n_workers=config.n_workers,
-            threads_per_worker=1,
-            processes=True,
-            resources=capacity,
-            memory_limit=0,
-            dashboard_address=":0",
-            silence_logs=40,
-        ) as local,
-        Client(local) as client,
-    ):
-        _run_on(client, workflow, to_run, results, emit, capacity=capacity)
+    job = d.job
+    folder = state_dir(workflow) / "slurm"
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = folder / f"{_safe(job.id)}.json"
+    cfg.write_text(json.dumps(job.config, indent=2, sort_keys=True))
+    command = [config.python, "-m", "neurodecode", "run-stage", job.stage, "--config", str(cfg)]
+    for role, paths in job.inputs.items():
+        command += [arg for p in paths for arg in ("--inputs", f"{role}={p}")]
+    for role, path in job.outputs.items():
+        command += ["--outputs", f"{role}={path}"]
+    for module in workflow.modules:
+        command += ["--module", module]
+    if "forced (--force)" not in d.reasons:
+        command.append("--skip-up-to-date")
+    t0 = time.perf_counter()
+    run_gpu_job(job, config, command, folder, workdir=workflow.workdir)
+    return {"job": job.id, "status": "done", "seconds": time.perf_counter() - t0}
 
 
-def _run_on(client, workflow, to_run: Sequence[Decision], results, emit, capacity) -> None:
-    from dask.distributed import as_completed
+def _safe(text: str) -> str:
+    import re
 
-    if capacity is None:
-        info = client.scheduler_info(n_workers=-1).get("workers", {})
-        caps = [w.get("resources", {}) for w in info.values()]
-        if caps and any(caps):
-            best = {k: max(c.get(k, 0.0) for c in caps) for k in {k for c in caps for k in c}}
-            _check_fits(to_run, best, "this cluster")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "job"
+
+
+def _run_on(client, workflow, to_run: Sequence[Decision], results, emit, slurm) -> None:
+    """Submit every job once the jobs it needs are submitted (Dask) or done (sbatch GPU jobs).
+
+    Jobs on Dask wait for their upstream futures inside Dask. A GPU job under SLURM runs as its
+    own batch job from a thread of this process (so that a retiring worker never submits it
+    twice): it starts when its upstream jobs are done, and the jobs after it are submitted
+    when it is.
+    """
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    on_sbatch = {d.job.id for d in to_run if slurm is not None and d.job.resources.gpus}
+    with_resources = _check_client(client, to_run, bool(on_sbatch))
     token = os.urandom(4).hex()
+    events: queue.Queue = queue.Queue()
+    by_id = {d.job.id: d for d in to_run}
     futures: dict[str, Any] = {}
-    by_key: dict[str, Decision] = {}
-    for d in to_run:
-        deps = [futures[j] for j in d.job.depends if j in futures]
-        key = f"{d.job.id}-{token}"
-        futures[d.job.id] = client.submit(
-            _execute,
-            _spec(d, workflow.modules),
-            *deps,
-            key=key,
-            resources=_resources(d.job) if capacity is not None or _has_resources(client) else None,
-            pure=False,
-            retries=0,
-        )
-        by_key[key] = d
-    failed: set[str] = set()
-    for future in as_completed(list(futures.values())):
-        d = by_key[future.key]
-        if future.status == "finished":
-            out = future.result()
-            res = JobResult(d.job.id, d.job.step, out["status"], out["seconds"], d.reasons)
-        else:
-            err = future.exception()
-            upstream = [j for j in d.job.depends if j in failed or _erred(futures.get(j))]
-            if upstream:
-                res = JobResult(d.job.id, d.job.step, "not run", 0.0, d.reasons,
-                                f"{', '.join(upstream)} failed")  # fmt: skip
+    finished: dict[str, bool] = {}  # job id -> succeeded
+    pending = list(to_run)
+    pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(on_sbatch)))) if on_sbatch else None
+
+    def record(d: Decision, status: str, seconds: float = 0.0, error: str | None = None) -> None:
+        finished[d.job.id] = status in ("done", "unchanged")
+        results[d.job.id] = JobResult(d.job.id, d.job.step, status, seconds, d.reasons, error)
+        emit(results[d.job.id])
+
+    def submit_ready() -> None:
+        for d in list(pending):
+            upstream = [j for j in d.job.depends if j in by_id]
+            failed = [j for j in upstream if finished.get(j) is False]
+            if failed:
+                pending.remove(d)
+                record(d, "not run", error=f"{', '.join(failed)} failed")
+                continue
+            if d.job.id in on_sbatch:
+                if all(finished.get(j) for j in upstream):
+                    pending.remove(d)
+                    fut = pool.submit(_run_gpu, d, workflow, slurm)
+                    fut.add_done_callback(lambda f, d=d: events.put((d, f)))
+                    futures[d.job.id] = fut
+                continue
+            if any(j in on_sbatch and not finished.get(j) for j in upstream):
+                continue  # after a GPU job that is not done yet
+            pending.remove(d)
+            deps = [futures[j] for j in upstream if j in futures and j not in on_sbatch]
+            fut = client.submit(
+                _execute, _spec(d, workflow.modules), *deps, key=f"{d.job.id}-{token}",
+                resources=_resources(d.job) if with_resources else None, pure=False, retries=0,
+            )  # fmt: skip
+            fut.add_done_callback(lambda f, d=d: events.put((d, f)))
+            futures[d.job.id] = fut
+
+    try:
+        submit_ready()
+        while len(finished) < len(to_run):
+            d, fut = events.get()
+            if d.job.id in finished:
+                continue
+            error = fut.exception()
+            if error is None:
+                out = fut.result()
+                record(d, out["status"], out["seconds"])
+                if d.job.id not in on_sbatch:
+                    futures[d.job.id].release()
             else:
-                res = JobResult(d.job.id, d.job.step, "failed", 0.0, d.reasons, _message(err))
-            failed.add(d.job.id)
-        results[d.job.id] = res
-        emit(res)
-
-
-def _has_resources(client) -> bool:
-    info = client.scheduler_info(n_workers=-1).get("workers", {})
-    return any(w.get("resources") for w in info.values())
-
-
-def _erred(future) -> bool:
-    return future is not None and future.status == "error"
+                upstream = [j for j in d.job.depends if finished.get(j) is False]
+                if upstream:
+                    record(d, "not run", error=f"{', '.join(upstream)} failed")
+                else:
+                    record(d, "failed", error=_message(error))
+            submit_ready()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _message(err: BaseException | None) -> str:

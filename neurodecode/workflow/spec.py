@@ -25,8 +25,9 @@ there). An input is a path or glob (relative to the workdir), a list of them, or
 ``{catalog: ENTRY, <entity>: VALUE, ...}`` (the entry's files, filtered by entities). An input
 that another job outputs (or that lies inside a folder it outputs), or that a glob matches
 among other jobs' outputs, makes a dependency; any other input must exist. A glob that matches
-no job's output matches files on disk instead (``*`` also matches ``/`` among outputs). A step with ``optional: true`` is dropped, with a note, when its
-inputs or catalog files are absent (the real sample data, say).
+no job's output matches files on disk instead (``*`` also matches ``/`` among outputs). A
+step with ``optional: true`` is dropped, with a note, when its inputs or catalog files are
+absent (the real sample data, say).
 
 :func:`load_workflow` checks everything before anything runs and raises
 :class:`WorkflowError` naming the step and the problem: unknown stage or parameter, unknown
