@@ -241,8 +241,12 @@ def progress(iterable: Iterable[_T], total: int | None = None, description: str 
     if enabled is False:
         return iter(iterable)
     if console is None:
+        import sys
+
         from rich.console import Console
 
+        if enabled is None and not sys.stderr.isatty():
+            return iter(iterable)  # FORCE_COLOR (Jupyter kernels, their Dask workers): no tty
         console = Console(stderr=True)
     if enabled is None and not console.is_interactive:
         return iter(iterable)
