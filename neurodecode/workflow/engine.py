@@ -23,6 +23,7 @@ import json
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -223,7 +224,17 @@ def _execute(spec: dict[str, Any], *upstream: Any) -> dict[str, Any]:
         torch.set_num_threads(cpus)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    with threadpool_limits(cpus):
+    import dask
+
+    # the job's own Dask arrays (lazy stores) are computed here, by threads of this job: on the
+    # workers they would wait for a free worker while this job holds one (a deadlock)
+    with (
+        dask.config.set(scheduler="threads", num_workers=cpus),
+        threadpool_limits(cpus),
+        warnings.catch_warnings(),
+    ):
+        # joblib inside a (daemonic) Dask worker runs n_jobs=1: the job has its cpus as threads
+        warnings.filterwarnings("ignore", message="Inside a Dask worker with daemon=True")
         record = run_stage(
             spec["stage"],
             spec["config"],
