@@ -135,7 +135,7 @@ def test_missing_store(tmp_path):
         (["--config", "{bad}"], "--config {bad} is not valid YAML"),
         (
             ["--modality", "eeg", "--modality", "ecog"],
-            "invalid simulation settings: modalities: Value error, the simulator has no "
+            "invalid simulation settings: modalities: the simulator has no "
             "modality 'ecog'",
         ),
     ],

@@ -118,7 +118,7 @@ def test_stimulus_classes_leave_one_run_out_with_confusion(stores, tmp_path):
         ({"estimator": {"name": "sklearn.linear_model:Rigde"}}, "has no attribute 'Rigde'"),
         ({"cv": {"name": "LeaveOneRunOut"}}, "unknown splitter 'LeaveOneRunOut'"),
         ({"cv": {"name": "ContiguousBlocks", "params": {"blocks": 3}}}, "['blocks']"),
-        ({"metrics": ["accuracy"]}, "metrics: Value error, metrics ['accuracy'] do not score"),
+        ({"metrics": ["accuracy"]}, "metrics: metrics ['accuracy'] do not score"),
         ({"samples": {"kind": "windows", "length": 1, "stride": 1, "target": "position",
                       "lenght": 2}}, "samples.windows"),
     ],

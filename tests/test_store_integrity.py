@@ -349,6 +349,7 @@ def test_simulate_unknown_modality_is_one_line(tmp_path):
     result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "o"), "--modality", "ecog"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: the simulator has no modality 'ecog'; valid modalities: calcium, eeg, fmri, spikes"
+        "error: invalid simulation settings: modalities: the simulator has no modality 'ecog'; "
+        "valid modalities: calcium, eeg, fmri, spikes"
     ]
     assert not (tmp_path / "o").exists()

@@ -34,7 +34,10 @@ def _simulation_config(config: Path | None, **overrides):
     except ValidationError as err:
         raise UserError(
             "invalid simulation settings: "
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
         ) from err
 
 

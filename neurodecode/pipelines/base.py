@@ -191,7 +191,7 @@ def validate_config(stage: Stage, config: Mapping[str, Any] | BaseModel | None) 
             if e["type"] == "extra_forbidden":
                 problems.append(f"unknown parameter {key!r} (parameters: {valid})")
             else:
-                problems.append(f"{key}: {e['msg']}")
+                problems.append(f"{key}: {e['msg'].removeprefix('Value error, ')}")
         raise StageError(f"stage {stage.name}: " + "; ".join(problems)) from None
 
 
