@@ -50,6 +50,7 @@ from neurodecode.verbosity import Verbose, mne_verbose
 
 __all__ = [
     "DEFAULT_BANDS",
+    "FACTORIES",
     "BandPower",
     "BlockedRidgeCV",
     "ChannelStandardizer",
@@ -66,6 +67,10 @@ __all__ = [
     "ridge",
     "xdawn_lda",
 ]
+
+#: The factories of ready-made estimators (what a decode stage's ``estimator.name`` may give).
+FACTORIES = ("bandpower_logistic", "csp_lda", "erp_lda", "knn", "lda", "logistic", "ridge",
+             "xdawn_lda")  # fmt: skip
 
 #: Default frequency bands (Hz): theta, alpha, beta.
 DEFAULT_BANDS = ((4.0, 8.0), (8.0, 13.0), (13.0, 30.0))

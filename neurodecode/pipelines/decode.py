@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..config import StageConfig
+from ..evaluate.baselines import FACTORIES
 from .base import Slot, Stage, StageError, register
 
 __all__ = [
@@ -63,16 +64,7 @@ __all__ = [
 ]
 
 #: Factories of :mod:`neurodecode.evaluate.baselines` that an ``estimator.name`` may give.
-BASELINES = (
-    "bandpower_logistic",
-    "csp_lda",
-    "erp_lda",
-    "knn",
-    "lda",
-    "logistic",
-    "ridge",
-    "xdawn_lda",
-)
+BASELINES = FACTORIES
 
 #: Split rules of :mod:`neurodecode.data.splits` that a ``cv.name`` may give.
 SPLITTERS = ("ContiguousBlocks", "LeaveOneGroupOut", "StoredIntervals", "WithinRecordingShuffle")

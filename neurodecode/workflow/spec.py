@@ -218,21 +218,6 @@ class Workflow:
                 stack.extend(self.by_id[jid].depends)
         return seen
 
-    def downstream(self, ids: Sequence[str]) -> set[str]:
-        """``ids`` and every job that depends on them, directly or not."""
-        children: dict[str, list[str]] = {}
-        for job in self.jobs:
-            for dep in job.depends:
-                children.setdefault(dep, []).append(job.id)
-        seen: set[str] = set()
-        stack = list(ids)
-        while stack:
-            jid = stack.pop()
-            if jid not in seen:
-                seen.add(jid)
-                stack.extend(children.get(jid, []))
-        return seen
-
     def select(self, names: Sequence[str]) -> list[str]:
         """The ids of jobs named by step, stage or job id.
 
