@@ -253,7 +253,8 @@ def run_cmd(
         if r.status == "failed" and r.error and "\n" in r.error:
             console.print(f"[red]{escape(r.job)}[/red]\n{escape(r.error)}", highlight=False)
     for job in workflow.jobs:
-        if job.stage == "report" and any(r.job == job.id and r.status != "failed" for r in results):
+        ok = ("done", "unchanged", "up-to-date")
+        if job.stage == "report" and any(r.job == job.id and r.status in ok for r in results):
             for path in job.outputs.values():
                 console.print(f"report: [bold]{escape(path)}[/bold]", highlight=False)
     if any(r.status in ("failed", "not run") for r in results):

@@ -40,6 +40,7 @@ stages with ``skip_up_to_date=True`` so that a recomputed job is a cheap no-op.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -887,6 +888,7 @@ def make_local_cluster(config: LocalClusterConfig) -> LocalCluster:
         processes=config.processes,
         resources=worker_resources(config),
         dashboard_address=config.dashboard_address,
+        silence_logs=logging.CRITICAL,  # a failed job is reported by the engine, with its name
     )
 
 
