@@ -159,13 +159,13 @@ def _where(scheduler: str, cluster_config: Path | None):
             return SlurmConfig.load()
     except ClusterConfigError as err:
         raise UserError(str(err)) from None
-    if scheduler in ("local", "threads"):
-        return None
-    if "://" in scheduler or (":" in scheduler and scheduler.rsplit(":", 1)[1].isdigit()):
-        return scheduler
-    raise UserError(
-        f"--scheduler {scheduler!r} is not local, slurm or a scheduler address (tcp://host:port)"
-    )
+    from ..ingest.runner import ClusterConfig
+
+    try:  # the same --scheduler values as `neurodecode ingest`
+        parsed = ClusterConfig.from_scheduler(scheduler)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return parsed.address if parsed.kind == "address" else None
 
 
 @workflow_app.command("run")

@@ -202,10 +202,7 @@ class Workflow:
 
     def relative(self, path: str) -> str:
         """A path as the workflow shows it: relative to the workdir when inside it."""
-        try:
-            return Path(path).relative_to(self.workdir).as_posix()
-        except ValueError:
-            return path
+        return _relative(path, self.workdir)
 
     def upstream(self, ids: Sequence[str]) -> set[str]:
         """``ids`` and every job they depend on, directly or not."""
@@ -240,6 +237,14 @@ class Workflow:
                 )
             out += found
         return list(dict.fromkeys(out))
+
+
+def _relative(path: str, workdir: Path) -> str:
+    """``path`` relative to ``workdir`` when inside it, else as it is."""
+    try:
+        return Path(path).relative_to(workdir).as_posix()
+    except ValueError:
+        return path
 
 
 def import_stage_module(name: str) -> None:
@@ -609,10 +614,7 @@ class _Loader:
         )
 
     def _rel(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(self.workdir).as_posix()
-        except ValueError:
-            return path
+        return _relative(path, self.workdir)
 
 
 def _owner(path: str, producer: Mapping[str, str]) -> str | None:
