@@ -14,17 +14,20 @@ subject-specific number of channels, voxels, ROIs or units. A decoder therefore 
 per subject, while the latent it recovers is the same for all of them.
 
 :func:`simulate_dataset` builds a whole dataset; :func:`simulate_latent` and the per-modality
-functions (:func:`simulate_eeg`, :func:`simulate_fmri`, :func:`simulate_calcium`,
-:func:`simulate_spikes`) build its parts. Everything is deterministic given the seeds.
+functions (:func:`simulate_eeg`, :func:`simulate_ieeg` for sEEG and ECoG, :func:`simulate_fmri`,
+:func:`simulate_calcium`, :func:`simulate_spikes`) build its parts. Everything is deterministic
+given the seeds.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,9 @@ from neurodecode.schema import make_recording
 
 __all__ = [
     "DEFAULT_SPLIT",
+    "IEEG_REGIONS",
+    "IEEG_RESPONSIVE",
+    "IEEG_TRACKING",
     "IMAGE_PARAM_NAMES",
     "LATENT_SFREQ",
     "SHAPE_FAMILIES",
@@ -49,6 +55,7 @@ __all__ = [
     "simulate_dataset",
     "simulate_eeg",
     "simulate_fmri",
+    "simulate_ieeg",
     "simulate_latent",
     "simulate_spikes",
     "stimulus_images",
@@ -661,6 +668,7 @@ def simulate_eeg(
     seed: int = 0,
     sfreq: float = 250.0,
     n_channels: int | tuple[int, int] = (16, 64),
+    montage: str | None = None,
     split: Sequence[float] = DEFAULT_SPLIT,
     split_gap: float | None = None,
 ) -> xr.Dataset:
@@ -684,7 +692,19 @@ def simulate_eeg(
     sfreq : float
         Sampling rate in Hz.
     n_channels : int or (int, int)
-        Number of channels, or an inclusive range to draw it from.
+        Number of channels, or an inclusive range to draw it from (with a ``montage``, at most
+        the number of distinct positions it has).
+    montage : str, optional
+        Name of an MNE built-in montage (:func:`mne.channels.make_standard_montage`, e.g.
+        ``"standard_1020"``, ``"biosemi64"``, ``"GSN-HydroCel-129"``). The channels are then a
+        subject-specific subset of its sites, with its names and its positions in the head
+        frame (metres, as :meth:`mne.io.Raw.set_montage` puts them): always a fixed core of
+        central, centro-parietal, parietal and occipital sites (Cz, Pz, Oz, C3, C4, P3, P4, O1,
+        O2, CPz, POz, or the sites nearest to them in a montage without these names), then a
+        random choice of the others, in the montage's order. Sites at the position of an earlier
+        one (T3 = T7, ...) are left out. The topographies follow the directions of the sites
+        from the centre of the sphere fitted to the whole montage. Default: ``n_channels``
+        sensors ``EEG001``, ... spread on the upper part of a 9.5 cm sphere.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
     split_gap : float, optional
@@ -695,13 +715,19 @@ def simulate_eeg(
     Returns
     -------
     xarray.Dataset
-        A recording with modality ``"eeg"``, sensors on a sphere in the ``"head"`` frame.
+        A recording with modality ``"eeg"``, sensors in the ``"head"`` frame.
     """
     mapping = _rng(seed, "eeg", "mapping")
     noise = _rng(seed, "eeg", "noise", latent.seed)
     n_ch = _count(mapping, n_channels, "n_channels")
     structure = _shared_structure(latent.n_classes)
-    sensors = _hemisphere(n_ch)
+    if montage is None:
+        sensors = _hemisphere(n_ch)
+        ch_names = [f"EEG{i + 1:03d}" for i in range(n_ch)]
+        positions = _HEAD_RADIUS * sensors
+    else:
+        ch_names, positions, sensors = _montage_subset(montage, n_ch, _rng(seed, "eeg", montage))
+        n_ch = len(ch_names)
     canonical = np.vstack([_EEG_ALPHA_DIRS, _EEG_ERP_DIRS, _EEG_BEHAVIOR_DIRS])
     dirs = _unit(_unit(canonical) + 0.15 * mapping.standard_normal(canonical.shape))
     background = _unit(mapping.standard_normal((_EEG_N_BACKGROUND, 3)) * [1, 1, 0.5] + [0, 0, 0.5])
@@ -733,13 +759,655 @@ def simulate_eeg(
         run=run,
         split=split,
         split_gap=split_gap,
-        params={"seed": int(seed), "n_channels": n_ch, "alpha_freq": float(alpha_freq)},
-        ch_names=[f"EEG{i + 1:03d}" for i in range(n_ch)],
+        params={
+            "seed": int(seed), "n_channels": n_ch, "alpha_freq": float(alpha_freq),
+            **({} if montage is None else {"montage": montage}),
+        },  # fmt: skip
+        ch_names=ch_names,
         ch_types="eeg",
         units="V",
-        positions=_HEAD_RADIUS * sensors,
+        positions=positions,
         coord_frame="head",
     )
+
+
+# Core EEG sites (directions from the head-sphere centre, head frame) every montage subset keeps.
+_EEG_CORE_SITES = ("Cz", "Pz", "Oz", "C3", "C4", "P3", "P4", "O1", "O2", "CPz", "POz")
+_EEG_CORE_DIRS = np.array([
+    [0.0, 0.13, 0.99], [0.0, -0.55, 0.83], [0.0, -0.97, 0.24], [-0.70, 0.10, 0.71],
+    [0.70, 0.10, 0.71], [-0.53, -0.58, 0.62], [0.53, -0.58, 0.62], [-0.29, -0.94, 0.18],
+    [0.29, -0.94, 0.18], [0.0, -0.23, 0.97], [0.0, -0.81, 0.58],
+])  # fmt: skip
+_MIN_SPHERE_FIT = 16  # fewer sites than this: the head-sphere centre is taken as (0, 0, 4 cm)
+
+
+@functools.lru_cache(maxsize=16)
+def _montage_sites(montage: str) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """Distinct sites of an MNE montage: names, head-frame positions (m), sphere centre (m)."""
+    import mne
+
+    mont = mne.channels.make_standard_montage(montage)
+    info = mne.create_info(mont.ch_names, 100.0, "eeg")
+    info.set_montage(mont, verbose=False)
+    pos = np.array([ch["loc"][:3] for ch in info["chs"]], dtype=np.float64)
+    keep = [i for i in range(len(pos))
+            if np.isfinite(pos[i]).all()
+            and not (np.linalg.norm(pos[:i] - pos[i], axis=1) < 1e-3).any()]  # fmt: skip
+    names, pos = tuple(mont.ch_names[i] for i in keep), pos[keep]
+    if len(pos) >= _MIN_SPHERE_FIT:  # least squares: |p|^2 = 2 c.p + (r^2 - |c|^2)
+        design = np.column_stack([2 * pos, np.ones(len(pos))])
+        centre = np.linalg.lstsq(design, (pos**2).sum(1), rcond=None)[0][:3]
+    else:
+        centre = np.array([0.0, 0.0, 0.04])
+    pos.setflags(write=False)
+    centre.setflags(write=False)
+    return names, pos, centre
+
+
+def _montage_subset(
+    montage: str, n: int, rng: np.random.Generator
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``n`` sites of a montage (core sites first): names, positions (m), unit directions."""
+    names, pos, centre = _montage_sites(montage)
+    dirs = _unit(pos - centre)
+    lower = [name.lower() for name in names]
+    core: list[int] = []
+    for site, direction in zip(_EEG_CORE_SITES, _unit(_EEG_CORE_DIRS), strict=True):
+        free = np.setdiff1d(np.arange(len(names)), core)
+        if not free.size:
+            break
+        if site.lower() in lower and lower.index(site.lower()) not in core:
+            core.append(lower.index(site.lower()))
+        else:
+            core.append(int(free[np.argmax(dirs[free] @ direction)]))
+    n = min(n, len(names))
+    others = np.setdiff1d(np.arange(len(names)), core)
+    extra = rng.choice(others, size=max(0, n - len(core)), replace=False)
+    chosen = np.sort(np.concatenate([np.array(core[:n], dtype=np.int64), extra]))
+    return [names[i] for i in chosen], pos[chosen].copy(), dirs[chosen]
+
+
+# --------------------------------------------------------------------------------------------
+# Intracranial EEG: sEEG and ECoG
+# --------------------------------------------------------------------------------------------
+
+#: Regions of the intracranial simulator and their centres, the same for every subject (metres,
+#: in an MNI-like frame of the left hemisphere: x right, y anterior, z up; each subject's own
+#: anatomy moves them by about 2 mm).
+IEEG_REGIONS: Mapping[str, tuple[float, float, float]] = MappingProxyType({
+    "V1": (-0.008, -0.092, 0.004),
+    "LO": (-0.042, -0.074, -0.004),
+    "FFA": (-0.040, -0.054, -0.018),
+    "PPA": (-0.026, -0.044, -0.010),
+    "HPC": (-0.028, -0.022, -0.014),
+    "M1": (-0.038, -0.022, 0.056),
+    "PFC": (-0.040, 0.036, 0.022),
+    "TPJ": (-0.052, -0.050, 0.024),
+})  # fmt: skip
+
+#: Regions with class-specific evoked potentials and high-gamma bursts after each stimulus.
+IEEG_RESPONSIVE = ("V1", "LO", "FFA")
+
+#: Regions that follow the behaviour: position (PPA, HPC: slow potentials and high-gamma power),
+#: speed (HPC theta; M1 beta, high-gamma power and a slow potential). The others (PFC, TPJ) only
+#: hold rhythms unrelated to the task.
+IEEG_TRACKING = ("PPA", "HPC", "M1")
+
+_BRAIN_CENTRE_MM = np.array([0.0, -16.0, 14.0])  # the cortex model: an ellipsoid (mm)
+_BRAIN_AXES_MM = np.array([70.0, 90.0, 64.0])
+_FIELD_MM = 9.0  # spatial s.d. of the field of a region's sources
+_LABEL_MM = 15.0  # contacts farther than this from every region centre get no region name
+_SEEG_PITCH_MM = 3.5
+_ECOG_PITCH_MM = 10.0
+_MIDLINE_MM = -2.0  # sEEG shafts stay in the left hemisphere
+_N_SHARED_BACKGROUND = 10
+# Evoked components of the responsive regions: latency (s), width (s).
+_IEEG_ERP = np.array([
+    [[0.07, 0.012], [0.10, 0.020], [0.18, 0.040]],
+    [[0.10, 0.015], [0.15, 0.025], [0.26, 0.050]],
+    [[0.13, 0.015], [0.18, 0.030], [0.30, 0.060]],
+])  # fmt: skip
+_IEEG_HG_PEAK = np.array([0.08, 0.12, 0.16])  # latency of the high-gamma burst (s)
+_IEEG_KERNEL_S = 0.9  # length of the stimulus-locked kernels (s)
+# Amplitudes (microvolts) of the parts of the signal at a region centre.
+_IEEG_UV = {
+    "erp": 30.0, "high_gamma": 1.5, "place": 15.0, "speed": 10.0, "theta": 10.0, "beta": 10.0,
+    "alpha": 15.0, "local": 35.0, "shared": 15.0, "white": 1.5,
+}  # fmt: skip
+_HG_GAIN = 1.5  # high-gamma amplitude gain per unit of burst at a region centre
+_HG_BEHAVIOUR = 0.6  # relative high-gamma gain of the place fields (PPA, HPC) and speed (M1)
+_PLACE_STEP_MM = 6.0  # place fields' high gamma peaks at points this far apart along y
+_CLASS_SPREAD = 0.4  # size of the class-specific part of the responses
+_TRIAL_SPREAD = 0.3  # s.d. of the log of a trial's response gain (trial-to-trial variability)
+
+
+def _ieeg_structure(n_classes: int) -> dict[str, np.ndarray]:
+    """Stimulus- and behaviour-to-field weights common to all subjects (nested by class)."""
+    rng = _rng(_STRUCTURE_SEED, "ieeg")
+    n_resp, n_fam, n_comp = len(IEEG_RESPONSIVE), len(SHAPE_FAMILIES), _IEEG_ERP.shape[1]
+    # a response common to all classes plus class-specific departures from it
+    erp_amp = rng.standard_normal((n_resp, 1, n_comp)) + _CLASS_SPREAD * rng.standard_normal(
+        (n_resp, n_fam, n_comp))  # fmt: skip
+    erp_grad = 0.6 * rng.standard_normal((n_resp, 1, n_comp, 3)) + _CLASS_SPREAD * 0.6 * (
+        rng.standard_normal((n_resp, n_fam, n_comp, 3)))  # fmt: skip
+    hg_amp = np.exp(_CLASS_SPREAD * rng.standard_normal((n_resp, n_fam)))
+    hg_grad = 0.5 * rng.standard_normal((n_resp, 1, 3)) + _CLASS_SPREAD * 0.5 * (
+        rng.standard_normal((n_resp, n_fam, 3)))  # fmt: skip
+    image = 0.4 * rng.standard_normal((n_resp, len(IMAGE_PARAM_NAMES)))
+    image[:, IMAGE_PARAM_NAMES.index("contrast")] = 0.8  # more contrast, larger responses
+    place_amp = rng.standard_normal((2, 4))  # PPA, HPC x 4 place fields
+    place_grad = 0.6 * rng.standard_normal((2, 4, 3))
+    return {
+        "erp_amp": erp_amp[:, :n_classes], "erp_grad": erp_grad[:, :n_classes],
+        "hg_amp": hg_amp[:, :n_classes], "hg_grad": hg_grad[:, :n_classes], "image": image,
+        "place_amp": place_amp, "place_grad": place_grad,
+        "rhythm_grad": 0.5 * rng.standard_normal((5, 3)),  # HPC, M1, PFC x 2, TPJ
+        "place_hg_grad": 0.5 * rng.standard_normal((2, 4, 3)),
+    }  # fmt: skip
+
+
+def _ellipsoid_radius(p: np.ndarray) -> np.ndarray:
+    """Normalised radius in the cortex model: < 1 inside, 1 on the surface."""
+    return np.linalg.norm((p - _BRAIN_CENTRE_MM) / _BRAIN_AXES_MM, axis=-1)
+
+
+def _to_surface(p: np.ndarray) -> np.ndarray:
+    """Radial projection of points (mm) from the brain centre onto the cortex surface."""
+    return _BRAIN_CENTRE_MM + (p - _BRAIN_CENTRE_MM) / _ellipsoid_radius(p)[..., None]
+
+
+def _fields(pos: np.ndarray, centre: np.ndarray, amp: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Gain of sources of one region at contacts, ``g(p) (amp + grad . u)``, shape (n_src, n_ch).
+
+    ``u`` is the offset of a contact from the region centre in units of :data:`_FIELD_MM` and
+    ``g`` a Gaussian of it: a smooth function of position, zero far from the region.
+    """
+    u = (pos - centre) / _FIELD_MM
+    g = np.exp(-0.5 * (u**2).sum(1))
+    return g * (amp[:, None] + grad @ u.T)
+
+
+def _gain_fields(
+    pos: np.ndarray, centre: np.ndarray, amp: np.ndarray, grad: np.ndarray
+) -> np.ndarray:
+    """Positive gains of sources of one region at contacts, ``g(p) amp exp(grad . u)``.
+
+    As :func:`_fields`, for sources that scale the high-gamma amplitude (``amp`` > 0).
+    """
+    u = (pos - centre) / _FIELD_MM
+    return np.exp(-0.5 * (u**2).sum(1)) * amp[:, None] * np.exp(grad @ u.T)
+
+
+def _implant_targets(rng: np.random.Generator, regions: Sequence[str] | None) -> list[str]:
+    """Regions a subject's electrodes aim at: responsive ones first."""
+    if regions is not None:
+        targets = list(dict.fromkeys([regions] if isinstance(regions, str) else regions))
+        unknown = sorted(set(targets) - set(IEEG_REGIONS))
+        if unknown:
+            raise ValueError(f"unknown regions {unknown}; available: {list(IEEG_REGIONS)}")
+        if not targets:
+            raise ValueError(f"regions must name at least one of {list(IEEG_REGIONS)}")
+        return sorted(targets, key=lambda r: r not in IEEG_RESPONSIVE)
+    others = [r for r in IEEG_REGIONS if r not in IEEG_RESPONSIVE]
+    responsive = rng.choice(IEEG_RESPONSIVE, size=int(rng.integers(2, 4)), replace=False)
+    rest = rng.choice(others, size=int(rng.integers(1, 5)), replace=False)
+    return [str(r) for r in (*responsive, *rest)]
+
+
+def _shaft_span(target: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
+    """Distances (mm) along a shaft from its target to its ends inside the left hemisphere."""
+    a = direction / _BRAIN_AXES_MM
+    b = (target - _BRAIN_CENTRE_MM) / _BRAIN_AXES_MM
+    qa, qb, qc = a @ a, 2 * a @ b, b @ b - 1.0
+    root = math.sqrt(qb**2 - 4 * qa * qc)
+    lo, hi = (-qb - root) / (2 * qa) + 1.0, (-qb + root) / (2 * qa) - 1.0
+    return lo, min(hi, (_MIDLINE_MM - target[0]) / direction[0])
+
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"  # names of the shafts and strips
+_MIN_GAP_MM = 5.0  # closest approach of two shafts, and of strips to other electrodes
+
+
+def _seeg_layout(
+    rng: np.random.Generator, n_total: int, targets: Sequence[str], centres: Mapping[str, Any]
+) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+    """Depth shafts through the targets: contact positions (mm), names, one dict per shaft."""
+    shafts: list[tuple[str, np.ndarray, np.ndarray, float, float]] = []
+    tracks: list[np.ndarray] = []  # points every millimetre along each shaft
+
+    def add(region: str, spread: float) -> None:
+        for _ in range(100):
+            target = centres[region] + rng.normal(0.0, spread, 3)
+            target[0] = min(target[0], _MIDLINE_MM - 2.0)
+            direction = _unit(np.array([1.0, 0.0, 0.0]) + rng.normal(0.0, 0.35, 3))
+            if direction[0] < 0.5 or _ellipsoid_radius(target) > 0.9:
+                continue
+            lo, hi = _shaft_span(target, direction)
+            track = target + np.arange(lo, hi + 1.0)[:, None] * direction
+            if all(np.linalg.norm(track[:, None] - other[None], axis=-1).min() >= _MIN_GAP_MM
+                   for other in tracks):  # fmt: skip
+                break
+        shafts.append((region, target, direction, lo, hi))
+        tracks.append(track)
+
+    for region in targets:
+        add(region, 3.0)
+        if rng.random() < 0.3:
+            add(region, 5.0)
+    capacity = [int((hi - lo) // _SEEG_PITCH_MM) + 1 for *_, lo, hi in shafts]
+    while sum(capacity) < n_total and len(shafts) < len(_LETTERS):
+        add(str(rng.choice(list(IEEG_REGIONS))), 10.0)
+        capacity.append(int((shafts[-1][4] - shafts[-1][3]) // _SEEG_PITCH_MM) + 1)
+    if sum(capacity[: len(_LETTERS)]) < n_total:
+        raise ValueError(f"{n_total} sEEG contacts do not fit on {len(_LETTERS)} shafts")
+    shafts, capacity = shafts[: len(_LETTERS)], capacity[: len(_LETTERS)]
+    counts = np.zeros(len(shafts), dtype=np.int64)
+    weight = rng.uniform(0.3, 1.0, len(shafts))
+    for _ in range(n_total):  # at least 4 contacts per shaft in order, then at random
+        short = np.flatnonzero(counts < np.minimum(capacity, 4))
+        room = np.flatnonzero(counts < capacity)
+        i = short[0] if short.size else rng.choice(room, p=weight[room] / weight[room].sum())
+        counts[i] += 1
+
+    positions, names, layout = [], [], []
+    for letter, (region, target, direction, lo, hi), n in zip(
+        _LETTERS, shafts, counts, strict=False
+    ):
+        if n == 0:
+            continue
+        length = (n - 1) * _SEEG_PITCH_MM
+        start = rng.uniform(max(lo, -length), min(hi - length, 0.0))
+        depth = start + length - _SEEG_PITCH_MM * np.arange(n)  # contact 1 is the deepest
+        positions.append(target + depth[:, None] * direction)
+        names += [f"L{letter}{k + 1}" for k in range(n)]
+        layout.append({"name": f"L{letter}", "target": region, "n_contacts": int(n)})
+    return np.vstack(positions), names, layout
+
+
+def _surface_patch(
+    rng: np.random.Generator, near: np.ndarray, rows: int, cols: int, spread: float
+) -> np.ndarray:
+    """A ``rows`` x ``cols`` electrode patch (mm) on the cortex model, centred near a point."""
+    centre = _to_surface(near + rng.normal(0.0, spread, 3))
+    angle = rng.uniform(0.0, np.pi)
+    a = (np.arange(cols) - (cols - 1) / 2) * _ECOG_PITCH_MM
+    b = (np.arange(rows) - (rows - 1) / 2) * _ECOG_PITCH_MM
+    grid_a, grid_b = (g.ravel() for g in np.meshgrid(a, b))
+    for _ in range(20):  # slide laterally until the patch stays in the left hemisphere
+        normal = _unit((centre - _BRAIN_CENTRE_MM) / _BRAIN_AXES_MM**2)
+        ref = np.array([0.0, 0.0, 1.0]) if abs(normal[2]) < 0.9 else np.array([0.0, 1.0, 0.0])
+        u = _unit(np.cross(ref, normal))
+        v = np.cross(normal, u)
+        u, v = math.cos(angle) * u + math.sin(angle) * v, -math.sin(angle) * u + math.cos(angle) * v
+        contacts = _to_surface(centre + grid_a[:, None] * u + grid_b[:, None] * v)
+        overshoot = contacts[:, 0].max() - _MIDLINE_MM
+        if overshoot <= 0:
+            break
+        centre = _to_surface(centre - [overshoot + 2.0, 0.0, 0.0])
+    return contacts
+
+
+def _ecog_layout(
+    rng: np.random.Generator, n_total: int, targets: Sequence[str], centres: Mapping[str, Any]
+) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+    """A grid and strips on the cortex over the targets: positions (mm), names, patches.
+
+    The grid (a large patch that leaves at least 4 contacts for strips when there are 12 or
+    more) lies over the first target (a responsive one, if any); strips lie over the targets
+    that no electrode covers yet (none within :data:`_LABEL_MM` of the point of the surface above
+    the region centre), in order, then over random targets.
+    """
+    shapes = [(r, c) for r in range(2, 9) for c in range(max(r, 4), 9)
+              if n_total - r * c >= 4 or (n_total < 12 and r * c == n_total)]  # fmt: skip
+    large = [rc for rc in shapes if 2 * rc[0] * rc[1] >= n_total] or shapes
+    rows, cols = large[rng.integers(len(large))] if large else (0, 0)
+    rest = n_total - rows * cols
+    n_strips = math.ceil(rest / 8)
+    if n_strips > len(_LETTERS):
+        raise ValueError(f"{n_total} ECoG contacts do not fit on a grid and 26 strips")
+    strips = [rest // n_strips + (i < rest % n_strips) for i in range(n_strips)]
+
+    positions, names, layout = [], [], []
+    if rows:
+        positions.append(_surface_patch(rng, centres[targets[0]], rows, cols, 4.0))
+        width = max(2, len(str(rows * cols)))
+        names += [f"G{k + 1:0{width}d}" for k in range(rows * cols)]
+        layout.append({"name": "G", "target": targets[0], "shape": [rows, cols]})
+    above = {r: _to_surface(centres[r]) for r in targets}
+    for letter, size in zip(_LETTERS, strips, strict=False):
+        taken = np.vstack(positions) if positions else np.empty((0, 3))
+        pending = [r for r in targets if not taken.size
+                   or np.linalg.norm(taken - above[r], axis=1).min() > _LABEL_MM]  # fmt: skip
+        region = pending[0] if pending else str(rng.choice(targets))
+        best, best_gap = np.empty((0, 3)), -1.0
+        for attempt in range(40):  # keep clear of the electrodes already placed
+            contacts = _surface_patch(rng, centres[region], 1, size, 4.0 + attempt)
+            gap = np.linalg.norm(contacts[:, None] - taken[None], axis=-1).min(initial=np.inf)
+            if gap > best_gap:
+                best, best_gap = contacts, gap
+            if gap >= _MIN_GAP_MM:
+                break
+        positions.append(best)
+        names += [f"S{letter}{k + 1}" for k in range(size)]
+        layout.append({"name": f"S{letter}", "target": region, "shape": [1, int(size)]})
+    return np.vstack(positions), names, layout
+
+
+def _region_labels(pos: np.ndarray, centres: Mapping[str, Any], far: str) -> list[str]:
+    """Name of the nearest region centre within :data:`_LABEL_MM`, else ``far``."""
+    names = list(centres)
+    dist = np.linalg.norm(pos[:, None] - np.array([centres[r] for r in names])[None], axis=-1)
+    nearest = dist.argmin(1)
+    return [names[j] if dist[i, j] <= _LABEL_MM else far for i, j in enumerate(nearest)]
+
+
+def _white_spectrum(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+    """Complex Gaussian ``rfft`` coefficients of ``m`` white series of ``n`` samples, (m, k)."""
+    k = n // 2 + 1
+    spec = np.empty((m, k), dtype=np.complex64)
+    spec.real = rng.standard_normal((m, k), dtype=np.float32)
+    spec.imag = rng.standard_normal((m, k), dtype=np.float32)
+    return spec
+
+
+def _shaped(spectrum: np.ndarray, amplitude: np.ndarray, n: int) -> np.ndarray:
+    """Gaussian series (m, n) of zero mean and unit variance with a given amplitude spectrum.
+
+    ``spectrum`` is from :func:`_white_spectrum`; ``amplitude`` (one value per ``rfft``
+    frequency, for all series or one row per series) is scaled so that the expected variance
+    of every series is 1 (the weights are those of the bins in the inverse transform).
+    """
+    amplitude = np.atleast_2d(amplitude).astype(np.float32)
+    weight = np.full(amplitude.shape[1], 4.0, dtype=np.float32)
+    weight[0] = 0.0
+    if n % 2 == 0:
+        weight[-1] = 1.0
+    scale = n / np.sqrt((weight * amplitude**2).sum(1, keepdims=True))
+    return sfft.irfft(spectrum * (amplitude * scale), n=n, axis=1)
+
+
+def _spectral_noise(
+    rng: np.random.Generator, amplitude: np.ndarray, n: int, m: int = 1
+) -> np.ndarray:
+    """``m`` new Gaussian series (n, m) of unit variance with one amplitude spectrum."""
+    return _shaped(_white_spectrum(rng, n, m), amplitude, n).T
+
+
+def _stimulus_locked(
+    latent: Latent, t: np.ndarray, sfreq: float, structure: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evoked components and high-gamma bursts of the responsive regions after each onset.
+
+    Each trial's response in each region is scaled by the region's response to the image and
+    by a random log-normal gain (:data:`_TRIAL_SPREAD`).
+
+    Returns
+    -------
+    erp : ndarray, shape (n_times, regions, components, classes)
+        Each component of each trial (unit peak, times the region's response to its image)
+        in the column of its class.
+    burst : ndarray, shape (n_times, regions, classes)
+        The high-gamma bursts, likewise.
+    """
+    n_resp, n_comp = _IEEG_ERP.shape[:2]
+    erp = np.zeros((len(t), n_resp, n_comp, latent.n_classes))
+    burst = np.zeros((len(t), n_resp, latent.n_classes))
+    n_after = int(math.ceil(_IEEG_KERNEL_S * sfreq))
+    lat, width = _IEEG_ERP[..., 0], _IEEG_ERP[..., 1]
+    trials = latent.trials[["onset", "class", "image"]]
+    variability = np.exp(_TRIAL_SPREAD * rng.standard_normal((len(trials), n_resp)))
+    for (onset, cls, img), jitter in zip(trials.itertuples(index=False), variability, strict=True):
+        i0 = int(math.ceil(onset * sfreq - 1e-9))
+        if i0 >= len(t):
+            break
+        gain = jitter
+        if latent.image_params is not None:
+            centred = latent.image_params[int(img)] - 0.5
+            gain = jitter * np.clip(1.0 + structure["image"] @ centred, 0.2, None)
+        tau = t[i0 : i0 + n_after] - onset
+        waves = np.exp(-0.5 * ((tau[:, None, None] - lat) / width) ** 2)
+        erp[i0 : i0 + len(tau), :, :, int(cls)] += waves * gain[:, None]
+        ratio = tau[:, None] / _IEEG_HG_PEAK
+        burst[i0 : i0 + len(tau), :, int(cls)] += ratio**2 * np.exp(2.0 * (1.0 - ratio)) * gain
+    return erp, burst
+
+
+def _ieeg_sources(
+    latent: Latent, n: int, sfreq: float, structure: dict, rates: dict[str, float],
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Time courses of the region sources, each (n, n_sources)."""
+    t = np.arange(n) / sfreq
+    erp, burst = _stimulus_locked(latent, t, sfreq, structure, rng)
+    onehot, _ = _stimulus_features(latent, t)
+    sustained = 0.3 * ndimage.uniform_filter1d(onehot, max(1, int(0.05 * sfreq)), axis=0)
+    speed = np.tanh(latent.speed(t) / _SPEED_SCALE)
+    f = sfft.rfftfreq(n, 1 / sfreq)
+    envelope = np.exp(0.4 * _spectral_noise(rng, np.exp(-0.5 * (f / 0.1) ** 2), n, 3))
+
+    def rhythm(f0: float, bandwidth: float) -> np.ndarray:
+        return _spectral_noise(rng, np.exp(-0.5 * ((f - f0) / bandwidth) ** 2), n)[:, 0]
+
+    rhythms = np.column_stack([
+        rhythm(rates["theta"], 0.8) * (0.4 + 0.6 * speed),  # HPC theta grows with speed
+        rhythm(rates["m1_beta"], 2.0) * (1.0 - 0.6 * speed),  # M1 beta desynchronises
+        rhythm(rates["pfc_alpha"], 1.0) * envelope[:, 0],  # PFC alpha and beta, TPJ alpha:
+        rhythm(rates["pfc_beta"], 2.0) * envelope[:, 1],  # unrelated to the task
+        rhythm(rates["tpj_alpha"], 1.0) * envelope[:, 2],
+    ])  # fmt: skip
+    place = _place_basis(latent.position(t), 4, 0.2)
+    return {
+        # region-major: (n, regions * components * classes)
+        "erp": erp.reshape(n, -1),
+        # high-gamma amplitude: bursts (regions * classes), place fields (PPA, HPC), speed (M1)
+        "high_gamma": np.hstack([
+            (burst + sustained[:, None]).reshape(n, -1), place, place, speed[:, None],
+        ]),  # fmt: skip
+        "place": np.tile(place - 0.4, 2),  # slow potentials, PPA and HPC
+        "speed": latent.speed(t)[:, None] / _SPEED_SCALE - 1.0,
+        "rhythms": rhythms,
+    }
+
+
+def simulate_ieeg(
+    latent: Latent,
+    *,
+    subject: str = "01",
+    run: str = "01",
+    seed: int = 0,
+    sfreq: float = 250.0,
+    kind: str = "seeg",
+    n_electrodes: int | tuple[int, int] = (40, 120),
+    regions: Sequence[str] | None = None,
+    split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
+) -> xr.Dataset:
+    """Simulate intracranial EEG (sEEG depth shafts or an ECoG grid and strips).
+
+    Eight named regions (:data:`IEEG_REGIONS`) have fixed centres in a frame shared by all
+    subjects. Every source of a region reaches a contact through a smooth field of its position:
+    a Gaussian of the distance to the region centre (s.d. 9 mm) times a linear function of the
+    offset, so that the signal is a smooth function of position that a position-aware model
+    can carry from one subject to another. The sources:
+
+    * :data:`IEEG_RESPONSIVE` (V1, LO, FFA): after each trial onset, an evoked potential (three
+      components with the region's latencies) and a burst of high-gamma power (band-limited
+      noise, a Gaussian band whose +-2 s.d. span 60-110 Hz at 250 Hz, whose amplitude rises
+      after 80-160 ms and decays over some 0.3 s, plus a smaller
+      sustained part while the stimulus is shown), each with its own pattern per class and
+      per region; the image parameters (contrast most) scale the responses;
+    * :data:`IEEG_TRACKING`: place fields of the position (PPA, HPC) in slow potentials and in
+      high-gamma power (four fields per region, whose high gamma peaks at points 6 mm apart
+      along y), a theta rhythm growing with speed (HPC), and in M1 a beta rhythm that speed
+      suppresses, high-gamma power and a slow potential that follow speed;
+    * the distractors PFC (alpha, beta) and TPJ (alpha), whose amplitudes drift at random;
+    * everywhere: 1/f-like background activity (aperiodic exponent 1.6-2.4 per contact, 1 Hz
+      knee), local to each contact and from ten generators at random places with a wider
+      field, and white amplifier noise.
+
+    Each subject (``seed``) has its own electrode count and placement and its own anatomy (region
+    centres moved by about 2 mm, gains per region). ``kind="seeg"``: a few depth shafts entering
+    laterally (contacts 3.5 mm apart, named ``LA1``, ``LA2``, ... from the deepest) through a
+    subject-specific set of regions, always at least two responsive ones; shafts are added at
+    random places when the contact count needs them. ``kind="ecog"``: a grid (2-8 rows and
+    4-8 columns, 10 mm pitch, ``G01``, ...) laid on an ellipsoidal cortex model over the first
+    targeted region (a responsive one) and strips of 4-8 contacts (``SA1``, ...) over the
+    targeted regions that no electrode covers yet, then over random ones (with fewer than 12
+    contacts, one small grid or one strip only). Values are in volts, about 4e-5 V (s.d.).
+
+    Parameters
+    ----------
+    latent : Latent
+        Ground truth of the run (from :func:`simulate_latent`).
+    subject, run : str
+        Identity of the recording.
+    seed : int
+        Subject seed: it draws the electrodes and the subject's anatomy (same for all runs of a
+        subject); the noise depends on it and on the latent's seed.
+    sfreq : float
+        Sampling rate in Hz, at least 200. High gamma is 60-110 Hz at 250 Hz, and up to 70-150
+        Hz at higher rates (below 0.44 ``sfreq``).
+    kind : {"seeg", "ecog"}
+        Depth shafts or surface electrodes; also the recording's modality and channel type.
+    n_electrodes : int or (int, int)
+        Number of contacts, or an inclusive range to draw it from.
+    regions : sequence of str, optional
+        Regions to implant (names of :data:`IEEG_REGIONS`), each with a shaft (sEEG) or under
+        the grid or a strip (ECoG). Default: two or three responsive regions and one to four
+        others, drawn per subject.
+    split : sequence of 3 float
+        Train / valid / test fractions of the recording, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals (half taken from each side; an interval
+        it leaves empty is left out). Default: the modality's margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
+
+    Returns
+    -------
+    xarray.Dataset
+        A recording with modality ``kind``, channel type ``kind``, units ``"V"``; positions in
+        metres in the ``"mni_tal"`` frame of :data:`IEEG_REGIONS`; ``region`` is the nearest
+        region within 15 mm, else ``"white_matter"`` (sEEG) or ``"unknown"`` (ECoG).
+    """
+    if kind not in ("seeg", "ecog"):
+        raise ValueError(f"kind must be 'seeg' or 'ecog', got {kind!r}")
+    if sfreq < 200.0:
+        raise ValueError(f"sfreq must be at least 200 Hz for the high-gamma band, got {sfreq}")
+    mapping = _rng(seed, "ieeg", kind, "mapping")
+    noise = _rng(seed, "ieeg", kind, "noise", latent.seed)
+    n_ch = _count(mapping, n_electrodes, "n_electrodes")
+    structure = _ieeg_structure(latent.n_classes)
+    centres = {r: 1000.0 * np.asarray(c) + mapping.normal(0.0, 2.0, 3)
+               for r, c in IEEG_REGIONS.items()}  # fmt: skip
+    targets = _implant_targets(mapping, regions)
+    layout_fn = _seeg_layout if kind == "seeg" else _ecog_layout
+    pos, ch_names, layout = layout_fn(mapping, n_ch, targets, centres)
+    labels = _region_labels(pos, centres, "white_matter" if kind == "seeg" else "unknown")
+    gain = dict(zip(IEEG_REGIONS, mapping.uniform(0.7, 1.3, len(IEEG_REGIONS)), strict=True))
+    exponent = mapping.uniform(1.6, 2.4, n_ch)
+    rates = {
+        "theta": mapping.uniform(6.0, 8.0), "m1_beta": mapping.uniform(18.0, 24.0),
+        "pfc_alpha": mapping.uniform(8.5, 11.0), "pfc_beta": mapping.uniform(15.0, 20.0),
+        "tpj_alpha": mapping.uniform(8.5, 11.0),
+    }  # fmt: skip
+    shared_dir = _unit(mapping.standard_normal((_N_SHARED_BACKGROUND, 3)))
+    shared_at = _BRAIN_CENTRE_MM + shared_dir * _BRAIN_AXES_MM * mapping.uniform(
+        0.3, 0.9, (_N_SHARED_BACKGROUND, 1))  # fmt: skip
+    hg_hi = min(150.0, 0.44 * sfreq)
+    hg_lo = 60.0 if hg_hi < 140.0 else 70.0
+
+    # Spatial fields of the sources at the contacts, (n_sources, n_ch).
+    resp = [centres[r] for r in IEEG_RESPONSIVE]
+    erp_fields = np.concatenate([
+        gain[r] * _fields(pos, resp[i], structure["erp_amp"][i, :, k],
+                          structure["erp_grad"][i, :, k])
+        for i, r in enumerate(IEEG_RESPONSIVE) for k in range(_IEEG_ERP.shape[1])
+    ])  # fmt: skip
+    place_hg_grad = structure["place_hg_grad"]
+    hg_fields = np.concatenate([
+        *(gain[r] * _gain_fields(pos, resp[i], structure["hg_amp"][i], structure["hg_grad"][i])
+          for i, r in enumerate(IEEG_RESPONSIVE)),
+        *(gain[r] * _gain_fields(pos, centres[r] + [0.0, _PLACE_STEP_MM * (k - 1.5), 0.0],
+                                 np.full(1, _HG_BEHAVIOUR), grad[None])
+          for i, r in enumerate(("PPA", "HPC")) for k, grad in enumerate(place_hg_grad[i])),
+        gain["M1"] * _gain_fields(pos, centres["M1"], np.full(1, _HG_BEHAVIOUR), np.zeros((1, 3))),
+    ])  # fmt: skip
+    place_fields = np.concatenate([
+        gain[r] * _fields(pos, centres[r], structure["place_amp"][i], structure["place_grad"][i])
+        for i, r in enumerate(("PPA", "HPC"))
+    ])  # fmt: skip
+    speed_field = gain["M1"] * _fields(pos, centres["M1"], np.ones(1), np.zeros((1, 3)))
+    rhythm_regions = ("HPC", "M1", "PFC", "PFC", "TPJ")
+    rhythm_fields = np.concatenate([
+        gain[r] * _fields(pos, centres[r], np.ones(1), structure["rhythm_grad"][i : i + 1])
+        for i, r in enumerate(rhythm_regions)
+    ])  # fmt: skip
+    rhythm_amp = np.array([_IEEG_UV[k] for k in ("theta", "beta", "alpha", "beta", "alpha")])
+    dist = np.linalg.norm(pos[None] - shared_at[:, None], axis=-1)
+    shared_fields = np.exp(-0.5 * (dist / (2 * _FIELD_MM)) ** 2)
+
+    n = _n_samples(latent.duration, sfreq)
+    src = _ieeg_sources(latent, n, sfreq, structure, rates, noise)
+    f = sfft.rfftfreq(n, 1 / sfreq)
+    # Contacts x time from here on (the inverse FFTs run along contiguous rows).
+    # power ~ 1 / (f**2 + 1)**(exponent / 2): 1/f**exponent above a 1 Hz knee
+    log_f = np.log(f**2 + 1.0).astype(np.float32)
+    aperiodic = np.exp(np.outer((-exponent / 4).astype(np.float32), log_f))
+    aperiodic /= np.sqrt((aperiodic**2).mean(1, keepdims=True))
+    white = _IEEG_UV["white"] / _IEEG_UV["local"]
+    # One white spectrum for both: the background holds almost nothing in the high-gamma band.
+    spectrum = _white_spectrum(noise, n, n_ch)
+    background = _shaped(spectrum, np.sqrt(aperiodic**2 + white**2), n)
+    background *= math.hypot(_IEEG_UV["local"], _IEEG_UV["white"])
+    band = np.exp(-0.5 * ((f - (hg_lo + hg_hi) / 2) / ((hg_hi - hg_lo) / 4)) ** 2)
+    high_gamma = _shaped(spectrum, band, n)
+    del spectrum
+    shared = _spectral_noise(noise, (f**2 + 1.0) ** -0.5, n, _N_SHARED_BACKGROUND)
+    f32 = np.float32
+    high_gamma *= 1.0 + (_HG_GAIN * hg_fields.T).astype(f32) @ src["high_gamma"].T.astype(f32)
+    background += _IEEG_UV["high_gamma"] * high_gamma
+    del high_gamma
+    sources = np.hstack([
+        _IEEG_UV["erp"] * src["erp"], _IEEG_UV["place"] * src["place"],
+        _IEEG_UV["speed"] * src["speed"], src["rhythms"] * rhythm_amp,
+        _IEEG_UV["shared"] * shared,
+    ]).astype(f32)  # fmt: skip
+    fields = np.vstack([erp_fields, place_fields, speed_field, rhythm_fields, shared_fields])
+    microvolts = sources @ fields.astype(f32)
+    microvolts += background.T
+    del background
+    microvolts *= f32(1e-6)
+    return _recording(
+        microvolts,
+        latent,
+        modality=kind,
+        sfreq=sfreq,
+        subject=subject,
+        run=run,
+        split=split,
+        split_gap=split_gap,
+        params={
+            "seed": int(seed), "kind": kind, "n_electrodes": n_ch, "regions": list(targets),
+            "electrodes": layout, "high_gamma": [hg_lo, hg_hi],
+            "rhythms": {k: float(v) for k, v in rates.items()},
+        },  # fmt: skip
+        ch_names=ch_names,
+        ch_types=kind,
+        units="V",
+        positions=pos / 1000.0,
+        coord_frame="mni_tal",
+        regions=labels,
+    )
+
+
+def _simulate_seeg(latent: Latent, **kwargs: Any) -> xr.Dataset:
+    """:func:`simulate_ieeg` with ``kind="seeg"`` (the ``"seeg"`` modality of the dataset)."""
+    return simulate_ieeg(latent, kind="seeg", **kwargs)
+
+
+def _simulate_ecog(latent: Latent, **kwargs: Any) -> xr.Dataset:
+    """:func:`simulate_ieeg` with ``kind="ecog"`` (the ``"ecog"`` modality of the dataset)."""
+    return simulate_ieeg(latent, kind="ecog", **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1115,6 +1783,8 @@ _SIMULATORS: dict[str, Callable[..., xr.Dataset]] = {
     "fmri": simulate_fmri,
     "calcium": simulate_calcium,
     "spikes": simulate_spikes,
+    "seeg": _simulate_seeg,
+    "ecog": _simulate_ecog,
 }
 
 
@@ -1172,7 +1842,8 @@ def simulate_dataset(
     n_subjects : int
         Number of subjects.
     modalities : sequence of str
-        Among ``"eeg"``, ``"fmri"``, ``"calcium"``, ``"spikes"``.
+        Among ``"eeg"``, ``"seeg"``, ``"ecog"`` (:func:`simulate_ieeg`), ``"fmri"``,
+        ``"calcium"``, ``"spikes"``.
     duration : float
         Length of every run in seconds.
     n_runs : int

@@ -218,7 +218,7 @@ def test_options_and_errors():
     with pytest.raises(ValueError, match="unknown modalities"):
         simulate_dataset(modalities=("meg",))
     with pytest.raises(TypeError, match="unexpected keyword"):
-        simulate_dataset(ecog={})
+        simulate_dataset(meg={})
     with pytest.raises(ValueError, match="n_classes"):
         simulate_dataset(n_classes=9)
     with pytest.raises(ValueError, match="split"):

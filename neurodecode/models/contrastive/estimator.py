@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +16,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .._lightning import quiet_lightning
 from ..encoders import OffsetEncoder
 from .batches import PairBatches
 from .losses import InfoNCE, goodness_of_fit_bits
@@ -544,7 +543,7 @@ class ContrastiveEmbedding(TransformerMixin, BaseEstimator):
 
                 from .module import ContrastiveModule
 
-                with _quiet_lightning(quiet=not self.verbose):
+                with quiet_lightning(quiet=not self.verbose):
                     trainer = L.Trainer(
                         max_steps=max_iter,
                         accelerator="cpu" if device.type == "cpu" else "gpu",
@@ -865,24 +864,6 @@ class _TrainingLines:
         print(f"{self.what}: {self.max_iter} steps in {seconds:.2f} s "
               f"({self.max_iter / max(seconds, 1e-9):.1f} it/s), loss {loss:.4f}",
               file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _quiet_lightning(quiet: bool) -> Iterator[None]:
-    """Hide Lightning's deprecated-API warning; with ``quiet`` also its info messages."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    if quiet:
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            # lightning's own use of a deprecated torch.utils._pytree API (not ours)
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
 
 
 def _device(name: str) -> torch.device:

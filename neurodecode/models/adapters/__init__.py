@@ -1,0 +1,28 @@
+"""Subject adapters: per-subject weights that map each subject into the shared latent.
+
+One module per adapter: :mod:`.subject_linear` (linear / low-rank maps, optionally invertible
+for cycle reconstruction), :mod:`.spatial_attention` (any montage with positions → virtual
+channels, zero-shot capable); plus :mod:`.lora` (low-rank updates of a trained backbone) and
+:mod:`.alignment` (closed-form functional alignment of a new subject onto a trained one).
+"""
+
+from .alignment import FunctionalAlignment, paired_targets
+from .base import UNKNOWN_SUBJECT, SubjectAdapter, SubjectSpec
+from .lora import LoRA, add_lora, lora_parameters, merge_lora
+from .spatial_attention import SpatialAttention, fourier_features
+from .subject_linear import SubjectLinear
+
+__all__ = [
+    "UNKNOWN_SUBJECT",
+    "FunctionalAlignment",
+    "LoRA",
+    "SpatialAttention",
+    "SubjectAdapter",
+    "SubjectLinear",
+    "SubjectSpec",
+    "add_lora",
+    "fourier_features",
+    "lora_parameters",
+    "merge_lora",
+    "paired_targets",
+]
