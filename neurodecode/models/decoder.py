@@ -191,7 +191,8 @@ class CrossSubjectDecoder(BaseEstimator):
 
     # ---- training -------------------------------------------------------------------------
 
-    def fit(self, train: TrialsLike, val: TrialsLike | None = None) -> CrossSubjectDecoder:
+    def fit(self, train: TrialsLike, val: TrialsLike | None = None, *,
+            classes: Sequence[str] | None = None) -> CrossSubjectDecoder:
         """Train the shared model on every subject's training samples.
 
         Parameters
@@ -219,7 +220,14 @@ class CrossSubjectDecoder(BaseEstimator):
             raise ValueError(f"samples of different lengths across subjects: {sorted(n_times)}")
         self.n_times_ = n_times.pop()
         if cfg.task == "classify":
-            self.classes_ = np.array(sorted({str(v) for t in train_d.values() for v in t.y}))
+            found = {str(v) for t in train_d.values() for v in t.y}
+            if classes is not None and found - {str(c) for c in classes}:
+                raise ValueError(f"labels {sorted(found - set(map(str, classes)))} are not "
+                                 f"among the classes {list(classes)}")
+            self.classes_ = np.array(sorted(found if classes is None else map(str, classes)))
+            if len(self.classes_) < 2:
+                raise ValueError(f"the training samples hold one class only "
+                                 f"({self.classes_[0]!r}); pass classes= with every class")
             n_outputs = len(self.classes_)
         else:
             self.classes_ = None

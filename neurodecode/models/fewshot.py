@@ -55,17 +55,17 @@ def parse_strategy(strategy: str) -> str:
     raise ValueError(f"unknown adaptation strategy {strategy!r}; valid: {valid}")
 
 
-def holdout_split(trials: SubjectTrials, fraction: float = 0.2, *, min_val: int = 2
-                  ) -> tuple[SubjectTrials, SubjectTrials | None]:
+def holdout_split(trials: SubjectTrials, fraction: float = 0.2, *, min_val: int = 2,
+                  min_samples: int = 10) -> tuple[SubjectTrials, SubjectTrials | None]:
     """Split adaptation samples into training and validation, the validation last in time.
 
     One sample between the two is left out (a gap, so that neighbouring, correlated samples
-    are not on both sides). With fewer than ``min_val + 2`` samples there is no validation
-    set (and adaptation runs a fixed number of epochs).
+    are not on both sides). Below ``min_samples`` samples there is no validation set (and
+    adaptation runs a fixed number of epochs on all of them).
     """
     n = len(trials)
     n_val = max(min_val, int(round(fraction * n)))
-    if n < n_val + 2:
+    if n < max(min_samples, n_val + 2):
         return trials, None
     return trials.first(n - n_val - 1), trials.select(np.arange(n - n_val, n))
 
@@ -110,7 +110,7 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
         Low-rank updates of ``lora``.
     lr_scale : float, optional
         Factor on the config's learning rates (default 1 for ``adapter`` and ``lora``, 0.3 for
-        ``full``).
+        ``full``; ten times smaller from an aligned starting point).
     max_epochs, patience : int, optional
         Default the config's.
     val_fraction : float
@@ -183,7 +183,10 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
         elif name == "full":
             for p in model.parameters():
                 p.requires_grad_(True)
-        scale = lr_scale if lr_scale is not None else (0.3 if name == "full" else 1.0)
+        if lr_scale is not None:
+            scale = lr_scale
+        else:  # a good starting point is refined gently
+            scale = (0.3 if name == "full" else 1.0) * (0.1 if init == "align" else 1.0)
         task = DecodeTask.for_model(model, classes=None if new.classes_ is None
                                     else list(new.classes_), lora=lora, lr_scale=scale)
         epochs = max_epochs or cfg.max_epochs
