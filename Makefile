@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_loader.py --quick --json outputs/bench_loader.json
 	$(BIN)/python benchmarks/splits.py --quick --json outputs/bench_splits.json
 	$(BIN)/python benchmarks/workflow.py --quick --json outputs/bench_workflow.json
+	$(BIN)/python benchmarks/adapters.py --quick --json outputs/bench_adapters.json
 	MNE_LOGGING_LEVEL=warning $(BIN)/python benchmarks/real_data.py --quick --json outputs/real_data.json
 
 clean:

@@ -237,38 +237,46 @@ def real_part(quick: bool, seeds: Sequence[int], data: Path | None, work: Path) 
     """EEGBCI leave-one-subject-out with our strategies beside the peers (needs the data)."""
     import adapters_real as ar
 
+    from neurodecode.config import get_settings
     from neurodecode.data.subjects import by_subject
 
-    root = data or ar.default_data_root()
-    if root is None or not Path(root).is_dir():
-        return {"skipped": "no sample data (set NEURODECODE_SAMPLE_DATA or pass --data)"}
-    tasks = ar.load_tasks(work / "stores", Path(root),
-                          names=("eegbci_left_right",) if quick else ar.TASKS[:2])
+    root = Path(data or get_settings().sample_data)
+    if not root.is_dir():
+        return {"skipped": f"no sample data at {root} (set NEURODECODE_SAMPLE_DATA or --data)"}
+    names = ("eegbci_left_right",) if quick else ar.TASKS[:2]
+    tasks = ar.load_tasks(work / "stores", root, names)
     rows = []
+    pretrained: dict[tuple[str, str, int], tuple[CrossSubjectDecoder, dict]] = {}
     for task in tasks:
         fs = ar.folds(tasks, task)
 
+        def shared_for(fold: ar.Fold, seed: int) -> tuple[CrossSubjectDecoder, dict]:
+            """The model pretrained on the other subjects (once per new subject and seed)."""
+            key = (fold.task, fold.new_subject, seed)
+            if key not in pretrained:
+                train = {s: by_subject(v)[s] for s, v in fold.pretrain.items()}
+                halves = {s: t.chronological((0.85, 0.15), names=("train", "val"))
+                          for s, t in train.items()}
+                dec = CrossSubjectDecoder("cross_subject_eeg", seed=seed).fit(
+                    {s: h["train"] for s, h in halves.items()},
+                    {s: h["val"] for s, h in halves.items()})
+                pretrained[key] = (dec, train)
+            return pretrained[key]
+
         def ours(strategy: str):
             def method(fold: ar.Fold, seed: int) -> np.ndarray:
-                train = {s: by_subject(v)[s] for s, v in fold.pretrain.items()}
-                dec = CrossSubjectDecoder("cross_subject_eeg", seed=seed).fit(
-                    {s: t.chronological((0.85, 0.15), names=("train", "val"))["train"]
-                     for s, t in train.items()},
-                    {s: t.chronological((0.85, 0.15), names=("train", "val"))["val"]
-                     for s, t in train.items()})
-                test = by_subject(fold.test)[fold.new_subject]
-                if fold.n_adapt == 0:
-                    if strategy != "a":
-                        raise ar.NotApplicable
-                    raise ar.NotApplicable  # no zero-shot path without positions
+                if fold.n_adapt == 0:  # zero-shot needs the spatial attention model
+                    raise ar.NotApplicable
+                dec, train = shared_for(fold, seed)
                 budget = by_subject(fold.adapt)[fold.new_subject]
+                test = by_subject(fold.test)[fold.new_subject]
                 return dec.adapt(budget, strategy=strategy, reference=train,
                                  seed=seed).predict(test)
             return method
 
         for strategy in ("a", "d") if quick else ("a", "b", "c", "d"):
             rows += ar.evaluate(f"ours_{strategy}", ours(strategy), fs, seeds)
-        for name, peer in ar.peers(quick=quick).items():
+        for name, peer in ar.peers(quick, (task,)).items():
             rows += ar.evaluate(name, peer, fs, seeds)
     return {"rows": rows}
 
@@ -281,9 +289,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--data", type=Path, help="sample data folder (real part)")
     parser.add_argument("--work", type=Path, default=Path("outputs/bench_adapters"))
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (tiny models run fastest on one)")
+                        help="torch and BLAS threads (tiny models run fastest on one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)  # numpy's BLAS too: small SVDs stall on idle threads
     quick = args.quick
     seeds = (0,) if quick else (0, 1, 2)
     fractions = QUICK_FRACTIONS if quick else FRACTIONS

@@ -192,9 +192,15 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
         epochs = max_epochs or cfg.max_epochs
         if fit_val is None:
             epochs = min(epochs, fixed_epochs)
+        start_state = None
+        if fit_val is not None and init == "align":  # the aligned start is a candidate too
+            start_state = copy.deepcopy(model.state_dict()), _val_loss(new, fit_val)
         new._train(task, {subject: fit_train},
                    {} if fit_val is None else {subject: fit_val}, epochs,
                    patience or cfg.patience)
+        if start_state is not None and _val_loss(new, fit_val) > start_state[1]:
+            model.load_state_dict(start_state[0])  # fine-tuning did not help on validation
+            record["kept"] = "aligned start"
         if name == "lora":
             merge_lora(model.backbone)
         for p in model.parameters():
@@ -227,6 +233,8 @@ def _align(new: CrossSubjectDecoder, train: SubjectTrials, val: SubjectTrials | 
         raise ValueError(f"reference subjects {unknown} are not served by the decoder")
     if choose == "best" and val is None:
         train, val = holdout_split(train, val_fraction)
+        if val is None:  # too few samples to choose on: average over the references
+            choose = "mean"
     subject = train.subject
     use_keys = train.keys is not None and all(r.keys is not None for r in reference.values())
     keys = train.keys if use_keys else np.asarray(train.y).astype(str)

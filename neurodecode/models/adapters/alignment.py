@@ -31,6 +31,9 @@ class FunctionalAlignment(RegressorMixin, TransformerMixin, BaseEstimator):
         ``X^T Y`` on centred data), which keeps the geometry of the source responses.
     alphas : sequence of float
         Ridge penalties to choose from (relative to the mean squared singular value of ``X``).
+    rescale : bool
+        Scale the ridge map so that the mapped source responses have the target's amplitude
+        (the penalty shrinks it; a trained model downstream is not scale-invariant).
 
     Attributes
     ----------
@@ -43,9 +46,11 @@ class FunctionalAlignment(RegressorMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, method: Literal["ridge", "procrustes"] = "ridge",
-                 alphas: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0, 100.0)) -> None:
+                 alphas: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0, 100.0), rescale: bool = True
+                 ) -> None:
         self.method = method
         self.alphas = alphas
+        self.rescale = rescale
 
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()
@@ -64,6 +69,10 @@ class FunctionalAlignment(RegressorMixin, TransformerMixin, BaseEstimator):
             alphas = np.asarray(self.alphas, dtype=np.float64) * scale
             self.alpha_ = _blocked_alpha(Xc, Yc, alphas) if len(alphas) > 1 else alphas[0]
             self.coef_ = _ridge_svd(Xc, Yc, [self.alpha_])[0]
+            if self.rescale:  # shrinkage lowers the amplitude of the map, not its pattern
+                fitted = float(np.linalg.norm(Xc @ self.coef_))
+                if fitted > 0:
+                    self.coef_ = self.coef_ * (float(np.linalg.norm(Yc)) / fitted)
         elif self.method == "procrustes":
             u, s, vt = np.linalg.svd(Xc.T @ Yc, full_matrices=False)
             norm = float((Xc**2).sum()) or 1.0
@@ -96,26 +105,31 @@ def _ridge_svd(X: np.ndarray, Y: np.ndarray, alphas: Sequence[float]) -> list[np
 
 def _blocked_alpha(X: np.ndarray, Y: np.ndarray, alphas: np.ndarray, n_splits: int = 5
                    ) -> float:
-    """The penalty with the lowest error on contiguous held-out blocks of rows.
+    """The penalty whose predictions correlate best with contiguous held-out blocks of rows.
 
-    Each fold costs one thin SVD of the other rows (fast when rows are few and features many,
-    the case of a few-shot subject with thousands of voxels); every penalty reuses it.
+    Correlation, not squared error: with few pairs the error is lowest for the largest penalty
+    (predicting the mean), which keeps no pattern; the scale is set afterwards (see
+    ``rescale``). Each fold costs one thin SVD of the other rows (fast when rows are few and
+    features many, the case of a few-shot subject with thousands of voxels); every penalty
+    reuses it.
     """
     n = len(X)
     k = min(n_splits, n)
     if k < 2:
         return float(alphas[len(alphas) // 2])
-    errors = np.zeros(len(alphas))
+    scores = np.zeros(len(alphas))
     for block in np.array_split(np.arange(n), k):
         rest = np.setdiff1d(np.arange(n), block)
         xm, ym = X[rest].mean(axis=0), Y[rest].mean(axis=0)
         u, s, vt = np.linalg.svd(X[rest] - xm, full_matrices=False)
         uty = u.T @ (Y[rest] - ym)
         proj = (X[block] - xm) @ vt.T  # (n_block, k)
+        target = (Y[block] - ym).ravel()
         for i, a in enumerate(alphas):
-            pred = proj @ ((s / (s**2 + a))[:, None] * uty) + ym
-            errors[i] += float(((pred - Y[block]) ** 2).sum())
-    return float(alphas[int(np.argmin(errors))])
+            pred = (proj @ ((s / (s**2 + a))[:, None] * uty)).ravel()
+            denom = float(np.linalg.norm(pred) * np.linalg.norm(target))
+            scores[i] += float(pred @ target) / denom if denom > 0 else 0.0
+    return float(alphas[int(np.argmax(scores))])
 
 
 def paired_targets(keys: np.ndarray, reference_X: np.ndarray, reference_keys: np.ndarray
