@@ -243,7 +243,7 @@ def real_part(quick: bool, seeds: Sequence[int], data: Path | None, work: Path) 
     root = Path(data or get_settings().sample_data)
     if not root.is_dir():
         return {"skipped": f"no sample data at {root} (set NEURODECODE_SAMPLE_DATA or --data)"}
-    names = ("eegbci_left_right",) if quick else ar.TASKS[:2]
+    names = ("eegbci_left_right",) if quick else ar.TASKS
     tasks = ar.load_tasks(work / "stores", root, names)
     rows = []
     pretrained: dict[tuple[str, str, int], tuple[CrossSubjectDecoder, dict]] = {}

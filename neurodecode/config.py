@@ -97,8 +97,54 @@ class StageConfig(BaseModel):
         return cls(**values)
 
 
+#: Parameters of the simulators that :func:`neurodecode.simulate.simulate_dataset` sets itself
+#: (not settable through ``SimulationConfig.options``).
+_SET_BY_DATASET = frozenset({
+    "latent", "subject", "run", "seed", "split", "split_gap", "duration", "n_classes",
+    "image_classes", "image_params",
+})  # fmt: skip
+
+
+def _option_parameters(key: str) -> list[str]:
+    """Keyword parameters that ``options[key]`` may set (``key``: a modality or ``latent``)."""
+    import inspect
+
+    from . import simulate as sim
+
+    fixed = set(_SET_BY_DATASET)
+    if key == "latent":
+        func = sim.simulate_latent
+    elif key in ("seeg", "ecog"):  # both wrap simulate_ieeg with their own kind
+        func, fixed = sim.simulate_ieeg, fixed | {"kind"}
+    else:
+        func = sim._SIMULATORS[key]
+    return [
+        name
+        for name, p in inspect.signature(func).parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in fixed
+    ]
+
+
 class SimulationConfig(StageConfig):
-    """What the simulator produces (see :func:`neurodecode.simulate.simulate_dataset`)."""
+    """What the simulator produces (see :func:`neurodecode.simulate.simulate_dataset`).
+
+    Attributes
+    ----------
+    dataset : str
+        Name of the dataset (its folder under a store root).
+    n_subjects, n_runs, n_classes : int
+    modalities : list of str
+    duration : float
+        Seconds per run.
+    n_images : int, optional
+        Procedural stimulus images (None: one stimulus per class).
+    seed : int
+    options : dict of str to dict
+        Keyword arguments of one modality's simulator (``fmri: {n_voxels: [500, 3000]}``) or of
+        the latent (``latent: {block_duration: [2.0, 2.0]}``), passed to
+        :func:`~neurodecode.simulate.simulate_dataset` as ``**options``. An unknown modality or
+        parameter is refused, naming the valid ones.
+    """
 
     dataset: str = "sim"
     n_subjects: int = Field(3, ge=1)
@@ -108,6 +154,29 @@ class SimulationConfig(StageConfig):
     n_classes: int = Field(4, ge=2)
     n_images: int | None = Field(48, ge=1)
     seed: int = 0
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from .simulate import _SIMULATORS
+
+        targets = ["latent", *_SIMULATORS]
+        unknown = sorted(set(value) - set(targets))
+        if unknown:
+            raise ValueError(
+                f"options: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: "
+                f"{', '.join(sorted(targets))} (a modality's simulator, or latent)"
+            )
+        for key, params in value.items():
+            valid = _option_parameters(key)
+            bad = sorted(set(params) - set(valid))
+            if bad:
+                raise ValueError(
+                    f"options.{key}: unknown parameter(s) {', '.join(map(repr, bad))}; "
+                    f"valid parameters: {', '.join(valid)}"
+                )
+        return value
 
     @field_validator("modalities")
     @classmethod

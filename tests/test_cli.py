@@ -134,9 +134,9 @@ def test_missing_store(tmp_path):
         (["--config", "{typo}"], "invalid simulation settings: n_subject: Extra inputs"),
         (["--config", "{bad}"], "--config {bad} is not valid YAML"),
         (
-            ["--modality", "eeg", "--modality", "ecog"],
+            ["--modality", "eeg", "--modality", "meg"],
             "invalid simulation settings: modalities: the simulator has no "
-            "modality 'ecog'",
+            "modality 'meg'",
         ),
     ],
 )

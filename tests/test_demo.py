@@ -19,10 +19,14 @@ def test_demo_without_sample_data_leaves_the_real_steps_out(tmp_path, monkeypatc
     monkeypatch.setenv("NEURODECODE_SAMPLE_DATA", str(tmp_path / "absent"))
     wf = load_workflow(DEMO, workdir=tmp_path)
     steps = {j.step for j in wf.jobs}
-    assert steps == {"simulate", "decode_sim", "embed_sim", "report"}
+    assert steps == {"simulate", "simulate_xsub", "decode_sim", "embed_sim",
+                     "cross_subject_sim", "adapt_sim", "report"}
     assert any("ingest_eegbci" in n for n in wf.notes) and any("ingest_rat" in n for n in wf.notes)
     report = wf.by_id["report"]
-    assert report.inputs["stores"] == [str(tmp_path / "stores" / "sim")]
+    assert report.inputs["stores"] == [str(tmp_path / "stores" / "sim"),
+                                       str(tmp_path / "stores" / "xsub")]
+    assert report.inputs["cross_subject"] == [str(tmp_path / "models" / "xsub")]
+    assert report.inputs["adapt"] == [str(tmp_path / "adapt" / "xsub")]
     assert len(report.inputs["decode"]) == 3 and report.inputs["embed"] == [
         str(tmp_path / "embed" / "sim")
     ]

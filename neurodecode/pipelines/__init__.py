@@ -44,6 +44,8 @@ STAGE_MODULES = {
     "ingest": "ingest",
     "decode": "decode",
     "embed": "embed",
+    "cross_subject": "cross_subject",
+    "adapt": "adapt",
     "report": "report",
 }
 

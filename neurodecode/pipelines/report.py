@@ -1,8 +1,9 @@
 """The ``report`` stage: one self-contained HTML report of a run's stores, scores and embeddings.
 
 It runs :func:`neurodecode.report.write_report` on the outputs of the other stages: folders of
-recording stores (``simulate``, ``ingest``), ``metrics.json`` files (``decode``) and embed
-folders (``embed``), plus, optionally, the workflow's job table. Every input is optional, so a
+recording stores (``simulate``, ``ingest``), ``metrics.json`` files (``decode``), embed
+folders (``embed``), model folders (``cross_subject``) and adaptation folders (``adapt``), plus,
+optionally, the workflow's job table. Every input is optional, so a
 workflow can report on whatever it ran; each section says when it has nothing to show.
 """
 
@@ -62,6 +63,10 @@ class ReportStage(Stage):
         "stores": Slot("folders of recording stores", many=True, required=False),
         "decode": Slot("metrics.json files of the decode stage", many=True, required=False),
         "embed": Slot("folders written by the embed stage", many=True, required=False),
+        "cross_subject": Slot("model folders written by the cross_subject stage", many=True,
+                              required=False),
+        "adapt": Slot("folders written by the adapt stage (few-shot curves)", many=True,
+                      required=False),
         "jobs": Slot(
             "JSON job table of the workflow run (a list of {job, stage, status, reason, "
             "seconds}, or {'jobs': [...]})",
@@ -82,6 +87,8 @@ class ReportStage(Stage):
                 stores=inputs.get("stores", []),
                 decode=inputs.get("decode", []),
                 embed=inputs.get("embed", []),
+                cross_subject=inputs.get("cross_subject", []),
+                adapt=inputs.get("adapt", []),
                 title=config.title,
                 workflow=jobs,
                 thumbnails=config.thumbnails,

@@ -44,6 +44,7 @@ def simulate_to(folder: str | Path, config: SimulationConfig) -> list[WriteResul
         n_classes=config.n_classes,
         n_images=config.n_images,
         seed=config.seed,
+        **config.options,
     )
     base = Path(dataset_folder(config.dataset))
     results = []

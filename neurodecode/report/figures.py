@@ -11,7 +11,9 @@ embeds the bytes as ``data:image/png;base64,...`` URIs (see :func:`data_uri`).
   chance level, one panel per metric;
 * :func:`embedding_scatter` — embeddings (first two dimensions, or their first two principal
   components) coloured by a behaviour variable;
-* :func:`consistency_heatmap` — a consistency matrix with its values written in the cells.
+* :func:`consistency_heatmap` — a consistency matrix with its values written in the cells;
+* :func:`fewshot_curve` — few-shot adaptation: score against the number of a new subject's
+  training samples (log scale), one line per strategy and baseline, chance dashed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 __all__ = [
     "FIGURE_DPI",
@@ -34,6 +37,7 @@ __all__ = [
     "data_uri",
     "decoding_chart",
     "embedding_scatter",
+    "fewshot_curve",
     "is_png",
     "png_bytes",
     "recording_thumbnail",
@@ -432,6 +436,88 @@ def consistency_heatmap(labels: Sequence[str], matrix: Any, *, dpi: int = FIGURE
     cbar = fig.colorbar(im, ax=ax, shrink=0.8)
     cbar.set_label("consistency", fontsize=7)
     cbar.ax.tick_params(labelsize=6)
+    return png_bytes(fig, dpi)
+
+
+#: Line colours of the few-shot strategies (by label order) and of the baselines.
+_STRATEGY_COLORS = ("#2456a6", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
+_BASELINE_COLORS = ("#555555", "#8c564b", "#bcbd22")
+
+
+def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
+                  dpi: int = FIGURE_DPI) -> bytes:
+    """Few-shot curves: score against the number of training samples, one panel per subject.
+
+    Parameters
+    ----------
+    panels : sequence of mapping
+        Each with ``title`` and ``rows``: mappings with ``label`` (the line: a strategy or a
+        baseline), ``kind`` (``"adapt"`` or ``"baseline"``), ``n_train``, ``score`` and
+        ``chance`` (None or NaN where undefined).
+    metric : str
+        The y-axis label.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image: per panel a line with markers per label against ``n_train`` on a log
+        axis (strategies solid, baselines dashed-dotted and grey-brown), and the mean chance
+        level at each ``n_train`` as a dashed black line.
+
+    Raises
+    ------
+    ValueError
+        If there is no panel or no finite score.
+    """
+    if not panels or not any(np.isfinite(_num(r.get("score"))) for p in panels
+                             for r in p["rows"]):
+        raise ValueError("no few-shot score to plot")
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.3 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    labels = list(dict.fromkeys(str(r["label"]) for p in panels for r in p["rows"]))
+    baselines = [lab for lab in labels if any(
+        str(r["label"]) == lab and r.get("kind") == "baseline" for p in panels for r in p["rows"])]
+    strategies = [lab for lab in labels if lab not in baselines]
+    style = {lab: {"color": _STRATEGY_COLORS[i % len(_STRATEGY_COLORS)], "ls": "-",
+                   "marker": "o"} for i, lab in enumerate(strategies)}
+    style.update({lab: {"color": _BASELINE_COLORS[i % len(_BASELINE_COLORS)], "ls": "-.",
+                        "marker": "s"} for i, lab in enumerate(baselines)})
+    for ax, panel in zip(axes, panels, strict=False):
+        rows = panel["rows"]
+        for lab in strategies + baselines:
+            pts = sorted((_num(r["n_train"]), _num(r.get("score"))) for r in rows
+                         if str(r["label"]) == lab)
+            pts = [(n, s) for n, s in pts if np.isfinite(n) and n > 0 and np.isfinite(s)]
+            if pts:
+                n, s = np.array(pts).T
+                ax.plot(n, s, lw=1.4, ms=4, label=lab, **style[lab])
+        chance: dict[float, list[float]] = {}
+        for r in rows:
+            n, c = _num(r["n_train"]), _num(r.get("chance"))
+            if np.isfinite(n) and n > 0 and np.isfinite(c):
+                chance.setdefault(n, []).append(c)
+        if chance:
+            n = np.array(sorted(chance))
+            ax.plot(n, [float(np.mean(chance[v])) for v in n], color="black", ls="--", lw=1.0,
+                    label="chance")
+        ax.set_xscale("log")
+        ticks = sorted({_num(r["n_train"]) for r in rows if _num(r["n_train"]) > 0})
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training samples of the new subject", fontsize=7)
+        ax.set_ylabel(metric, fontsize=7)
+        ax.set_title(_shorten(str(panel.get("title", "")), 40), fontsize=8, loc="left")
+        ax.tick_params(labelsize=6)
+        ax.grid(True, which="both", lw=0.3, color="0.85")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.legend(fontsize=6, frameon=False, loc="best")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     return png_bytes(fig, dpi)
 
 

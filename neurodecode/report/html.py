@@ -1,7 +1,8 @@
 """One self-contained HTML report of a run: recordings, decoding, embeddings, provenance, jobs.
 
 :func:`write_report` reads what the stages wrote — folders of recording stores (``simulate``,
-``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``) — and writes a single
+``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``), model folders
+(``cross_subject``) and adaptation folders (``adapt``) — and writes a single
 HTML file: CSS inline, every figure embedded as a base64 PNG ``data:`` URI, no script and no
 external URL, so it can be mailed, archived or opened offline. It is written to a temporary
 sibling and renamed into place, so a reader never sees half a report.
@@ -18,6 +19,12 @@ Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigati
     Per embed folder: its recordings with their decoding scores, chance levels and p-values,
     the figures the stage wrote, a scatter of every embedding coloured by behaviour and the
     consistency matrix (heatmap and values).
+``fewshot``
+    Per ``cross_subject`` model folder, its per-subject table: the shared model's test score
+    against the subject-specific baseline and their permutation chance levels. Per ``adapt``
+    folder, the few-shot curve (score against the number of the new subject's training
+    samples, log scale, one line per strategy and baseline, chance dashed), its rows and the
+    saved adapted models.
 ``provenance``
     The record :func:`neurodecode.pipelines.read_provenance` finds for every input (stage, job,
     config, input fingerprints, git revision, package versions, host, times), or "no provenance
@@ -52,7 +59,9 @@ from . import figures
 __all__ = [
     "SECTIONS",
     "ReportError",
+    "load_cross_subject",
     "load_embedding",
+    "load_fewshot",
     "load_jobs",
     "load_metrics",
     "write_report",
@@ -63,6 +72,7 @@ SECTIONS = (
     ("recordings", "Recordings"),
     ("decoding", "Decoding"),
     ("embeddings", "Embeddings"),
+    ("fewshot", "Few-shot adaptation"),
     ("provenance", "Provenance"),
     ("workflow", "Workflow"),
 )
@@ -258,6 +268,79 @@ def _check_jobs(jobs: Any, where: str) -> list[dict[str, Any]]:
             raise ReportError(f"{where}: job {i} is not a mapping of {', '.join(_JOB_KEYS)}")
         out.append(dict(job))
     return out
+
+
+def load_cross_subject(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``metrics.json`` of a model folder written by the cross_subject stage.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The file's content (see :func:`neurodecode.pipelines.cross_subject.cross_subject`).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``metrics.json`` or it lacks ``subjects`` with their ``shared``
+        scores.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "metrics.json").is_file():
+        raise ReportError(
+            f"{folder}: not a model folder of the cross_subject stage (no metrics.json; the "
+            "cross_subject input takes the folders that stage writes)"
+        )
+    where = folder / "metrics.json"
+    data = _read_json(where, "the metrics of a cross_subject model folder")
+    if not isinstance(data, dict) or not isinstance(data.get("subjects"), dict):
+        raise ReportError(f"{where}: no 'subjects' mapping (not a cross_subject model folder)")
+    for name, entry in data["subjects"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("shared"), dict):
+            raise ReportError(f"{where}: subjects.{name} has no 'shared' scores")
+    return data
+
+
+#: Keys every row of a ``fewshot.json`` has.
+FEWSHOT_KEYS = ("dataset", "subject", "strategy", "fraction", "n_train", "metric", "score",
+                "chance")
+
+
+def load_fewshot(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``fewshot.json`` of a folder written by the adapt stage.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The file's content (see :func:`neurodecode.pipelines.adapt.adapt_subjects`).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``fewshot.json``, or a row lacks one of :data:`FEWSHOT_KEYS`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "fewshot.json").is_file():
+        raise ReportError(
+            f"{folder}: not an adapt folder (no fewshot.json; the adapt input takes the "
+            "folders that the adapt stage writes)"
+        )
+    where = folder / "fewshot.json"
+    data = _read_json(where, "the few-shot curve of an adapt folder")
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ReportError(f"{where}: no 'rows' list (not an adapt folder)")
+    for i, row in enumerate(data["rows"]):
+        missing = [k for k in FEWSHOT_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{where}: rows[{i}] has no {', '.join(map(repr, missing))}")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -758,6 +841,159 @@ def _embedding_table(
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def _strategy_label(row: Mapping[str, Any]) -> str:
+    letter = row.get("letter")
+    return f"{letter} {row['strategy']}" if letter else str(row["strategy"])
+
+
+def _score_cells(entry: Mapping[str, Any] | None, anchor: str) -> str:
+    """Score, chance and p-value cells of one result (bold when p < 0.05)."""
+    entry = entry or {}
+    p = _float(entry.get("p_value"))
+    cls = ' class="num sig"' if p is not None and p < 0.05 else ' class="num"'
+    return (f"<td{cls}>{_a(anchor, _fmt(entry.get('score')))}</td>"
+            f'<td class="num">{_a(anchor, _fmt(entry.get("chance")))}</td>'
+            f"<td{cls}>{_a(anchor, _fmt_p(entry.get('p_value')))}</td>")
+
+
+def _cross_subject_part(k: int, src: _Source, data: dict[str, Any]) -> str:
+    anchor = src.anchor
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    samples = data.get("samples") if isinstance(data.get("samples"), dict) else {}
+    split = data.get("split") if isinstance(data.get("split"), dict) else {}
+    details = [
+        f"model {_e(model.get('name', '—'))} ({_e(model.get('adapter', '—'))} adapters)",
+        f"metric {_e(data.get('metric', '—'))}",
+        f"{_fmt_int(data.get('epochs'))} epochs in {_fmt_seconds(data.get('fit_seconds'))}",
+        f"samples {_e(samples.get('kind', '—'))}",
+        f"split {_e(split.get('fractions', '—'))}, gap "
+        + (_e(split.get("gap")) if split.get("gap") is not None else "default"),
+        f"{_fmt_int(data.get('n_permutations'))} permutations",
+    ]
+    excluded = data.get("excluded") or []
+    if excluded:
+        details.append(f"held out: {_e(', '.join(map(str, excluded)))}")
+    head = (
+        "<tr><th>subject</th><th>train / val / test</th><th>channels</th>"
+        "<th>shared score</th><th>chance</th><th>p-value</th><th>baseline</th>"
+        "<th>baseline score</th><th>chance</th><th>p-value</th></tr>"
+    )
+    rows = []
+    for subject, entry in data["subjects"].items():
+        base = entry.get("baseline") if isinstance(entry.get("baseline"), dict) else {}
+        note = f'<div class="muted">{_e(base["note"])}</div>' if base.get("note") else ""
+        counts = " / ".join(_fmt_int(entry.get(n)) for n in ("n_train", "n_val", "n_test"))
+        rows.append(
+            f"<tr><td>{_e(subject)}</td><td class=\"num\">{_a(anchor, counts)}</td>"
+            f'<td class="num">{_fmt_int(entry.get("n_channels"))}</td>'
+            f"{_score_cells(entry['shared'], anchor)}"
+            f"<td>{_e(base.get('name', '—'))}{note}</td>{_score_cells(base, anchor)}</tr>"
+        )
+    mean = data.get("mean") if isinstance(data.get("mean"), dict) else {}
+    rows.append(
+        f'<tr><th>mean</th><td></td><td></td><td class="num">{_a(anchor, _fmt(mean.get("shared")))}'
+        f'</td><td class="num">{_a(anchor, _fmt(mean.get("chance")))}</td><td></td><td></td>'
+        f'<td class="num">{_a(anchor, _fmt(mean.get("baseline")))}</td><td></td><td></td></tr>'
+    )
+    return (
+        f'<h3 id="xsub-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')}</p>"
+        f"<p class=\"muted\">{' · '.join(details)}</p>"
+        "<p>Each training subject's test part, scored by the shared model and by a "
+        "subject-specific baseline fitted on that subject's training part alone; chance: the "
+        "same predictions against permuted test targets.</p>"
+        f"<table>{head}{''.join(rows)}</table>"
+    )
+
+
+def _fewshot_panels(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    panels: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        panels.setdefault(str(row["subject"]), []).append(
+            {"label": _strategy_label(row), "kind": row.get("kind", "adapt"),
+             "n_train": row["n_train"], "score": row["score"], "chance": row["chance"]})
+    return [{"title": f"sub-{s}", "rows": r} for s, r in panels.items()]
+
+
+def _fewshot_part(k: int, src: _Source, data: dict[str, Any], models: Mapping[str, _Source]
+                  ) -> str:
+    anchor = src.anchor
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    path = str(model.get("path", ""))
+    trained = models.get(os.path.abspath(path)) if path else None
+    model_cell = (_a(trained.anchor, _e(_short_path(path, 3))) if trained is not None
+                  else f"<code>{_e(_short_path(path, 3))}</code>") if path else "—"
+    metric = str(data.get("metric", "score"))
+    parts = [
+        f'<h3 id="adapt-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')} · model {model_cell} · metric "
+        f"{_e(metric)} · {_fmt_int(data.get('n_permutations'))} permutations</p>"
+    ]
+    for note in data.get("notes") or []:
+        parts.append(f'<p class="muted">note: {_e(note)}</p>')
+    rows = data["rows"]
+    plottable = [r for r in rows if _float(r.get("score")) is not None]
+    if plottable:
+        png = figures.fewshot_curve(_fewshot_panels(plottable), metric=metric)
+        parts.append(
+            f'<figure id="adapt-{k}-curve">'
+            f"{_img(png, 'few-shot curves: score against the number of training samples')}"
+            f"<figcaption>{_e(metric)} on each new subject's test part against the number of "
+            "its training samples the model was adapted with (log scale): one line per "
+            "strategy (a–e) and per subject-specific baseline trained on the same samples; "
+            "dashed: the permutation chance level.</figcaption></figure>"
+        )
+    else:
+        parts.append('<p class="empty">no few-shot row with a score in this adapt folder</p>')
+    if rows:
+        head = (
+            "<tr><th>subject</th><th>strategy</th><th>fraction</th><th>samples</th>"
+            f"<th>{_e(metric)}</th><th>chance</th><th>p-value</th><th>epochs</th>"
+            "<th>seconds</th></tr>"
+        )
+        body = []
+        for row in rows:
+            note = f'<div class="muted">{_e(row["note"])}</div>' if row.get("note") else ""
+            body.append(
+                f"<tr><td>{_e(row['subject'])}</td><td>{_e(_strategy_label(row))}{note}</td>"
+                f'<td class="num">{_fmt_fixed(row.get("fraction"))}</td>'
+                f'<td class="num">{_a(anchor, _fmt_int(row.get("n_train")))}</td>'
+                f"{_score_cells(row, anchor)}"
+                f'<td class="num">{_fmt_int(row.get("epochs"))}</td>'
+                f'<td class="num">{_fmt_seconds(row.get("seconds"))}</td></tr>'
+            )
+        parts.append(f"<table>{head}{''.join(body)}</table>")
+    saved = [(s, e.get("saved")) for s, e in (data.get("subjects") or {}).items()
+             if isinstance(e, dict) and isinstance(e.get("saved"), dict)]
+    if saved:
+        head = (
+            "<tr><th>subject</th><th>strategy</th><th>budget</th><th>samples</th>"
+            f"<th>{_e(metric)}</th><th>chance</th><th>p-value</th><th>model</th></tr>"
+        )
+        body = [
+            f"<tr><td>{_e(s)}</td><td>{_e(e.get('strategy', '—'))}</td>"
+            f"<td>{_e(e.get('budget', '—'))}</td>"
+            f'<td class="num">{_a(anchor, _fmt_int(e.get("n_train")))}</td>'
+            f"{_score_cells(e, anchor)}<td><code>{_e(e.get('path', '—'))}</code></td></tr>"
+            for s, e in saved
+        ]
+        parts.append(f"<h4>Saved adapted models</h4><table>{head}{''.join(body)}</table>")
+    return "".join(parts)
+
+
+def _fewshot_section(
+    models: list[tuple[_Source, dict[str, Any]]], adapted: list[tuple[_Source, dict[str, Any]]]
+) -> str:
+    if not models and not adapted:
+        return _empty("few-shot adaptation results")
+    by_path = {os.path.abspath(src.path): src for src, _ in models}
+    parts = [_cross_subject_part(k, src, data) for k, (src, data) in enumerate(models, 1)]
+    parts += [_fewshot_part(k, src, data, by_path) for k, (src, data) in enumerate(adapted, 1)]
+    return "".join(parts)
+
+
 def _provenance_section(sources: _Sources) -> str:
     if not sources.items:
         return _empty("inputs")
@@ -891,6 +1127,8 @@ def write_report(
     stores: str | os.PathLike | Iterable[str | os.PathLike] = (),
     decode: str | os.PathLike | Iterable[str | os.PathLike] = (),
     embed: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    cross_subject: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    adapt: str | os.PathLike | Iterable[str | os.PathLike] = (),
     title: str = "neurodecode report",
     workflow: Sequence[Mapping[str, Any]] | None = None,
     thumbnails: bool = True,
@@ -908,6 +1146,10 @@ def write_report(
         ``metrics.json`` files of the decode stage.
     embed : path-like or iterable of path-like
         Folders written by the embed stage.
+    cross_subject : path-like or iterable of path-like
+        Model folders written by the cross_subject stage.
+    adapt : path-like or iterable of path-like
+        Folders written by the adapt stage.
     title : str
         The report's title.
     workflow : sequence of mapping, optional
@@ -922,7 +1164,8 @@ def write_report(
     dict
         ``path``, ``bytes`` (size of the file), ``recordings``, ``unreadable`` (stores that
         could not be read), ``analyses`` (metrics files), ``scores`` (metric rows),
-        ``embeddings`` (embed folders), ``jobs`` and ``seconds``.
+        ``embeddings`` (embed folders), ``models`` (cross_subject folders), ``adapted``
+        (adapt folders), ``fewshot_rows``, ``jobs`` and ``seconds``.
 
     Raises
     ------
@@ -933,6 +1176,7 @@ def write_report(
     """
     t0 = time.perf_counter()
     stores, decode, embed = _paths(stores), _paths(decode), _paths(embed)
+    cross_subject, adapt = _paths(cross_subject), _paths(adapt)
     if thumbnail_seconds <= 0:
         raise ReportError(f"thumbnail_seconds must be positive, got {thumbnail_seconds}")
     jobs = None if workflow is None else _check_jobs(workflow, "workflow")
@@ -951,6 +1195,18 @@ def write_report(
         src = sources.add("embed", p)
         if src is not None:
             folders.append((src, loaded))
+    models = []
+    for p in cross_subject:
+        data = load_cross_subject(p)
+        src = sources.add("cross_subject", p)
+        if src is not None:
+            models.append((src, data))
+    adapted = []
+    for p in adapt:
+        data = load_fewshot(p)
+        src = sources.add("adapt", p)
+        if src is not None:
+            adapted.append((src, data))
 
     from .. import __version__
 
@@ -958,6 +1214,7 @@ def write_report(
         "recordings": _recordings_section(recs, thumbnails),
         "decoding": _decoding_section(results, by_path),
         "embeddings": _embeddings_section(folders, by_path),
+        "fewshot": _fewshot_section(models, adapted),
         "provenance": _provenance_section(sources),
         "workflow": _workflow_section(jobs),
     }
@@ -965,6 +1222,7 @@ def write_report(
         "recordings": len(recs),
         "decoding": sum(max(len(d["metrics"]), 1) for _, d in results),
         "embeddings": len(folders),
+        "fewshot": len(models) + len(adapted),
         "provenance": len(sources.items),
         "workflow": len(jobs or []),
     }
@@ -992,6 +1250,9 @@ def write_report(
         "analyses": len(results),
         "scores": counts["decoding"],
         "embeddings": len(folders),
+        "models": len(models),
+        "adapted": len(adapted),
+        "fewshot_rows": sum(len(d["rows"]) for _, d in adapted),
         "jobs": len(jobs or []),
         "seconds": round(time.perf_counter() - t0, 3),
     }

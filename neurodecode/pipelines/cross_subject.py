@@ -1,0 +1,637 @@
+"""The ``cross_subject`` stage: one decoder shared by several subjects, each with its channels.
+
+One job reads the recording stores of several subjects, builds each subject's samples from its
+own recordings (the ``samples`` part of a decode config: event-locked ``epochs``, sliding
+``windows`` or ``time_samples``; every subject keeps its own channels), splits every subject in
+time into training, validation and test parts (contiguous blocks, ``split.gap`` seconds apart)
+and trains a :class:`~neurodecode.models.decoder.CrossSubjectDecoder` (subject adapters into a
+shared latent, a shared backbone and head; ``models/*.yaml``) on every subject's training part,
+with early stopping on their validation parts. Each subject's test part then scores:
+
+* the shared model;
+* a subject-specific baseline fitted on that subject's training part alone (flattened samples,
+  standardised inside the pipeline): :func:`~neurodecode.evaluate.baselines.logistic` for
+  classes, :func:`~neurodecode.evaluate.baselines.ridge` for continuous targets;
+* the permutation chance level of each: the fixed predictions scored against permuted test
+  targets (``n_permutations``; within each recording for trials, circular shifts for time
+  series), the null distribution of a classifier that does not change.
+
+A config::
+
+    analysis: xsub_fmri_blocks
+    model: {config: cross_subject_fmri, params: {train: {max_epochs: 30}}}
+    samples: {kind: epochs, tmin: 4.0, tmax: 8.0, labels: ["block/*"]}
+    subjects: ["01", "02", "03", "04", "05", "06", "07", "08"]
+    split: {fractions: [0.7, 0.15, 0.15]}          # gap: the modality's default
+
+The output folder::
+
+    model.pt        the trained decoder (CrossSubjectDecoder.save)
+    config.yaml     the resolved model config (the YAML file with params merged in)
+    metrics.json    per subject: shared score, baseline, chance levels; the sample spec and
+                    the split, so that the ``adapt`` stage builds a new subject's samples
+                    the same way (see :func:`cross_subject`)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from ..config import StageConfig
+from .base import Slot, Stage, StageError, register
+from .decode import SamplesConfig, _as_strings, _Part, build_samples, open_stores
+
+__all__ = [
+    "CrossSubjectConfig",
+    "CrossSubjectStage",
+    "ModelChoice",
+    "SplitConfig",
+    "TestSet",
+    "balanced_accuracy",
+    "baseline_name",
+    "compute_threads",
+    "cross_subject",
+    "evaluate_baseline",
+    "evaluate_decoder",
+    "resolve_model",
+    "sources_digest",
+    "split_subject",
+    "subject_samples",
+]
+
+#: Where relative model config paths are also looked for: the shipped stage configs' folder
+#: (so that ``../models/x.yaml`` in ``pipelines/*.yaml`` resolves from any working folder).
+PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+
+#: Model tasks this stage trains (an ``embed`` head needs stimulus embeddings as targets).
+TASKS = ("classify", "regress")
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def sources_digest(*patterns: str) -> str:
+    """Digest of the files matching ``patterns`` (relative to the repository), read as bytes.
+
+    Part of a stage's version: a change to the model code (``neurodecode/models``), to a
+    shipped model config (``models/*.yaml``) or to a helper module re-runs the stage's jobs,
+    while loading the stage registry stays light (nothing is imported).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    root = _PACKAGE.parent
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- config models
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` merged in, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _model_file(config: str) -> Path:
+    """The YAML file a model ``config`` names: a path, or a shipped name."""
+    from ..models.decoder import MODELS_DIR
+
+    path = Path(config).expanduser()
+    candidates = [path] if path.is_absolute() else [path, PIPELINES_DIR / path]
+    if not path.suffix:
+        candidates.append(MODELS_DIR / f"{config}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    shipped = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("*.yaml")))
+    raise ValueError(
+        f"model config {config!r}: no such file (looked in the working folder and "
+        f"{PIPELINES_DIR}) and no shipped model of that name (shipped: {shipped or 'none'})"
+    )
+
+
+class ModelChoice(_Part):
+    """The model: a config file or a shipped model's name, with parameters overridden.
+
+    Attributes
+    ----------
+    config : str
+        A ``models/*.yaml`` file (absolute, relative to the working folder, or relative to
+        the shipped ``pipelines/`` folder, e.g. ``../models/cross_subject_fmri.yaml``) or the
+        name of a shipped model (``cross_subject_fmri``).
+    params : dict
+        Deep-merged over the file (``{train: {max_epochs: 20}, adapter: {params: {rank:
+        16}}}``).
+    """
+
+    config: str = "cross_subject_fmri"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, values: Any) -> Any:
+        return {"config": values} if isinstance(values, str) else values
+
+    @model_validator(mode="after")
+    def _loads(self) -> ModelChoice:
+        cfg = self.resolve()
+        if cfg.task not in TASKS:
+            raise ValueError(
+                f"model task {cfg.task!r}: this stage trains {' or '.join(TASKS)} models (an "
+                "embed head needs stimulus embeddings as targets, which samples do not give)"
+            )
+        return self
+
+    def resolve(self) -> Any:
+        """The validated :class:`~neurodecode.models.config.ModelConfig`."""
+        return resolve_model(self)
+
+
+def resolve_model(choice: ModelChoice) -> Any:
+    """The :class:`~neurodecode.models.config.ModelConfig` of a model choice.
+
+    Raises
+    ------
+    ValueError
+        No such file or shipped name, not YAML, or a config that does not validate (naming the
+        file and every problem).
+    """
+    from ..models.config import load_model_config
+
+    path = _model_file(choice.config)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a model config is a mapping")
+    try:
+        return load_model_config(_deep_merge(data, choice.params))
+    except ValueError as err:
+        raise ValueError(f"{path}{' with params' if choice.params else ''}: "
+                         f"{str(err).removeprefix('model config: ')}") from None
+
+
+class SplitConfig(_Part):
+    """Each subject split in time into training, validation and test parts.
+
+    Attributes
+    ----------
+    fractions : (float, float, float)
+        Shares of each subject's samples (in time order) in the three parts; they sum to 1.
+    gap : float, optional
+        Seconds between the parts within a recording; default the longest sample plus the
+        modality's margin (:func:`neurodecode.data.splits.default_gap`: 12 s more for fMRI).
+    """
+
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    gap: float | None = Field(None, ge=0)
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f <= 0 for f in value) or abs(sum(value) - 1.0) > 1e-6:
+            raise ValueError(f"fractions {list(value)} must be positive and sum to 1")
+        return value
+
+
+class CrossSubjectConfig(StageConfig):
+    """Config of the ``cross_subject`` stage.
+
+    Attributes
+    ----------
+    analysis : str
+        Name of the analysis (in ``metrics.json`` and the report).
+    description : str
+    dataset : str, optional
+        Name of the dataset (default: the name of the first ``stores`` input).
+    model : ModelChoice
+        The model config (a file or a shipped name, with ``params``).
+    samples : EpochsSamples or WindowsSamples or TimeSamples
+        How each subject's samples are built (as in the decode stage).
+    subjects : list of str, optional
+        Subjects trained on (default every subject of the stores).
+    exclude : list of str
+        Subjects left out (held out for adaptation).
+    split : SplitConfig
+    keys : str, optional
+        A sample-table column whose values pair samples across subjects (``value``: the
+        stimulus image of each event), kept for functional alignment.
+    n_permutations : int
+        Permuted test targets for each chance level.
+    seed : int
+        Seed of the permutations.
+    threads : int, optional
+        torch intra-op and BLAS threads (1 is fastest on a small shared machine; None: the
+        libraries' defaults).
+    """
+
+    analysis: str = Field("cross_subject", min_length=1)
+    description: str = ""
+    dataset: str | None = None
+    model: ModelChoice = Field(default_factory=ModelChoice)
+    samples: SamplesConfig
+    subjects: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    keys: str | None = None
+    n_permutations: int = Field(200, ge=0)
+    seed: int = 0
+    threads: int | None = Field(1, ge=1)
+
+    @field_validator("subjects", "exclude", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        return _as_strings(value)
+
+    @model_validator(mode="after")
+    def _task_matches(self) -> CrossSubjectConfig:
+        task = self.model.resolve().task
+        classes = self.samples.kind == "epochs" or self.samples.target == "events"
+        if (task == "classify") != classes:
+            what = "class labels" if classes else "continuous targets"
+            raise ValueError(
+                f"samples of kind {self.samples.kind!r} give {what}; the model's task is "
+                f"{task!r} (use a {'classify' if classes else 'regress'} model)"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int | None) -> Iterator[None]:
+    """Limit torch's intra-op threads and the BLAS threads (NumPy, SciPy) to ``threads``.
+
+    Both matter on a small shared machine: a two-thread OpenBLAS SVD next to other busy
+    processes runs many times slower than a one-thread one. None leaves both as they are.
+    """
+    if threads is None:
+        yield
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+
+def subject_samples(
+    recordings: Sequence[Any], samples: Any, keys: str | None = None, stage: str = "cross_subject"
+) -> dict[str, Any]:
+    """Every subject's samples, each built from its own recordings only.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+    samples : EpochsSamples, WindowsSamples or TimeSamples
+    keys : str, optional
+        Sample-table column stored as the trials' ``keys``.
+    stage : str
+        Stage name for the error message.
+
+    Returns
+    -------
+    dict of str to SubjectTrials
+
+    Raises
+    ------
+    StageError
+        What building the samples refuses (no matching event, a missing key column...).
+    """
+    from ..data.subjects import per_subject
+
+    def build(recs: Sequence[Any]) -> Any:
+        return build_samples(recs, samples)
+
+    try:
+        return per_subject(recordings, build, keys=keys)
+    except KeyError as err:
+        raise StageError(f"stage {stage}: keys: the sample table has no column {err}") from None
+    except ValueError as err:
+        raise StageError(f"stage {stage}: samples: {err}") from None
+
+
+def split_subject(trials: Any, split: SplitConfig, stage: str = "cross_subject"
+                  ) -> tuple[dict[str, Any], float]:
+    """A subject's ``train``, ``val`` and ``test`` parts in time order, and the gap used.
+
+    Raises
+    ------
+    StageError
+        When a part is left empty (too few samples for the fractions and the gap).
+    """
+    from ..data.splits import default_gap
+
+    gap = float(split.gap) if split.gap is not None else default_gap(trials.table)
+    parts = trials.chronological(split.fractions, gap=gap)
+    empty = [name for name, part in parts.items() if not len(part)]
+    if empty:
+        raise StageError(
+            f"stage {stage}: subject {trials.subject}: {len(trials)} samples leave no "
+            f"{' or '.join(empty)} sample with fractions {list(split.fractions)} and a "
+            f"{gap:g} s gap (more samples, or other fractions)"
+        )
+    return parts, gap
+
+
+@dataclass
+class TestSet:
+    """One subject's test samples and the permuted targets of their chance level.
+
+    Attributes
+    ----------
+    trials : SubjectTrials
+    permutations : list of ndarray
+        Permuted copies of ``trials.y`` (the same for every model scored on these samples).
+    """
+
+    trials: Any
+    permutations: list[np.ndarray]
+
+    @classmethod
+    def build(cls, trials: Any, n_permutations: int, seed: int) -> TestSet:
+        """Permute the test targets ``n_permutations`` times (scheme from the samples)."""
+        from ..evaluate.permutation import default_scheme, permuted_targets
+
+        y = np.asarray(trials.y)
+        scheme = default_scheme(y, trials.table)
+        perms = permuted_targets(
+            y, n_permutations, scheme=scheme, groups=trials.table["recording"].to_numpy(),
+            order=trials.table["start"].to_numpy(), random_state=seed,
+        )  # fmt: skip
+        return cls(trials, perms)
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes of ``y`` (scikit-learn's ``balanced_accuracy_score``).
+
+    Labels are compared as text; thousands of calls (a permutation null) cost milliseconds.
+    """
+    y, pred = np.asarray(y).astype(str), np.asarray(pred).astype(str)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def _score_fn(task: str, head: Any) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``score(y_true, output)``: balanced accuracy of labels, else the head's metric."""
+    if task == "classify":
+        return balanced_accuracy
+    import torch
+
+    def score_values(y: np.ndarray, pred: np.ndarray) -> float:
+        y = np.asarray(y, np.float32).reshape(len(y), -1)
+        out = np.asarray(pred, np.float32).reshape(len(y), -1)
+        return float(head.score(torch.as_tensor(out), torch.as_tensor(y)))
+
+    return score_values
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _fixed_null(score_fn: Callable[[np.ndarray, np.ndarray], float], pred: np.ndarray,
+                test: TestSet) -> dict[str, Any]:
+    from ..evaluate.permutation import permutation_p_value
+
+    score = score_fn(test.trials.y, pred)
+    null = np.array([score_fn(y, pred) for y in test.permutations], dtype=float)
+    chance = float(np.nanmean(null)) if null.size and np.isfinite(null).any() else float("nan")
+    return {"score": _finite(score), "chance": _finite(chance),
+            "p_value": _finite(permutation_p_value(score, null))}
+
+
+def evaluate_decoder(decoder: Any, test: TestSet, reference: Any = None) -> dict[str, Any]:
+    """Score a cross-subject decoder on one subject's test samples, with its chance level.
+
+    Parameters
+    ----------
+    decoder : CrossSubjectDecoder
+        Serving ``test.trials.subject``.
+    test : TestSet
+    reference : CrossSubjectDecoder, optional
+        Whose head scores continuous outputs (default ``decoder``'s).
+
+    Returns
+    -------
+    dict
+        ``score``, ``chance`` (mean score of the same predictions against the permuted
+        targets) and ``p_value``; None where undefined.
+    """
+    task = decoder.config_.task
+    pred = decoder.predict(test.trials) if task == "classify" \
+        else decoder.decision_function(test.trials)
+    head = (reference or decoder).model_.head
+    return _fixed_null(_score_fn(task, head), pred, test)
+
+
+def baseline_name(task: str) -> str:
+    """The subject-specific baseline of a task: ``logistic`` (classes) or ``ridge``."""
+    return "logistic" if task == "classify" else "ridge"
+
+
+def evaluate_baseline(task: str, train: Any, test: TestSet, head: Any = None) -> dict[str, Any]:
+    """Fit the subject-specific baseline on ``train`` and score it on ``test``.
+
+    Parameters
+    ----------
+    task : {"classify", "regress"}
+    train : SubjectTrials
+        The subject's training samples (flattened; standardised inside the pipeline).
+    test : TestSet
+    head : Head, optional
+        The head whose metric scores continuous targets (R² when None).
+
+    Returns
+    -------
+    dict
+        ``name``, ``score``, ``chance``, ``p_value`` (None where undefined), and ``note`` when
+        the baseline cannot be fitted on these samples (one class only, too few samples).
+    """
+    from sklearn.base import clone
+
+    from ..evaluate import baselines
+
+    name = baseline_name(task)
+    X = train.X.reshape(len(train), -1)
+    if task == "classify":
+        model = baselines.logistic()
+    else:
+        model = baselines.ridge(cv=int(np.clip(len(train) // 4, 2, 5)))
+    try:
+        fitted = clone(model).fit(X, np.asarray(train.y))
+        pred = fitted.predict(test.trials.X.reshape(len(test.trials), -1))
+    except ValueError as err:
+        return {"name": name, "score": None, "chance": None, "p_value": None,
+                "note": f"not fitted on {len(train)} samples: {str(err).splitlines()[0]}"}
+    if task != "classify" and head is None:
+        from ..evaluate.metrics import r2
+
+        def score_fn(y: np.ndarray, out: np.ndarray) -> float:
+            return float(r2(y, out))
+    else:
+        score_fn = _score_fn(task, head)
+    return {"name": name, **_fixed_null(score_fn, pred, test)}
+
+
+def _dataset_name(config: CrossSubjectConfig, stores: Sequence[Path]) -> str:
+    if config.dataset:
+        return config.dataset
+    first = Path(stores[0]).resolve()
+    return first.stem if first.suffix == ".zarr" else first.name
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], folder: str | Path
+                  ) -> dict[str, Any]:
+    """Train the shared decoder of ``config`` on ``stores`` and write the model folder.
+
+    Parameters
+    ----------
+    config : CrossSubjectConfig
+    stores : sequence of path-like
+        Store paths or folders of stores (several subjects).
+    folder : path-like
+        The model folder to write (created).
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``: ``analysis``, ``description``, ``dataset``, ``model``
+        (``name``, ``task``, ``config``: the resolved file), ``metric``, ``classes``,
+        ``samples`` (the sample spec), ``split`` (``fractions``, ``gap`` as configured),
+        ``keys``, ``subjects`` (per subject: ``n_train``, ``n_val``, ``n_test``,
+        ``n_channels``, ``gap`` used, ``stores``, ``shared`` and ``baseline`` with ``score``,
+        ``chance``, ``p_value``), ``excluded``, ``mean`` (``shared``, ``baseline``,
+        ``chance``), ``n_permutations``, ``seed``, ``epochs``, ``best_epoch``,
+        ``fit_seconds`` and ``seconds``.
+
+    Raises
+    ------
+    StageError
+        No store or recording, unknown subjects, a subject whose split leaves a part empty,
+        samples the model cannot take.
+    """
+    from ..models.decoder import CrossSubjectDecoder
+
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    model_cfg = config.model.resolve()
+    selection = config.samples
+    recs = open_stores(stores, selection, stage="cross_subject")
+    trials = subject_samples(recs, selection, config.keys)
+    found = sorted(trials)
+    wanted = config.subjects if config.subjects is not None else found
+    unknown = sorted(set(wanted) - set(found))
+    if unknown:
+        raise StageError(f"stage cross_subject: subjects {unknown} are not in the stores "
+                         f"(subjects: {', '.join(found)})")
+    names = [s for s in wanted if s not in set(config.exclude)]
+    if not names:
+        raise StageError(f"stage cross_subject: no subject left to train on (subjects "
+                         f"{wanted}, exclude {config.exclude})")
+    parts, gaps = {}, {}
+    for s in names:
+        parts[s], gaps[s] = split_subject(trials[s], config.split)
+    decoder = CrossSubjectDecoder(model_cfg)
+    try:
+        decoder.fit({s: p["train"] for s, p in parts.items()},
+                    {s: p["val"] for s, p in parts.items()})
+    except ValueError as err:
+        raise StageError(f"stage cross_subject: model: {err}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    decoder.save(folder / "model.pt")
+    (folder / "config.yaml").write_text(
+        "# the resolved model config of this model (its file with params merged in)\n"
+        + yaml.safe_dump(model_cfg.model_dump(mode="json"), sort_keys=False))
+    subjects = {}
+    for k, (s, p) in enumerate(parts.items()):
+        test = TestSet.build(p["test"], config.n_permutations, config.seed + k)
+        shared = evaluate_decoder(decoder, test)
+        base = evaluate_baseline(model_cfg.task, p["train"], test, decoder.model_.head)
+        subjects[s] = {
+            "n_train": len(p["train"]), "n_val": len(p["val"]), "n_test": len(p["test"]),
+            "n_channels": trials[s].n_channels, "gap": round(gaps[s], 6),
+            "stores": sorted({str(r) for r in trials[s].table["recording"]}),
+            "shared": shared, "baseline": base,
+        }  # fmt: skip
+    data = {
+        "analysis": config.analysis,
+        "description": config.description,
+        "dataset": _dataset_name(config, [Path(p) for p in stores]),
+        "model": {"name": model_cfg.name, "task": model_cfg.task, "config": "config.yaml",
+                  "file": "model.pt", "adapter": model_cfg.adapter.name},
+        "metric": decoder.metric,
+        "classes": None if decoder.classes_ is None else [str(c) for c in decoder.classes_],
+        "samples": selection.model_dump(mode="json"),
+        "split": config.split.model_dump(mode="json"),
+        "keys": config.keys,
+        "subjects": subjects,
+        "excluded": sorted(set(found) - set(names)),
+        "mean": {
+            "shared": _mean([v["shared"]["score"] for v in subjects.values()]),
+            "baseline": _mean([v["baseline"]["score"] for v in subjects.values()]),
+            "chance": _mean([v["shared"]["chance"] for v in subjects.values()]),
+        },
+        "n_permutations": int(config.n_permutations),
+        "seed": int(config.seed),
+        "epochs": int(decoder.epochs_),
+        "best_epoch": decoder.best_epoch_,
+        "fit_seconds": round(float(decoder.fit_seconds_), 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    (folder / "metrics.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    return data
+
+
+@register
+class CrossSubjectStage(Stage):
+    """Train one decoder across subjects; score it per subject against a baseline and chance."""
+
+    name = "cross_subject"
+    Config = CrossSubjectConfig
+    version = f"1+{sources_digest('neurodecode/models/**/*.py', 'models/*.yaml')}"
+    inputs = {"stores": Slot("recording stores of several subjects, or folders of them",
+                             many=True)}
+    outputs = {"model": Slot("folder: model.pt, config.yaml (resolved model config), "
+                             "metrics.json (per-subject scores, the sample spec and split)",
+                             folder=True)}
+
+    def run(
+        self, config: CrossSubjectConfig, inputs: Mapping[str, list[Path]],
+        outputs: Mapping[str, Path],
+    ) -> dict[str, Any]:
+        """Train, write the model folder, return the mean scores."""
+        with compute_threads(config.threads):
+            data = cross_subject(config, inputs["stores"], outputs["model"])
+        return {"metric": data["metric"], "subjects": list(data["subjects"]),
+                "mean": data["mean"], "epochs": data["epochs"], "seconds": data["seconds"]}
