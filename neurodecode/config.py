@@ -7,6 +7,7 @@ Settings come from, in order of precedence: explicit arguments, environment vari
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -190,3 +191,17 @@ class SimulationConfig(StageConfig):
                 f"valid modalities: {', '.join(sorted(_SIMULATORS))}"
             )
         return value
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` merged in: nested mappings key by key, anything else replaced.
+
+    How ``params`` go over a config file everywhere (workflow steps, model configs).
+    """
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

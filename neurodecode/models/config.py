@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
+from ..config import deep_merge
 from . import registry
 
 __all__ = ["ModelConfig", "PartConfig", "TrainConfig", "load_model_config"]
@@ -120,7 +121,8 @@ def load_model_config(source: str | os.PathLike | dict[str, Any], **overrides: A
     source : path-like or dict
         A ``models/*.yaml`` file, or the config as a dict.
     **overrides
-        Top-level fields to replace (e.g. ``train={"max_epochs": 5}`` is merged into ``train``).
+        Fields to replace, nested mappings merged key by key (``train={"max_epochs": 5}``
+        changes only ``train.max_epochs``).
 
     Returns
     -------
@@ -145,11 +147,7 @@ def load_model_config(source: str | os.PathLike | dict[str, Any], **overrides: A
             raise ValueError(f"{path}: not valid YAML ({err})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a model config is a mapping")
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    data = deep_merge(data, overrides)
     try:
         return ModelConfig.model_validate(data)
     except pydantic.ValidationError as err:

@@ -99,17 +99,6 @@ def sources_digest(*patterns: str) -> str:
 # --------------------------------------------------------------------------- config models
 
 
-def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``over`` merged in, nested mappings merged key by key."""
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _model_file(config: str) -> Path:
     """The YAML file a model ``config`` names: a path, or a shipped name."""
     from ..models.decoder import MODELS_DIR
@@ -178,16 +167,11 @@ def resolve_model(choice: ModelChoice) -> Any:
 
     path = _model_file(choice.config)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a model config is a mapping")
-    try:
-        return load_model_config(_deep_merge(data, choice.params))
+        return load_model_config(path, **choice.params)
     except ValueError as err:
-        raise ValueError(f"{path}{' with params' if choice.params else ''}: "
-                         f"{str(err).removeprefix('model config: ')}") from None
+        if not choice.params:
+            raise
+        raise ValueError(f"{err} (with params {choice.params})") from None
 
 
 class SplitConfig(_Part):

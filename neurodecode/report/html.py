@@ -1183,30 +1183,21 @@ def write_report(
     sources = _Sources()
     recs = _read_recordings(stores, sources, thumbnails, thumbnail_seconds)
     by_path = {os.path.abspath(r.path): r for r in recs}
-    results = []
-    for p in decode:
-        data = load_metrics(p)
-        src = sources.add("decode", p)
-        if src is not None:
-            results.append((src, data))
-    folders = []
-    for p in embed:
-        loaded = load_embedding(p)
-        src = sources.add("embed", p)
-        if src is not None:
-            folders.append((src, loaded))
-    models = []
-    for p in cross_subject:
-        data = load_cross_subject(p)
-        src = sources.add("cross_subject", p)
-        if src is not None:
-            models.append((src, data))
-    adapted = []
-    for p in adapt:
-        data = load_fewshot(p)
-        src = sources.add("adapt", p)
-        if src is not None:
-            adapted.append((src, data))
+
+    def read(kind: str, paths: Sequence[str | os.PathLike], load: Any) -> list[tuple[Any, Any]]:
+        """Each input loaded (checked) and registered as a source; duplicates once."""
+        out = []
+        for p in paths:
+            data = load(p)
+            src = sources.add(kind, p)
+            if src is not None:
+                out.append((src, data))
+        return out
+
+    results = read("decode", decode, load_metrics)
+    folders = read("embed", embed, load_embedding)
+    models = read("cross_subject", cross_subject, load_cross_subject)
+    adapted = read("adapt", adapt, load_fewshot)
 
     from .. import __version__
 

@@ -50,7 +50,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import get_settings
+from ..config import deep_merge, get_settings
 from ..pipelines import StageError, get_stage, validate_config
 
 __all__ = [
@@ -287,16 +287,6 @@ def _fill(value: Any, names: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 class _Absent(Exception):
     """Inputs of an optional step are missing (the step is dropped)."""
 
@@ -485,7 +475,7 @@ class _Loader:
                     "[" + ",".join(f"{k}={v}" for k, v in combo.items()) + "]" if combo else ""
                 )
                 jwhere = f"{self.path}: job {jid}"
-                params = _fill(_merge(base, step.params), names, jwhere)
+                params = _fill(deep_merge(base, step.params), names, jwhere)
                 try:
                     cfg = validate_config(stage, params)
                 except StageError as err:
