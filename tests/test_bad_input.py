@@ -219,7 +219,7 @@ def damaged_store(tmp: Path) -> Outcome:
 
 def unknown_simulated_modality(tmp: Path) -> Outcome:
     out = tmp / "out"
-    output, code = _cli("simulate", "--out", out, "--modality", "ecog")
+    output, code = _cli("simulate", "--out", out, "--modality", "meg")
     return Outcome(output, code, out)
 
 

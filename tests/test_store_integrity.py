@@ -346,10 +346,10 @@ def test_update_repairs_a_damaged_store(tmp_path):
 
 
 def test_simulate_unknown_modality_is_one_line(tmp_path):
-    result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "o"), "--modality", "ecog"])
+    result = runner.invoke(app, ["simulate", "--out", str(tmp_path / "o"), "--modality", "meg"])
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        "error: invalid simulation settings: modalities: the simulator has no modality 'ecog'; "
-        "valid modalities: calcium, eeg, fmri, spikes"
+        "error: invalid simulation settings: modalities: the simulator has no modality 'meg'; "
+        "valid modalities: calcium, ecog, eeg, fmri, seeg, spikes"
     ]
     assert not (tmp_path / "o").exists()
