@@ -53,6 +53,8 @@ from measure import peak_rss_mb  # noqa: E402
 from neurodecode.data.samples import epochs, open_recordings  # noqa: E402
 from neurodecode.data.subjects import SubjectTrials, per_subject  # noqa: E402
 from neurodecode.evaluate import baselines  # noqa: E402
+from neurodecode.evaluate.metrics import balanced_accuracy_rows  # noqa: E402
+from neurodecode.evaluate.permutation import fixed_prediction_null  # noqa: E402
 from neurodecode.models.decoder import CrossSubjectDecoder, resolve_config  # noqa: E402
 from neurodecode.models.fewshot import holdout_split  # noqa: E402
 from neurodecode.simulate import simulate_dataset  # noqa: E402
@@ -67,15 +69,13 @@ N_PERMUTATIONS = 200
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> float:
     """Mean per-class recall over the classes present in ``y``."""
-    recalls = [np.mean(pred[y == c] == c) for c in classes if np.any(y == c)]
-    return float(np.mean(recalls))
+    return float(balanced_accuracy_rows(y, pred, classes))
 
 
 def chance(y: np.ndarray, pred: np.ndarray, classes: np.ndarray, n: int = N_PERMUTATIONS,
            seed: int = 0) -> tuple[float, float]:
     """Mean and 95th percentile of the score of fixed predictions against permuted labels."""
-    rng = np.random.default_rng(seed)
-    null = [balanced_accuracy(rng.permutation(y), pred, classes) for _ in range(n)]
+    null = fixed_prediction_null(y, [pred], n, seed)
     return float(np.mean(null)), float(np.percentile(null, 95))
 
 

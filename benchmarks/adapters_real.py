@@ -60,6 +60,8 @@ from typing import Any, Literal
 import numpy as np
 
 from neurodecode.data.samples import Samples, epochs, open_recordings
+from neurodecode.evaluate.metrics import balanced_accuracy_rows as balanced_accuracy
+from neurodecode.evaluate.permutation import fixed_prediction_null
 
 os.environ.setdefault("MNE_LOGGING_LEVEL", "warning")
 
@@ -429,59 +431,12 @@ class NotApplicable(Exception):
     """Raised by a method that cannot run on a fold (e.g. within-subject at 0 trials)."""
 
 
-def balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of ``pred`` against each row of ``y``.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n,) or (n_draws, n)
-        True labels (each row a draw, e.g. a permutation).
-    pred : ndarray of shape (n,)
-        Predicted labels.
-    classes : ndarray
-        The classes averaged over (those present in ``y``).
-
-    Returns
-    -------
-    ndarray of shape (n_draws,), or a 0-d array for 1-D ``y``
-    """
-    y = np.asarray(y)
-    rows = np.atleast_2d(y)
-    recalls = []
-    for c in classes:
-        is_c = rows == c
-        n_c = is_c.sum(axis=1)
-        if not n_c.all():
-            continue
-        recalls.append((is_c & (pred == c)[None, :]).sum(axis=1) / n_c)
-    out = np.mean(recalls, axis=0)
-    return out[0] if y.ndim == 1 else out
-
-
 def permutation_null(
     y: np.ndarray, preds: Sequence[np.ndarray], n_permutations: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Null distribution of the seed-averaged balanced accuracy of fixed predictions.
-
-    The test labels are permuted (the same permutation for every seed's predictions); the
-    predictions stay as they are: the null of a classifier that learnt nothing about these
-    labels, whatever its bias towards one class.
-
-    Parameters
-    ----------
-    y : ndarray of shape (n,)
-    preds : sequence of ndarray of shape (n,)
-        One prediction per seed.
-    n_permutations : int
-    rng : numpy Generator
-
-    Returns
-    -------
-    ndarray of shape (n_permutations,)
-    """
-    classes = np.unique(y)
-    perms = np.stack([rng.permutation(y) for _ in range(n_permutations)])
-    return np.mean([balanced_accuracy(perms, p, classes) for p in preds], axis=0)
+    """Null of the seed-averaged balanced accuracy of fixed predictions (permuted test labels;
+    :func:`neurodecode.evaluate.permutation.fixed_prediction_null`)."""
+    return fixed_prediction_null(y, preds, n_permutations, rng)
 
 
 def _n_train(method: Method, fold: Fold) -> int:

@@ -574,3 +574,25 @@ def test_fold_clean_in_cross_validate_is_fitted_on_training_rows(monkeypatch):
     for (rows, fold_runs), (train, _) in zip(seen, folds, strict=True):
         np.testing.assert_array_equal(rows, np.sort(train))
         np.testing.assert_array_equal(np.sort(fold_runs), np.sort(runs[train]))
+
+
+def test_balanced_accuracy_rows_and_the_null_of_fixed_predictions():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from neurodecode.evaluate.permutation import fixed_prediction_null
+
+    rng = np.random.default_rng(0)
+    y = rng.choice(["a", "b", "c"], 60)
+    pred = np.where(rng.random(60) < 0.6, y, rng.choice(["a", "b", "c"], 60))
+    rows = np.stack([y, rng.permutation(y), rng.permutation(y)])
+    got = mt.balanced_accuracy_rows(rows, pred)
+    assert got.shape == (3,)
+    for row, value in zip(rows, got, strict=True):
+        assert value == pytest.approx(balanced_accuracy_score(row, pred))
+    assert float(mt.balanced_accuracy_rows(y, pred)) == pytest.approx(mt.balanced_accuracy(y, pred))
+    # a constant predictor scores exactly 1 / n_classes under every permutation
+    null = fixed_prediction_null(y, [np.full(60, "a")], 50, rng=1)
+    assert null.shape == (50,) and np.allclose(null, 1 / 3)
+    # a good predictor's null sits near chance, far below its score
+    null = fixed_prediction_null(y, [pred, pred], 200, rng=2)
+    assert abs(null.mean() - 1 / 3) < 0.05 and null.max() < mt.balanced_accuracy(y, pred)

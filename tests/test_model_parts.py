@@ -14,7 +14,6 @@ from neurodecode.models.heads import (
     info_nce_loss,
     soft_clip_loss,
     top1_retrieval,
-    two_way_identification,
 )
 
 LATENT = 4
@@ -332,19 +331,6 @@ def test_learnable_temperature_is_trained():
     assert head.log_logit_scale.grad is not None and float(head.log_logit_scale.grad) != 0
     fixed = registry.build("head", "contrastive", {}, in_features=4, n_outputs=3)
     assert "log_logit_scale" not in dict(fixed.named_parameters())
-
-
-def test_two_way_identification():
-    rng = np.random.default_rng(0)
-    target = rng.standard_normal((200, 50))
-    assert two_way_identification(target, target) == 1.0
-    assert two_way_identification(torch.as_tensor(target) * 2 + 1, target) == 1.0
-    chance = two_way_identification(rng.standard_normal((200, 50)), target)
-    assert abs(chance - 0.5) < 0.03
-    noisy = two_way_identification(target + 2 * rng.standard_normal((200, 50)), target)
-    assert 0.7 < noisy < 1.0
-    with pytest.raises(ValueError, match="n >= 2"):
-        two_way_identification(target[:1], target[:1])
 
 
 def test_top1_retrieval():

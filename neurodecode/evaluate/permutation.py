@@ -27,7 +27,7 @@ Schemes (:data:`SCHEMES`):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ __all__ = [
     "SCHEMES",
     "PermutationResult",
     "default_scheme",
+    "fixed_prediction_null",
     "permutation_p_value",
     "permutation_test",
     "permute_labels",
@@ -141,6 +142,37 @@ def permuted_targets(
     seeds = np.random.SeedSequence(random_state).spawn(n_permutations)
     return [permute_labels(y, scheme=scheme, groups=groups, order=order,
                            rng=np.random.default_rng(s)) for s in seeds]
+
+
+def fixed_prediction_null(y: Any, preds: Sequence[Any], n_permutations: int,
+                          rng: np.random.Generator | int | None = None) -> np.ndarray:
+    """Null distribution of the (seed-averaged) balanced accuracy of fixed predictions.
+
+    The test labels are permuted (the same permutation for every prediction); the predictions
+    stay as they are: the null of a classifier that learnt nothing about these labels,
+    whatever its bias towards one class. No model is refitted, so it is cheap enough for every
+    point of a few-shot curve.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        True test labels.
+    preds : sequence of array-like of shape (n,)
+        One prediction per seed (or a single one).
+    n_permutations : int
+    rng : numpy Generator or int, optional
+
+    Returns
+    -------
+    ndarray of shape (n_permutations,)
+    """
+    from .metrics import balanced_accuracy_rows
+
+    rng = np.random.default_rng(rng)
+    y = np.asarray(y)
+    classes = np.unique(y)
+    perms = np.stack([rng.permutation(y) for _ in range(n_permutations)])
+    return np.mean([balanced_accuracy_rows(perms, p, classes) for p in preds], axis=0)
 
 
 def permutation_p_value(score: float, null: Any, *, greater_is_better: bool = True) -> float:

@@ -20,7 +20,6 @@ from .contrastive import (
     info_nce_loss,
     soft_clip_loss,
     top1_retrieval,
-    two_way_identification,
 )
 from .regress import RegressHead
 
@@ -32,5 +31,4 @@ __all__ = [
     "info_nce_loss",
     "soft_clip_loss",
     "top1_retrieval",
-    "two_way_identification",
 ]

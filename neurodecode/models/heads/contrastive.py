@@ -14,8 +14,9 @@ targets are the softmax of the target-target similarities (so that similar stimu
 pushed apart). The MSE term regresses the embedding itself (MindBridge, Wang et al., CVPR 2024),
 which reconstruction needs. A batch of one sample has no negatives: only the MSE term counts.
 
-:func:`top1_retrieval` (the head's score) and :func:`two_way_identification` measure how well
-predicted embeddings identify their stimulus among a set.
+:func:`top1_retrieval` (the head's score) measures how well predicted embeddings identify their
+stimulus among a set; :func:`neurodecode.evaluate.metrics.two_way_identification` and
+``top_k_retrieval`` are the field's pairwise and N-way versions.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ __all__ = [
     "info_nce_loss",
     "soft_clip_loss",
     "top1_retrieval",
-    "two_way_identification",
 ]
 
 #: Upper bound of a learnable inverse temperature (as CLIP's logit scale).
@@ -131,42 +131,6 @@ def top1_retrieval(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.nd
     best = sim.argmax(dim=1)
     correct = (t[best] == t).all(dim=1)
     return float(correct.double().mean())
-
-
-def two_way_identification(pred: torch.Tensor | np.ndarray,
-                           target: torch.Tensor | np.ndarray) -> float:
-    """Pairwise (two-way) identification accuracy by Pearson correlation.
-
-    For every ordered pair ``i != j``, the prediction ``i`` is identified correctly if it
-    correlates more with its own target than with target ``j``
-    (``corr(pred_i, target_i) > corr(pred_i, target_j)``), as in the image reconstruction
-    literature (Ozcelik & VanRullen 2023; Scotti et al. 2023).
-
-    Parameters
-    ----------
-    pred, target : array-like
-        ``(n, dim)`` with ``n >= 2`` and ``dim >= 2``.
-
-    Returns
-    -------
-    float
-        Fraction of correct pairs: 1.0 for perfect predictions, about 0.5 for random ones.
-    """
-    p, t = _as_tensor(pred), _as_tensor(target)
-    if p.ndim != 2 or p.shape != t.shape or p.shape[0] < 2 or p.shape[1] < 2:
-        raise ValueError(f"pred and target must both be (n >= 2, dim >= 2), got "
-                         f"{tuple(p.shape)} and {tuple(t.shape)}")
-
-    def zscore(x: torch.Tensor) -> torch.Tensor:
-        x = x - x.mean(dim=1, keepdim=True)
-        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    corr = zscore(p) @ zscore(t).T
-    own = corr.diagonal()[:, None]
-    wins = (own > corr).double()
-    n = corr.shape[0]
-    off_diagonal = ~torch.eye(n, dtype=torch.bool)
-    return float(wins[off_diagonal].mean())
 
 
 @register("head", "contrastive")
