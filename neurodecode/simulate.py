@@ -1219,6 +1219,8 @@ def simulate_ieeg(
     kind: str = "seeg",
     n_electrodes: int | tuple[int, int] = (40, 120),
     regions: Sequence[str] | None = None,
+    responsive: Sequence[str] | None = None,
+    response_gain: float = 1.0,
     split: Sequence[float] = DEFAULT_SPLIT,
     split_gap: float | None = None,
 ) -> xr.Dataset:
@@ -1275,6 +1277,14 @@ def simulate_ieeg(
         Regions to implant (names of :data:`IEEG_REGIONS`), each with a shaft (sEEG) or under
         the grid or a strip (ECoG). Default: two or three responsive regions and one to four
         others, drawn per subject.
+    responsive : sequence of str, optional
+        The regions of :data:`IEEG_RESPONSIVE` that respond to the stimuli (default all
+        three); the others stay silent. Every subject gets an electrode in each of them (e.g.
+        ``("FFA",)``: class-specific transients in one region only, everything else a
+        distractor).
+    response_gain : float
+        Factor on the amplitude of the stimulus responses (evoked and high gamma): how hard
+        the decoding is.
     split : sequence of 3 float
         Train / valid / test fractions of the recording, as contiguous blocks.
     split_gap : float, optional
@@ -1300,10 +1310,17 @@ def simulate_ieeg(
     centres = {r: 1000.0 * np.asarray(c) + mapping.normal(0.0, 2.0, 3)
                for r, c in IEEG_REGIONS.items()}  # fmt: skip
     targets = _implant_targets(mapping, regions)
+    if responsive is not None:
+        unknown = sorted(set(responsive) - set(IEEG_RESPONSIVE))
+        if unknown:
+            raise ValueError(f"responsive regions {unknown} are not among {IEEG_RESPONSIVE}")
+        targets = [*responsive, *(r for r in targets if r not in responsive)]
     layout_fn = _seeg_layout if kind == "seeg" else _ecog_layout
     pos, ch_names, layout = layout_fn(mapping, n_ch, targets, centres)
     labels = _region_labels(pos, centres, "white_matter" if kind == "seeg" else "unknown")
     gain = dict(zip(IEEG_REGIONS, mapping.uniform(0.7, 1.3, len(IEEG_REGIONS)), strict=True))
+    for r in IEEG_RESPONSIVE:  # the stimulus responses of V1, LO, FFA use these gains only
+        gain[r] *= response_gain if responsive is None or r in responsive else 0.0
     exponent = mapping.uniform(1.6, 2.4, n_ch)
     rates = {
         "theta": mapping.uniform(6.0, 8.0), "m1_beta": mapping.uniform(18.0, 24.0),
@@ -1389,6 +1406,9 @@ def simulate_ieeg(
         params={
             "seed": int(seed), "kind": kind, "n_electrodes": n_ch, "regions": list(targets),
             "electrodes": layout, "high_gamma": [hg_lo, hg_hi],
+            **({} if responsive is None and response_gain == 1.0 else {
+                "responsive": list(IEEG_RESPONSIVE if responsive is None else responsive),
+                "response_gain": float(response_gain)}),
             "rhythms": {k: float(v) for k, v in rates.items()},
         },  # fmt: skip
         ch_names=ch_names,

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .loader import collate_windows
 from .samples import Recording, Samples
 from .stats import channel_stats
 
@@ -35,6 +37,7 @@ __all__ = [
     "by_subject",
     "channel_positions",
     "per_subject",
+    "subject_loader",
 ]
 
 
@@ -361,3 +364,18 @@ class SubjectMixingSampler(Sampler[list[int]]):
         dealt = np.stack(streams, axis=1).ravel()  # round-robin over subjects
         for a in range(0, len(dealt), self.batch_size):
             yield dealt[a : a + self.batch_size].tolist()
+
+
+def subject_loader(dataset: TrialDataset, n_channels: int, *, train: bool, batch_size: int,
+                   seed: int = 0) -> DataLoader:
+    """Batches of a :class:`TrialDataset`, channels padded to ``n_channels``.
+
+    Training batches mix subjects (:class:`SubjectMixingSampler`); otherwise the samples come in
+    order, in batches of at least 256.
+    """
+    collate = partial(collate_windows, n_channels=n_channels)
+    if train:
+        sampler = SubjectMixingSampler(dataset.subject_of, batch_size, seed=seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(dataset, batch_size=max(batch_size, 256), shuffle=False,
+                      collate_fn=collate)

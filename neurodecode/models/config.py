@@ -19,7 +19,7 @@ import yaml
 from ..config import deep_merge
 from . import registry
 
-__all__ = ["ModelConfig", "PartConfig", "TrainConfig", "load_model_config"]
+__all__ = ["ModelConfig", "PartConfig", "PretrainConfig", "TrainConfig", "load_model_config"]
 
 
 class _Strict(pydantic.BaseModel):
@@ -79,6 +79,58 @@ class TrainConfig(_Strict):
     precision: str = "32-true"
 
 
+class PretrainConfig(_Strict):
+    """Self-supervised pretraining of the adapter and backbone (Du-IN-style codebook).
+
+    Stage 1 trains a VQ-VAE: the adapter and a ``segment_transformer`` encode each time
+    segment, a cosine codebook quantises it and a small transformer decoder reconstructs the
+    subject's channels. Stage 2 trains a fresh adapter + backbone (initialised from stage 1's)
+    to predict the stage-1 code of masked segments from the unmasked ones. The stage-2 adapter
+    and backbone initialise the fine-tuned decoder.
+
+    Attributes
+    ----------
+    codebook_size, code_dim : int
+        Codes, and the width of a code.
+    update : {"ema", "straight_through"}
+        How codes move.
+    decay, commitment : float
+        EMA decay; weight of the commitment loss.
+    dead_share : float
+        A code is dead below ``dead_share / codebook_size`` of the assignments; dead codes
+        are restarted every ``restart_every`` training steps.
+    restart_every : int
+    decoder_layers : int
+        Transformer blocks of the VQ-VAE decoder.
+    mask_ratio : float
+        Share of the segments masked per sample in stage 2.
+    complementary : bool
+        Also predict the unmasked segments from the masked ones (the complementary mask).
+    tokenizer_epochs, masked_epochs : int
+        Upper bounds on the epochs of each stage (early stopping on validation windows).
+    lr, weight_decay : float
+    batch_size, patience, seed : int
+    """
+
+    codebook_size: int = pydantic.Field(256, ge=2)
+    code_dim: int = pydantic.Field(32, ge=1)
+    update: Literal["ema", "straight_through"] = "ema"
+    decay: float = pydantic.Field(0.99, gt=0, lt=1)
+    commitment: float = pydantic.Field(0.25, ge=0)
+    dead_share: float = pydantic.Field(0.03, ge=0, lt=1)
+    restart_every: int = pydantic.Field(50, ge=1)
+    decoder_layers: int = pydantic.Field(1, ge=0)
+    mask_ratio: float = pydantic.Field(0.5, gt=0, lt=1)
+    complementary: bool = True
+    tokenizer_epochs: int = pydantic.Field(30, ge=1)
+    masked_epochs: int = pydantic.Field(30, ge=1)
+    lr: float = pydantic.Field(1e-3, gt=0)
+    weight_decay: float = pydantic.Field(1e-2, ge=0)
+    batch_size: int = pydantic.Field(64, ge=1)
+    patience: int = pydantic.Field(5, ge=1)
+    seed: int = 0
+
+
 class ModelConfig(_Strict):
     """A cross-subject model: subject adapters into a shared latent, a backbone, a head.
 
@@ -93,6 +145,8 @@ class ModelConfig(_Strict):
         Width of the shared latent (channels per time step after the adapter).
     adapter, backbone, head : PartConfig
     train : TrainConfig
+    pretrain : PretrainConfig, optional
+        Self-supervised pretraining (needs the ``segment_transformer`` backbone).
     """
 
     name: str
@@ -103,12 +157,16 @@ class ModelConfig(_Strict):
     backbone: PartConfig
     head: PartConfig
     train: TrainConfig = TrainConfig()
+    pretrain: PretrainConfig | None = None
 
     @pydantic.model_validator(mode="after")
     def _parts_valid(self) -> ModelConfig:
         for kind in ("adapter", "backbone", "head"):
             part: PartConfig = getattr(self, kind)
             registry.validate(kind, part.name, part.params)  # type: ignore[arg-type]
+        if self.pretrain is not None and self.backbone.name != "segment_transformer":
+            raise ValueError(f"pretrain needs the segment_transformer backbone, not "
+                             f"{self.backbone.name!r}")
         return self
 
 

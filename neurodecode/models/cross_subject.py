@@ -20,10 +20,47 @@ from . import registry
 from .adapters.base import SubjectAdapter, SubjectSpec
 from .config import ModelConfig
 
-__all__ = ["CrossSubjectModel"]
+__all__ = ["CrossSubjectModel", "encode_subjects"]
 
 #: State-dict prefix of the per-subject weights.
 ADAPTER_PREFIX = "adapter.subjects."
+
+
+def encode_subjects(adapter: SubjectAdapter, names: Sequence[str], x: torch.Tensor,
+                    subject: torch.Tensor, *, mask: torch.Tensor | None = None,
+                    unknown: torch.Tensor | None = None) -> torch.Tensor:
+    """Each sample of a mixed-subject batch through its own subject's adapter.
+
+    Parameters
+    ----------
+    adapter : SubjectAdapter
+    names : sequence of str
+        Subject names; ``subject`` indexes them.
+    x : Tensor
+        ``(batch, time, max_channels)``, zero-padded beyond each subject's channel count.
+    subject : Tensor
+        int ``(batch,)``.
+    mask, unknown : Tensor, optional
+        Channel mask ``(batch, max_channels)`` and shared-layer routing ``(batch,)``.
+
+    Returns
+    -------
+    Tensor
+        ``(batch, time, adapter.latent_dim)``.
+    """
+    z = x.new_zeros((*x.shape[:2], adapter.latent_dim))
+    for s in torch.unique(subject).tolist():
+        rows = torch.nonzero(subject == s).squeeze(1)
+        name = names[s]
+        n_ch = adapter.specs[name].n_channels
+        if x.shape[2] < n_ch:
+            raise ValueError(f"subject {name!r} has {n_ch} channels; the batch has "
+                             f"{x.shape[2]}")
+        z[rows] = adapter(
+            x[rows, :, :n_ch], name,
+            None if mask is None else mask[rows, :n_ch],
+            None if unknown is None else unknown[rows]).to(z.dtype)
+    return z
 
 
 class CrossSubjectModel(nn.Module):
@@ -119,19 +156,8 @@ class CrossSubjectModel(nn.Module):
         unknown : Tensor, optional
             bool ``(batch,)``: samples to route through the adapter's shared layer.
         """
-        z = x.new_zeros((*x.shape[:2], self.config.latent_dim))
-        for s in torch.unique(subject).tolist():
-            rows = torch.nonzero(subject == s).squeeze(1)
-            name = self.subject_names[s]
-            n_ch = self.adapter.specs[name].n_channels
-            if x.shape[2] < n_ch:
-                raise ValueError(f"subject {name!r} has {n_ch} channels; the batch has "
-                                 f"{x.shape[2]}")
-            z[rows] = self.adapter(
-                x[rows, :, :n_ch], name,
-                None if mask is None else mask[rows, :n_ch],
-                None if unknown is None else unknown[rows]).to(z.dtype)
-        return z
+        return encode_subjects(self.adapter, self.subject_names, x, subject, mask=mask,
+                               unknown=unknown)
 
     def features(self, x: torch.Tensor, subject: torch.Tensor, **kwargs) -> torch.Tensor:
         """Backbone features ``(batch, out_features)``."""

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from torch.utils.data import DataLoader
 
-from ..data.loader import collate_windows
-from ..data.subjects import SubjectMixingSampler, SubjectScaler, SubjectTrials, TrialDataset
-from ._lightning import quiet_lightning
+from ..data.subjects import SubjectScaler, SubjectTrials, TrialDataset, subject_loader
+from ._lightning import fit_lightning
 from .adapters.base import SubjectSpec
 from .checkpoint import load_model, save_model
 from .config import ModelConfig, load_model_config
@@ -74,35 +69,6 @@ def resolve_config(config: str | os.PathLike | ModelConfig | Mapping[str, Any]) 
     return load_model_config(path)
 
 
-class _BestState(L.Callback):
-    """Keep the weights of the epoch with the lowest ``val_loss``; restore them at the end."""
-
-    def __init__(self) -> None:
-        self.best = float("inf")
-        self.state: dict[str, torch.Tensor] | None = None
-        self.best_epoch = -1
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        loss = trainer.callback_metrics.get("val_loss")
-        if loss is not None and float(loss) < self.best:
-            self.best, self.best_epoch = float(loss), trainer.current_epoch
-            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.state is not None:
-            module.load_state_dict(self.state)
-
-
-class _History(L.Callback):
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        row = {"epoch": float(trainer.current_epoch)}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-        self.rows.append(row)
-
-
 class CrossSubjectDecoder(BaseEstimator):
     """One decoder across subjects, adaptable to new subjects from few samples.
 
@@ -113,6 +79,10 @@ class CrossSubjectDecoder(BaseEstimator):
         ``"cross_subject_fmri"``).
     max_epochs, batch_size, patience, seed : int, optional
         Override the config's ``train`` values.
+    pretrained : path-like or CodebookPretrainer, optional
+        A codebook pretraining (:class:`~neurodecode.models.codebook.CodebookPretrainer` or
+        its checkpoint) of the same adapter and backbone: :meth:`fit` starts from its weights
+        (fine-tuning) instead of a random initialisation.
     accelerator : str
         Lightning accelerator (``"cpu"``, ``"gpu"``, ``"auto"``).
     verbose : bool
@@ -134,13 +104,14 @@ class CrossSubjectDecoder(BaseEstimator):
     def __init__(self, config: str | os.PathLike | ModelConfig | Mapping[str, Any]
                  = "cross_subject_fmri", *, max_epochs: int | None = None,
                  batch_size: int | None = None, patience: int | None = None,
-                 seed: int | None = None, accelerator: str = "cpu", verbose: bool = False
-                 ) -> None:
+                 seed: int | None = None, pretrained: Any = None, accelerator: str = "cpu",
+                 verbose: bool = False) -> None:
         self.config = config
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.patience = patience
         self.seed = seed
+        self.pretrained = pretrained
         self.accelerator = accelerator
         self.verbose = verbose
 
@@ -178,16 +149,6 @@ class CrossSubjectDecoder(BaseEstimator):
             arrays.append((index, self.scaler_.transform(t),
                            self._encode_y(t) if labelled else None))
         return TrialDataset(arrays)
-
-    def _loader(self, dataset: TrialDataset, model: CrossSubjectModel, *, train: bool,
-                batch_size: int, seed: int = 0) -> DataLoader:
-        width = max(s.n_channels for s in model.specs.values())
-        collate = partial(collate_windows, n_channels=width)
-        if train:
-            sampler = SubjectMixingSampler(dataset.subject_of, batch_size, seed=seed)
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
-        return DataLoader(dataset, batch_size=max(batch_size, 256), shuffle=False,
-                          collate_fn=collate)
 
     # ---- training -------------------------------------------------------------------------
 
@@ -241,36 +202,35 @@ class CrossSubjectDecoder(BaseEstimator):
                           {n: spec_of(t).to_dict() for n, t in train_d.items()}, self.n_times_,
                           n_outputs, None if self.classes_ is None else list(self.classes_))
         self.model_ = task.model
+        self.pretrained_adapters_: dict[str, dict[str, torch.Tensor]] = {}
+        if self.pretrained is not None:
+            from .codebook.pretrainer import CodebookPretrainer, transfer
+            pre = self.pretrained
+            if not isinstance(pre, CodebookPretrainer):
+                pre = CodebookPretrainer.load(pre)
+            self.pretrained_adapters_ = transfer(pre, task.model)
         self._train(task, train_d, val_d, cfg.train.max_epochs, cfg.train.patience)
         return self
 
     def _train(self, task: DecodeTask, train: Mapping[str, SubjectTrials],
                val: Mapping[str, SubjectTrials], max_epochs: int, patience: int) -> None:
         cfg = self.config_.train
-        start = time.perf_counter()
-        train_loader = self._loader(self._dataset(train, task.model), task.model, train=True,
-                                    batch_size=cfg.batch_size, seed=cfg.seed)
+        width = max(s.n_channels for s in task.model.specs.values())
+        train_loader = subject_loader(self._dataset(train, task.model), width, train=True,
+                                      batch_size=cfg.batch_size, seed=cfg.seed)
         val_loader = None
-        callbacks: list[L.Callback] = [_History()]
         if val and sum(len(v) for v in val.values()):
-            val_loader = self._loader(self._dataset(val, task.model), task.model, train=False,
-                                      batch_size=cfg.batch_size)
-            callbacks += [_BestState(), L.pytorch.callbacks.EarlyStopping(
-                "val_loss", patience=patience, mode="min")]
+            val_loader = subject_loader(self._dataset(val, task.model), width, train=False,
+                                        batch_size=cfg.batch_size)
         task.model.train()
-        with quiet_lightning(not self.verbose):
-            trainer = L.Trainer(
-                max_epochs=max_epochs, accelerator=self.accelerator, devices=1, logger=False,
-                enable_checkpointing=False, enable_model_summary=False,
-                enable_progress_bar=self.verbose, num_sanity_val_steps=0,
-                precision=cfg.precision, callbacks=callbacks, log_every_n_steps=1)
-            trainer.fit(task, train_loader, val_loader)
+        record = fit_lightning(task, train_loader, val_loader, max_epochs=max_epochs,
+                               patience=patience, precision=cfg.precision,
+                               accelerator=self.accelerator, verbose=self.verbose)
         task.model.to("cpu").eval()
-        self.history_ = callbacks[0].rows
-        self.best_epoch_ = next((c.best_epoch for c in callbacks if isinstance(c, _BestState)),
-                                None)
-        self.epochs_ = trainer.current_epoch
-        self.fit_seconds_ = time.perf_counter() - start
+        self.history_ = record.history
+        self.best_epoch_ = record.best_epoch
+        self.epochs_ = record.epochs
+        self.fit_seconds_ = record.seconds
         self.seen_indices_ = (np.concatenate(task.seen_indices) if task.seen_indices
                               else np.zeros(0, int))
 
@@ -286,8 +246,9 @@ class CrossSubjectDecoder(BaseEstimator):
         self._check_fitted()
         model = self.model_.eval()
         ds = self._dataset({trials.subject: trials}, model, labelled=False)
+        width = max(s.n_channels for s in model.specs.values())
         outs = [model(b["x"], b["subject"]).float() for b in
-                self._loader(ds, model, train=False, batch_size=256)]
+                subject_loader(ds, width, train=False, batch_size=256)]
         return torch.cat(outs).numpy() if outs else np.zeros((0, model.n_outputs), np.float32)
 
     def predict(self, trials: SubjectTrials) -> np.ndarray:
@@ -339,7 +300,8 @@ class CrossSubjectDecoder(BaseEstimator):
         extra = {"classes": None if self.classes_ is None else [str(c) for c in self.classes_],
                  "scaler": self.scaler_.state_dict(), "n_times": int(self.n_times_),
                  "history": getattr(self, "history_", []),
-                 "adaptations": getattr(self, "adaptations_", [])}
+                 "adaptations": getattr(self, "adaptations_", []),
+                 "pretrained_adapters": getattr(self, "pretrained_adapters_", {})}
         return save_model(self.model_, path, extra=extra)
 
     @classmethod
@@ -355,4 +317,5 @@ class CrossSubjectDecoder(BaseEstimator):
         dec.n_times_ = int(extra.get("n_times", model.n_times))
         dec.history_ = list(extra.get("history", []))
         dec.adaptations_ = list(extra.get("adaptations", []))
+        dec.pretrained_adapters_ = dict(extra.get("pretrained_adapters", {}))
         return dec

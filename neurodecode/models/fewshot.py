@@ -83,7 +83,8 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
           lora_rank: int = 4, lora_alpha: float = 8.0, lr_scale: float | None = None,
           max_epochs: int | None = None, patience: int | None = None,
           val_fraction: float = 0.2, fixed_epochs: int = 30, seed: int | None = None,
-          init: Literal["auto", "random", "align"] = "auto") -> CrossSubjectDecoder:
+          init: Literal["auto", "random", "align", "pretrained"] = "auto"
+          ) -> CrossSubjectDecoder:
     """Adapt a trained decoder to a new subject.
 
     Parameters
@@ -118,10 +119,12 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
         Epochs when there is no validation set to stop on.
     seed : int, optional
         Seed of the new adapter's initialisation and the batch order (default the config's).
-    init : {"auto", "random", "align"}
+    init : {"auto", "random", "align", "pretrained"}
         Starting point of the new adapter for ``adapter``, ``lora`` and ``full``: random
-        (reset-tuning), or the functional alignment of ``align`` (fitted on the training part
-        of the budget), then fine-tuned. ``"auto"``: ``"align"`` when ``reference`` is given
+        (reset-tuning), the functional alignment of ``align`` (fitted on the training part
+        of the budget), or the subject's adapter from an unlabelled codebook pretraining
+        (``decoder.pretrained_adapters_``), then fine-tuned. ``"auto"``: ``"pretrained"``
+        when the pretraining had the subject, else ``"align"`` when ``reference`` is given
         and the adapter is ``subject_linear``, else ``"random"``.
 
     Returns
@@ -162,10 +165,16 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
     else:
         fit_train, fit_val = (train, val) if val is not None else holdout_split(
             train, val_fraction)
+        pretrained = getattr(new, "pretrained_adapters_", {}).get(subject)
         if init == "auto":
-            init = "align" if reference and model.adapter.part_name == "subject_linear" \
-                else "random"
-        if init == "align":
+            init = "pretrained" if pretrained is not None else "align" if reference \
+                and model.adapter.part_name == "subject_linear" else "random"
+        if init == "pretrained":
+            if pretrained is None:
+                raise ValueError(f"subject {subject!r} was not in this decoder's pretraining")
+            model.add_subject(subject, spec_of(train))
+            model.adapter.subjects[subject].load_state_dict(pretrained)
+        elif init == "align":
             _align(new, fit_train, fit_val, reference, align_method, "mean", val_fraction,
                    record)
         else:

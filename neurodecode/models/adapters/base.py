@@ -158,8 +158,8 @@ class SubjectAdapter(nn.Module, ABC):
         return name in self.subjects
 
     def subject_parameters(self, name: str) -> Iterator[nn.Parameter]:
-        """The parameters that belong to subject ``name``."""
-        return self.subjects[name].parameters()
+        """The parameters that belong to subject ``name`` (none without weights of its own)."""
+        return self.subjects[name].parameters() if name in self.subjects else iter(())
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         """The adapter's parameters shared by all subjects."""

@@ -8,6 +8,8 @@ Importing this package registers the built-in backbones with
 ``temporal_conv``         :class:`TemporalConv`, ShallowFBCSPNet/EEGNet-like temporal
                           convolutions (EEG, MEG, sEEG time series)
 ``transformer``           :class:`TimeTransformer`, a pre-norm transformer over time patches
+``segment_transformer``   :class:`SegmentTransformer`, segment tokens (fused or one channel at
+                          a time) and a transformer: the encoder of codebook pretraining
 ========================  =================================================================
 """
 
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 from .base import Backbone
 from .mlp import ResidualMLP
+from .segment_transformer import SegmentTokenizer, SegmentTransformer
 from .temporal_conv import TemporalConv
 from .transformer import TimeTransformer
 
-__all__ = ["Backbone", "ResidualMLP", "TemporalConv", "TimeTransformer"]
+__all__ = ["Backbone", "ResidualMLP", "SegmentTokenizer", "SegmentTransformer", "TemporalConv",
+           "TimeTransformer"]

@@ -22,7 +22,8 @@ from torch import nn
 from ..registry import PartParams, register
 from .base import Backbone
 
-__all__ = ["MultiHeadSelfAttention", "TimeTransformer", "sinusoidal_embedding"]
+__all__ = ["MultiHeadSelfAttention", "TimeTransformer", "TransformerBlock",
+           "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(n_positions: int, d_model: int) -> torch.Tensor:
@@ -77,8 +78,8 @@ class MultiHeadSelfAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, width))
 
 
-class _Block(nn.Module):
-    """Pre-norm transformer block."""
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block: ``x + Attention(LayerNorm(x))``, ``x + MLP(LayerNorm(x))``."""
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
@@ -172,7 +173,7 @@ class TimeTransformer(Backbone):
             self.register_buffer("position", sinusoidal_embedding(n_tokens, d)[None])
         self.drop = nn.Dropout(params.dropout)
         self.blocks = nn.ModuleList(
-            _Block(d, params.n_heads, params.mlp_ratio, params.dropout)
+            TransformerBlock(d, params.n_heads, params.mlp_ratio, params.dropout)
             for _ in range(params.n_layers))
         self.norm = nn.LayerNorm(d)
         self.out_features = d

@@ -1,0 +1,212 @@
+"""Segment tokens and a transformer over them (Du-IN's encoder), fused or one channel at a time.
+
+The time axis is cut into segments of ``segment`` steps (the last one zero-padded). A 1-D
+convolutional tokenizer turns each segment into one token of width ``d_model``; its
+convolutions run inside the segment only, so a token carries nothing of its neighbours'
+samples (what masked modelling needs: a masked segment leaks nothing through the tokens
+around it). ``n_layers`` pre-norm transformer blocks follow, over the segments of a sample.
+
+Two layouts of the latent's channels:
+
+* ``channels: fused`` (Du-IN's region tokens): all latent channels of a time segment make one
+  multivariate token, so the adapter before the backbone (a per-subject linear fusion, or the
+  spatial attention over electrode positions) decides which electrodes a token sees;
+* ``channels: single`` (BrainBERT/Brant-like single-channel tokens, Du-IN's comparison): every
+  channel is tokenized alone by the same tokenizer and the transformer attends over time within
+  a channel; features are pooled over segments, then averaged over the channels present (a
+  channel that is exactly zero over the whole sample, as padding is, does not count).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import PartParams, register
+from .base import Backbone
+from .transformer import TransformerBlock
+
+__all__ = ["SegmentTokenizer", "SegmentTransformer"]
+
+
+class SegmentTokenizer(nn.Module):
+    """One token per time segment, from convolutions within the segment.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of a segment (the latent's, or 1 for single-channel tokens).
+    segment : int
+        Time steps per segment.
+    d_model : int
+        Token width.
+    conv_channels : int
+        Width of the convolutional stage.
+    kernel : int
+        Kernel of the convolutions (clipped to the segment).
+    """
+
+    def __init__(self, in_channels: int, segment: int, d_model: int, conv_channels: int,
+                 kernel: int) -> None:
+        super().__init__()
+        kernel = max(1, min(kernel, segment))
+        self.segment = int(segment)
+        self.conv = nn.Sequential(
+            nn.Conv1d(in_channels, conv_channels, kernel, padding=kernel // 2),
+            nn.GroupNorm(1, conv_channels), nn.GELU(),
+            nn.Conv1d(conv_channels, conv_channels, kernel, padding=kernel // 2),
+            nn.GroupNorm(1, conv_channels), nn.GELU())
+        self.proj = nn.Linear(conv_channels * 2, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(batch, n_segments, d_model)`` of ``x`` ``(batch, n_segments * segment, C)``."""
+        batch, n_times, channels = x.shape
+        n_seg = n_times // self.segment
+        seg = x.reshape(batch * n_seg, self.segment, channels).transpose(1, 2)
+        h = self.conv(seg)  # (batch * n_seg, conv, segment): zero padding stays in the segment
+        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)
+        return self.proj(pooled).reshape(batch, n_seg, -1)
+
+
+@register("backbone", "segment_transformer")
+class SegmentTransformer(Backbone):
+    """Segment tokenizer + transformer (the encoder of Du-IN-style codebook pretraining).
+
+    Parameters
+    ----------
+    params : SegmentTransformer.Params
+    in_features : int
+        Latent width (virtual channels of the adapter).
+    n_times : int
+        Time steps per sample.
+
+    Attributes
+    ----------
+    out_features : int
+        ``d_model``.
+    n_segments : int
+        Segments (tokens) per sample and channel group.
+    groups : int
+        Token sequences per sample: 1 (fused) or ``in_features`` (single).
+    """
+
+    class Params(PartParams):
+        """Hyper-parameters of :class:`SegmentTransformer`.
+
+        Attributes
+        ----------
+        segment : int
+            Time steps per token (clipped to ``n_times``).
+        d_model, n_heads, n_layers : int
+        conv_channels, kernel : int
+            The tokenizer's convolutions.
+        dropout, mlp_ratio : float
+        channels : {"fused", "single"}
+            One token per segment of all channels, or one per segment of each channel.
+        """
+
+        segment: int = pydantic.Field(25, ge=1)
+        d_model: int = pydantic.Field(64, ge=1)
+        n_heads: int = pydantic.Field(4, ge=1)
+        n_layers: int = pydantic.Field(2, ge=0)
+        conv_channels: int = pydantic.Field(32, ge=1)
+        kernel: int = pydantic.Field(5, ge=1)
+        dropout: float = pydantic.Field(0.1, ge=0, lt=1)
+        mlp_ratio: float = pydantic.Field(2.0, gt=0)
+        channels: Literal["fused", "single"] = "fused"
+
+        @pydantic.model_validator(mode="after")
+        def _heads_divide(self) -> SegmentTransformer.Params:
+            if self.d_model % self.n_heads:
+                raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
+                                 f"({self.n_heads})")
+            return self
+
+    def __init__(self, params: SegmentTransformer.Params, *, in_features: int, n_times: int
+                 ) -> None:
+        super().__init__(params, in_features=in_features, n_times=n_times)
+        if self.n_times < 1:
+            raise ValueError(f"segment_transformer needs n_times >= 1, got {self.n_times}")
+        d = params.d_model
+        self.segment = min(params.segment, self.n_times)
+        self.n_segments = math.ceil(self.n_times / self.segment)
+        self.single = params.channels == "single"
+        self.groups = self.in_features if self.single else 1
+        self.tokenizer = SegmentTokenizer(1 if self.single else self.in_features, self.segment,
+                                          d, params.conv_channels, params.kernel)
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.position = nn.Parameter(torch.zeros(1, self.n_segments, d))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.drop = nn.Dropout(params.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, params.n_heads, params.mlp_ratio, params.dropout)
+            for _ in range(params.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.out_features = d
+
+    def _check(self, z: torch.Tensor) -> None:
+        if z.ndim != 3 or z.shape[2] != self.in_features:
+            raise ValueError(f"segment_transformer expects (batch, time, {self.in_features}), "
+                             f"got {tuple(z.shape)}")
+        if z.shape[1] > self.n_times:
+            raise ValueError(f"segment_transformer was built for at most {self.n_times} time "
+                             f"steps, got {z.shape[1]}")
+
+    def segments(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` padded and laid out per token sequence: ``(batch * groups, n_seg * segment, C)``.
+
+        ``C`` is the latent width (fused) or 1 (single); this is also what a decoder
+        reconstructs, segment by segment.
+        """
+        self._check(z)
+        pad = self.n_segments * self.segment - z.shape[1]
+        if pad:
+            z = F.pad(z, (0, 0, 0, pad))
+        if self.single:
+            batch, n_times, channels = z.shape
+            z = z.transpose(1, 2).reshape(batch * channels, n_times, 1)
+        return z
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """Segment tokens before the transformer: ``(batch, groups, n_segments, d_model)``."""
+        tokens = self.tokenizer(self.segments(z))
+        return tokens.reshape(z.shape[0], self.groups, self.n_segments, -1)
+
+    def tokens(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Contextual tokens ``(batch, groups, n_segments, d_model)``.
+
+        Parameters
+        ----------
+        z : Tensor
+            ``(batch, time, in_features)``.
+        mask : Tensor, optional
+            bool ``(batch, groups, n_segments)``: True for segments whose token is replaced by
+            the learnt mask token (masked modelling); their samples reach nothing.
+        """
+        tokens = self.embed(z)
+        if mask is not None:
+            tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        batch = tokens.shape[0]
+        h = self.drop(tokens.flatten(0, 1) + self.position)
+        for block in self.blocks:
+            h = block(h)
+        return self.norm(h).reshape(batch, self.groups, self.n_segments, -1)
+
+    def pool(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Features ``(batch, d_model)``: mean over segments, then over the channels present."""
+        per_group = tokens.mean(dim=2)  # (batch, groups, d)
+        if not self.single:
+            return per_group[:, 0]
+        present = (z.abs().amax(dim=1) > 0).to(per_group.dtype)  # (batch, channels)
+        weight = present / present.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return torch.einsum("bg,bgd->bd", weight, per_group)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Map ``z`` ``(batch, time, in_features)`` to ``(batch, d_model)``."""
+        return self.pool(self.tokens(z), z)
