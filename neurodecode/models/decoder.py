@@ -197,17 +197,21 @@ class CrossSubjectDecoder(BaseEstimator):
         self.scaler_ = SubjectScaler()
         for t in train_d.values():
             self.scaler_.fit(t)
+        pre = self.pretrained
+        if pre is not None:
+            from .codebook.pretrainer import CodebookPretrainer
+
+            if not isinstance(pre, CodebookPretrainer):
+                pre = CodebookPretrainer.load(pre)  # before seeding: it draws initial weights
         torch.manual_seed(cfg.train.seed)
         task = DecodeTask(cfg.model_dump(mode="json"),
                           {n: spec_of(t).to_dict() for n, t in train_d.items()}, self.n_times_,
                           n_outputs, None if self.classes_ is None else list(self.classes_))
         self.model_ = task.model
         self.pretrained_adapters_: dict[str, dict[str, torch.Tensor]] = {}
-        if self.pretrained is not None:
-            from .codebook.pretrainer import CodebookPretrainer, transfer
-            pre = self.pretrained
-            if not isinstance(pre, CodebookPretrainer):
-                pre = CodebookPretrainer.load(pre)
+        if pre is not None:
+            from .codebook.pretrainer import transfer
+
             self.pretrained_adapters_ = transfer(pre, task.model)
         self._train(task, train_d, val_d, cfg.train.max_epochs, cfg.train.patience)
         return self

@@ -180,6 +180,9 @@ def adapt(decoder: CrossSubjectDecoder, train: SubjectTrials | None,
         else:
             model.add_subject(subject, spec_of(train))
         record["init"] = init
+        if name == "adapter" and not model.adapter.has_weights(subject):
+            raise ValueError(f"the {model.adapter.part_name} adapter has no per-subject weights "
+                             "to train: use strategy c (full) or b (lora)")
         _freeze(model)
         for p in model.adapter.subject_parameters(subject):
             p.requires_grad_(True)

@@ -56,11 +56,10 @@ class SegmentTokenizer(nn.Module):
         super().__init__()
         kernel = max(1, min(kernel, segment))
         self.segment = int(segment)
+        # no normalisation inside a segment: a segment's amplitude is information
         self.conv = nn.Sequential(
-            nn.Conv1d(in_channels, conv_channels, kernel, padding=kernel // 2),
-            nn.GroupNorm(1, conv_channels), nn.GELU(),
-            nn.Conv1d(conv_channels, conv_channels, kernel, padding=kernel // 2),
-            nn.GroupNorm(1, conv_channels), nn.GELU())
+            nn.Conv1d(in_channels, conv_channels, kernel, padding=kernel // 2), nn.GELU(),
+            nn.Conv1d(conv_channels, conv_channels, kernel, padding=kernel // 2), nn.GELU())
         self.proj = nn.Linear(conv_channels * 2, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

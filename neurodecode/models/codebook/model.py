@@ -31,7 +31,7 @@ from ..config import ModelConfig
 from ..cross_subject import encode_subjects
 from .quantizer import VectorQuantizer
 
-__all__ = ["MaskedCodeModel", "SegmentVQVAE", "random_segment_mask"]
+__all__ = ["MaskedCodeModel", "SegmentVQVAE", "random_segment_mask", "valid_groups"]
 
 
 class _Front(nn.Module):
@@ -182,6 +182,19 @@ class SegmentVQVAE(_Front):
                 for i, s in enumerate(subject.tolist())]
 
 
+def valid_groups(model: _Front, subject: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """bool ``shape`` ``(batch, groups, n_segments)``: the token sequences of real channels.
+
+    Every sequence for fused tokens; for single-channel tokens those of the channels each
+    sample's subject has (not the padding).
+    """
+    if not model.backbone.single:
+        return torch.ones(shape, dtype=torch.bool)
+    n_ch = torch.as_tensor([model.adapter.specs[model.subject_names[int(s)]].n_channels
+                            for s in subject.tolist()])
+    return (torch.arange(shape[1])[None, :] < n_ch[:, None])[..., None].expand(shape)
+
+
 def random_segment_mask(shape: tuple[int, ...], ratio: float, *,
                         generator: torch.Generator | None = None,
                         device: torch.device | None = None) -> torch.Tensor:
@@ -238,7 +251,7 @@ class MaskedCodeModel(_Front):
         accuracy : Tensor
             Share of masked segments whose code is the top prediction.
         """
-        valid = self._valid(x, subject, target.shape)
+        valid = valid_groups(self, subject, target.shape).to(x.device)
         passes = [mask, ~mask] if complementary else [mask]
         losses, hits, count = [], x.new_zeros(()), x.new_zeros(())
         for m in passes:
@@ -249,12 +262,3 @@ class MaskedCodeModel(_Front):
             hits = hits + (out[use].argmax(dim=-1) == target[use]).sum()
             count = count + use.sum()
         return torch.stack(losses).mean(), hits / count.clamp_min(1)
-
-    def _valid(self, x: torch.Tensor, subject: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """Segments that exist: every one (fused), or those of real channels (single)."""
-        if not self.backbone.single:
-            return torch.ones(shape, dtype=torch.bool, device=x.device)
-        n_ch = torch.as_tensor([self.adapter.specs[self.subject_names[int(s)]].n_channels
-                                for s in subject.tolist()], device=x.device)
-        group = torch.arange(shape[1], device=x.device)
-        return (group[None, :] < n_ch[:, None])[..., None].expand(shape)

@@ -35,8 +35,7 @@ from ..adapters.base import SubjectSpec
 from ..config import ModelConfig
 from ..cross_subject import CrossSubjectModel
 from ..decoder import TrialsLike, as_subject_dict, resolve_config, spec_of
-from ..tasks.pretrain import MaskedCodeTask, TokenizerTask
-from .model import MaskedCodeModel, SegmentVQVAE, random_segment_mask
+from .model import MaskedCodeModel, SegmentVQVAE, random_segment_mask, valid_groups
 from .quantizer import CodebookHealth, perplexity
 
 __all__ = ["FORMAT", "CodebookPretrainer", "transfer"]
@@ -139,6 +138,8 @@ class CodebookPretrainer(BaseEstimator):
         CodebookPretrainer
             ``self``.
         """
+        from ..tasks.pretrain import MaskedCodeTask, TokenizerTask  # tasks import this package
+
         train_d, val_d = as_subject_dict(windows), as_subject_dict(val)
         if not train_d:
             raise ValueError("no pretraining window")
@@ -228,7 +229,7 @@ class CodebookPretrainer(BaseEstimator):
         counts = torch.zeros(model.quantizer.codebook_size)
         for b in self._batches(trials):
             index = model.codes(b["x"], b["subject"])
-            valid = _valid_groups(model, b["subject"], index.shape)
+            valid = valid_groups(model, b["subject"], index.shape)
             counts += torch.bincount(index[valid], minlength=len(counts)).float()
         return model.quantizer.health(counts)
 
@@ -260,7 +261,7 @@ class CodebookPretrainer(BaseEstimator):
             target = tok.codes(b["x"], b["subject"])
             mask = random_segment_mask(tuple(target.shape), self.config_.pretrain.mask_ratio,
                                        generator=gen)
-            use = mask & _valid_groups(tok, b["subject"], target.shape)
+            use = mask & valid_groups(tok, b["subject"], target.shape)
             pred = enc.logits(b["x"], b["subject"], mask).argmax(dim=-1)
             hits += int((pred[use] == target[use]).sum())
             total += int(use.sum())
@@ -326,16 +327,6 @@ class CodebookPretrainer(BaseEstimator):
         pre.fit_seconds_ = float(extra.get("fit_seconds", 0.0))
         pre.segments_per_s_ = extra.get("segments_per_s", {})
         return pre
-
-
-def _valid_groups(model: SegmentVQVAE, subject: torch.Tensor, shape: torch.Size
-                  ) -> torch.Tensor:
-    """Token sequences of real channels (all of them for fused tokens)."""
-    if not model.backbone.single:
-        return torch.ones(shape, dtype=torch.bool)
-    n_ch = torch.as_tensor([model.adapter.specs[model.subject_names[int(s)]].n_channels
-                            for s in subject.tolist()])
-    return (torch.arange(shape[1])[None, :] < n_ch[:, None])[..., None].expand(shape)
 
 
 def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:

@@ -57,7 +57,13 @@ class TokenizerTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.model.quantizer.reset_counts()
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # after the epoch's last batch, before validation and the epoch-end callbacks (which
+        # record the epoch's metrics)
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self._log_health()
+
+    def _log_health(self) -> None:
         health = self.model.quantizer.health()
         self.log("perplexity", health.perplexity)
         self.log("dead_fraction", health.dead_fraction)
