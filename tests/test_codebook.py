@@ -145,6 +145,7 @@ def _one_code_codebook(update: str) -> tuple[VectorQuantizer, torch.Tensor]:
         q.codes[0] = u
         if update == "ema":
             q.ema_sum.copy_(q.codes)
+        q.initialized.fill_(True)  # keep the collapsed start (no data-dependent init)
     return q, z
 
 
@@ -184,6 +185,7 @@ def test_collapsed_codebook_is_detected_and_restarted(update):
 def test_updates_move_the_assigned_code_towards_its_inputs(update):
     torch.manual_seed(1)
     q = VectorQuantizer(8, 4, update=update, decay=0.8).train()
+    q.initialized.fill_(True)  # this test moves the random codes (data init tested apart)
     z = torch.randn(256, 4)
     k = int(torch.bincount(q.assign(z), minlength=8).argmax())
     z = z[q.assign(z) == k]  # the inputs of one code
@@ -200,6 +202,22 @@ def test_updates_move_the_assigned_code_towards_its_inputs(update):
     others = torch.arange(8) != k
     torch.testing.assert_close(after[others], before[others])
     assert isinstance(q.codes, torch.nn.Parameter) == (update == "straight_through")
+
+
+def test_codes_start_on_the_first_training_batch():
+    torch.manual_seed(0)
+    q = VectorQuantizer(16, 4).train()
+    z = F.normalize(torch.randn(64, 4), dim=1) * 0.1 + torch.tensor([3.0, 0, 0, 0])
+    assert not bool(q.initialized)
+    q(z)  # every vector sits in one small cap: a random codebook serves it with one code
+    assert bool(q.initialized)
+    # each code is (nearly) one of the batch's vectors
+    sim = q.normalized_codes() @ F.normalize(z, dim=1).T
+    assert float(sim.amax(dim=1).min()) > 0.99
+    assert q.health(torch.bincount(q.assign(z), minlength=16).float()).used > 4
+    fresh = VectorQuantizer(16, 4).eval()
+    fresh(z)  # evaluation never initialises
+    assert not bool(fresh.initialized)
 
 
 # --------------------------------------------------------------------------- collapse in training
@@ -239,6 +257,7 @@ def collapsed_runs(windows_by_subject):
         with torch.no_grad():
             q.codes.copy_(q.codes[:1].expand_as(q.codes))
             q.ema_sum.copy_(q.codes)
+            q.initialized.fill_(True)
         start = _eval_health(task.model, dataset, width)
         task.model.train()
         loader = subject_loader(dataset, width, train=True, batch_size=32)

@@ -94,6 +94,9 @@ class VectorQuantizer(nn.Module):
         Assignments per code since :meth:`reset_counts` (for :meth:`health`).
     restarts : Tensor
         Codes restarted so far.
+    initialized : Tensor
+        False until the first training batch, whose vectors the codes start on (a random
+        codebook on the sphere would leave most codes far from every input).
     """
 
     def __init__(self, codebook_size: int, dim: int, *,
@@ -114,6 +117,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("usage", torch.full((codebook_size,), 1.0 / codebook_size))
         self.register_buffer("counts", torch.zeros(codebook_size))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def normalized_codes(self) -> torch.Tensor:
         """Unit code vectors ``(codebook_size, dim)``."""
@@ -142,11 +146,32 @@ class VectorQuantizer(nn.Module):
         loss = self.commitment * F.mse_loss(flat, chosen.detach())
         if self.update == "straight_through":
             loss = loss + F.mse_loss(chosen, flat.detach())
+        if self.training and not bool(self.initialized):
+            self._init_from(flat.detach())
+            index = (flat @ self.normalized_codes().T).argmax(dim=1)
+            chosen = self.normalized_codes()[index]
+            loss = self.commitment * F.mse_loss(flat, chosen.detach())
+            if self.update == "straight_through":
+                loss = loss + F.mse_loss(chosen, flat.detach())
         if self.training:
             self._track(flat.detach(), index)
         quantized = flat + (chosen - flat).detach()
         return (quantized.reshape(z.shape).to(z.dtype), index.reshape(z.shape[:-1]),
                 loss)
+
+    @torch.no_grad()
+    def _init_from(self, flat: torch.Tensor) -> None:
+        """Codes on vectors of the first training batch (random draws, a little noise)."""
+        take = torch.randint(0, len(flat), (self.codebook_size,), device=flat.device)
+        take[: min(len(flat), self.codebook_size)] = torch.randperm(len(flat), device=flat.device
+                                                                    )[: self.codebook_size]
+        new = F.normalize(flat[take] + 0.01 * torch.randn_like(flat[take]), dim=1)
+        if self.update == "ema":
+            self.codes.copy_(new)
+            self.ema_sum.copy_(new)
+        else:
+            self.codes.data.copy_(new)
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _track(self, flat: torch.Tensor, index: torch.Tensor) -> None:
