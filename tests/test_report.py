@@ -616,3 +616,88 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         write_report(path, title="second")
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def _codebook_folders(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """A pretrain folder (a collapsed codebook) and a cross_subject folder fine-tuned from it,
+    written by hand in the two stages' formats."""
+    history = {
+        "tokenizer": [{"epoch": 0, "recon_loss": 1.05, "val_loss": 0.98},
+                      {"epoch": 1, "recon_loss": 0.97, "val_loss": 0.95, "perplexity": 3.5,
+                       "dead_fraction": 0.8, "codes_used": 9},
+                      {"epoch": 2, "recon_loss": 0.95, "val_loss": None, "perplexity": 1.2,
+                       "dead_fraction": 0.95, "codes_used": 2}],
+        "masked": [{"epoch": 0, "mask_accuracy": 0.4, "val_mask_accuracy": 0.5}],
+    }  # fmt: skip
+    pre = tmp_path / "pretrain" / "p"
+    pre.mkdir(parents=True)
+    (pre / "metrics.json").write_text(json.dumps({
+        "analysis": "hand_codebook", "model": {"name": "codebook_seeg", "codebook_size": 64,
+                                               "adapter": "subject_linear", "tokens": "fused"},
+        "windows": {"length": 0.5, "stride": 0.25, "n_times": 125, "intervals": ["train"]},
+        "subjects": {"01": {"n_train": 300, "n_val": 50, "n_channels": 17}},
+        "scored_on": "validation", "health": {"perplexity": 1.31, "used": 2,
+                                              "dead_fraction": 0.969, "codebook_size": 64,
+                                              "collapsed": True},
+        "reconstruction_r2": -0.0123, "mask_accuracy": {"accuracy": 0.812, "majority": 0.8},
+        "segments_per_s": {"tokenizer": 4321.0, "masked": 1234.0},
+        "epochs": {"tokenizer": 3, "masked": 1}, "history": history, "fit_seconds": 12.5,
+    }))  # fmt: skip
+    tuned = tmp_path / "models" / "m"
+    tuned.mkdir(parents=True)
+    result = {"score": 0.625, "chance": 0.498, "p_value": 0.02}
+    (tuned / "metrics.json").write_text(json.dumps({
+        "analysis": "hand_finetuned", "metric": "balanced_accuracy", "n_permutations": 100,
+        "model": {"name": "codebook_seeg", "adapter": "subject_linear"},
+        "subjects": {"01": {"n_train": 60, "n_val": 12, "n_test": 14, "n_channels": 17,
+                            "shared": result, "baseline": {"name": "logistic", "score": 0.55},
+                            "scratch": {"score": 0.4375, "chance": 0.502, "p_value": 0.7},
+                            "test_in_pretraining": 3}},
+        "mean": {"shared": 0.625, "chance": 0.498, "baseline": 0.55, "scratch": 0.4375},
+        "pretrained": {"path": str(pre), "test_samples_in_pretraining": 3},
+    }))  # fmt: skip
+    return pre, tuned, history
+
+
+def test_codebook_section_draws_the_health_and_compares_finetuned_with_scratch(tmp_path):
+    from neurodecode.report import load_pretrain
+
+    pre, tuned, history = _codebook_folders(tmp_path)
+    out = write_report(tmp_path / "r.html", pretrain=[pre], cross_subject=[tuned],
+                       thumbnails=False)
+    assert out["pretrained"] == 1 and out["finetuned"] == 1 and out["models"] == 1
+    text = (tmp_path / "r.html").read_text()
+    dom = _Dom(text)
+    assert dom.ids.get("codebook") == "section" and "Codebook pretraining" in dom.h2
+    assert "#codebook" in dom.hrefs and "Codebook pretraining (2)" in "".join(dom.text)
+    # the final health, a collapse shown as such, and the per-epoch curves of this history
+    dom.row_with("1.3", "2 / 64", "0.969", "collapsed", "-0.012", "0.812", "0.800")
+    assert '<td class="error">collapsed</td>' in text
+    curves = rfig.data_uri(rfig.codebook_curves(history, codebook_size=64))
+    assert f'<figure id="codebook-1-curves"><img src="{curves}"' in text
+    history["tokenizer"][2]["perplexity"] = 40.0
+    assert rfig.data_uri(rfig.codebook_curves(history, codebook_size=64)) != curves
+    dom.row_with("01", "300 / 50", "17")
+    # fine-tuned against scratch with both chance levels; the leak is flagged
+    dom.row_with("01", "14", "0.625", "0.498", "0.02", "0.438", "0.502", "0.7", "0.550")
+    dom.row_with("mean", "", "0.625", "0.498", "", "0.438", "", "", "0.550")
+    assert "3 test samples lie in spans the pretraining windows covered" in text
+    pre_anchor = next(a for a, tag in dom.ids.items() if tag == "article"
+                      and f"<code>{pre}</code>" in text[text.index(f'id="{a}"'):][:400])
+    assert f'href="#{pre_anchor}">' in text.split('id="finetuned-1"', 1)[1].split("</p>", 1)[0]
+    bars = rfig.decoding_chart([
+        {"label": "sub-01 fine-tuned", "metric": "balanced_accuracy", "score": 0.625,
+         "chance": 0.498, "p_value": 0.02},
+        {"label": "sub-01 scratch", "metric": "balanced_accuracy", "score": 0.4375,
+         "chance": 0.502, "p_value": 0.7}])  # fmt: skip
+    assert f'<figure id="finetuned-1-bars"><img src="{rfig.data_uri(bars)}"' in text
+    # nothing to show is said; a folder that is not a pretrain folder is named
+    write_report(tmp_path / "e.html", thumbnails=False)
+    assert "no codebook pretraining results in this run" in (tmp_path / "e.html").read_text()
+    (pre / "metrics.json").write_text(json.dumps({"history": {}}))
+    with pytest.raises(ReportError, match=r"p/metrics\.json: no 'health' mapping"):
+        load_pretrain(pre)
+    with pytest.raises(ReportError, match=r"not a pretrain folder \(no metrics\.json"):
+        load_pretrain(tmp_path)
+    with pytest.raises(ValueError, match="no codebook history"):
+        rfig.codebook_curves({"tokenizer": [{"epoch": 0}]})

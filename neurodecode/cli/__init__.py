@@ -86,4 +86,4 @@ def _root(
     """neurodecode: brain recordings in, decoded stimuli, behaviour and images out."""
 
 
-from . import adapt, catalog, ingest, plot, readers, stores, workflow  # noqa: E402,F401  (commands)
+from . import adapt, catalog, ingest, plot, pretrain, readers, stores, workflow  # noqa: E402,F401

@@ -46,6 +46,7 @@ STAGE_MODULES = {
     "embed": "embed",
     "cross_subject": "cross_subject",
     "adapt": "adapt",
+    "pretrain": "pretrain",
     "report": "report",
 }
 

@@ -24,6 +24,14 @@ A config::
     subjects: ["01", "02", "03", "04", "05", "06", "07", "08"]
     split: {fractions: [0.7, 0.15, 0.15]}          # gap: the modality's default
 
+With a ``pretrained`` input (the folder of a ``pretrain`` job: a codebook pretraining of the
+same adapter and backbone), the decoder is fine-tuned from the pretrained weights instead of a
+random initialisation; the subjects' samples must then have the pretraining windows' number of
+time steps. Unless ``scratch: false``, the same config is also trained from scratch on the same
+split and scored on the same test parts (pretrained against scratch, each with its chance
+level), and the test samples that lie in spans the pretraining windows covered are counted
+(0 when the pretraining kept to the stores' training intervals).
+
 The output folder::
 
     model.pt        the trained decoder (CrossSubjectDecoder.save)
@@ -55,6 +63,7 @@ __all__ = [
     "CrossSubjectConfig",
     "CrossSubjectStage",
     "ModelChoice",
+    "Pretrained",
     "SplitConfig",
     "TestSet",
     "balanced_accuracy",
@@ -63,7 +72,9 @@ __all__ = [
     "cross_subject",
     "evaluate_baseline",
     "evaluate_decoder",
+    "read_pretrained",
     "resolve_model",
+    "samples_in_spans",
     "sources_digest",
     "split_subject",
     "subject_samples",
@@ -223,6 +234,9 @@ class CrossSubjectConfig(StageConfig):
         Permuted test targets for each chance level.
     seed : int
         Seed of the permutations.
+    scratch : bool
+        With a ``pretrained`` input: also train the same model from a random initialisation
+        on the same split and score it beside the fine-tuned one (ignored without one).
     threads : int, optional
         torch intra-op and BLAS threads (1 is fastest on a small shared machine; None: the
         libraries' defaults).
@@ -239,6 +253,7 @@ class CrossSubjectConfig(StageConfig):
     keys: str | None = None
     n_permutations: int = Field(200, ge=0)
     seed: int = 0
+    scratch: bool = True
     threads: int | None = Field(1, ge=1)
 
     @field_validator("subjects", "exclude", mode="before")
@@ -484,11 +499,91 @@ def evaluate_baseline(task: str, train: Any, test: TestSet, head: Any = None) ->
     return {"name": name, **_fixed_null(score_fn, pred, test)}
 
 
-def _dataset_name(config: CrossSubjectConfig, stores: Sequence[Path]) -> str:
+def _dataset_name(config: Any, stores: Sequence[Path]) -> str:
+    """The config's ``dataset``, else the name of the first store (or folder of stores)."""
     if config.dataset:
         return config.dataset
     first = Path(stores[0]).resolve()
     return first.stem if first.suffix == ".zarr" else first.name
+
+
+@dataclass
+class Pretrained:
+    """What a ``pretrain`` output folder holds.
+
+    Attributes
+    ----------
+    path : Path
+    pretrainer : CodebookPretrainer
+        Loaded from its ``pretrain.pt``.
+    metrics : dict
+        Its ``metrics.json``.
+    coverage : dict of str to list of [float, float]
+        Per recording (the sample table's ``recording``: the store path), the time spans the
+        pretraining windows covered.
+    """
+
+    path: Path
+    pretrainer: Any
+    metrics: dict[str, Any]
+    coverage: dict[str, list[list[float]]]
+
+
+def read_pretrained(path: str | Path, stage: str = "cross_subject") -> Pretrained:
+    """Read a ``pretrain`` output folder (``pretrain.pt`` and ``metrics.json``).
+
+    Raises
+    ------
+    StageError
+        Not such a folder, or one whose files cannot be read.
+    """
+    from ..models.codebook import CodebookPretrainer
+
+    folder = Path(path)
+    where = f"stage {stage}: pretrained {folder}"
+    if not folder.is_dir():
+        raise StageError(f"{where}: not a folder (the folder the pretrain stage writes)")
+    missing = [n for n in ("pretrain.pt", "metrics.json") if not (folder / n).is_file()]
+    if missing:
+        raise StageError(f"{where}: no {' or '.join(missing)} (not a pretrain stage's folder)")
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        coverage = {str(k): [[float(a), float(b)] for a, b in v]
+                    for k, v in (metrics.get("coverage") or {}).items()}
+    except (ValueError, TypeError, AttributeError) as err:
+        raise StageError(f"{where}: metrics.json cannot be read ({str(err).splitlines()[0]})"
+                         ) from None
+    try:
+        pretrainer = CodebookPretrainer.load(folder / "pretrain.pt")
+    except (ValueError, KeyError, OSError) as err:
+        raise StageError(f"{where}: {str(err).splitlines()[0]}") from None
+    return Pretrained(folder, pretrainer, metrics, coverage)
+
+
+def samples_in_spans(trials: Any, coverage: Mapping[str, Sequence[Sequence[float]]]) -> int:
+    """How many samples overlap a span of ``coverage`` in their own recording."""
+    table = trials.table
+    rec, start = table["recording"].astype(str).to_numpy(), table["start"].to_numpy(float)
+    stop = table["stop"].to_numpy(float)
+    hit = np.zeros(len(table), bool)
+    for recording, spans in coverage.items():
+        rows = rec == recording
+        for lo, hi in spans:
+            hit |= rows & (start < hi) & (stop > lo)
+    return int(hit.sum())
+
+
+def _check_lengths(trials: Mapping[str, Any], pre: Pretrained) -> None:
+    """Refuse samples whose length is not the pretraining windows' (naming how to fix it)."""
+    n = int(pre.pretrainer.n_times_)
+    for s, t in trials.items():
+        if t.n_times != n:
+            raise StageError(
+                f"stage cross_subject: subject {s}: samples of {t.n_times} time steps; the "
+                f"pretraining {pre.path} took windows of {n} ({n / t.sfreq:g} s at "
+                f"{t.sfreq:g} Hz): epochs hold (tmax - tmin) * sfreq + 1 steps, so make "
+                f"tmax - tmin (or the crop) {(n - 1) / t.sfreq:g} s; windows: length "
+                f"{n / t.sfreq:g} s")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -496,8 +591,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], folder: str | Path
-                  ) -> dict[str, Any]:
+def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], folder: str | Path,
+                  pretrained: str | Path | None = None) -> dict[str, Any]:
     """Train the shared decoder of ``config`` on ``stores`` and write the model folder.
 
     Parameters
@@ -507,6 +602,8 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         Store paths or folders of stores (several subjects).
     folder : path-like
         The model folder to write (created).
+    pretrained : path-like, optional
+        A ``pretrain`` stage's folder: fine-tune from its pretrained adapter and backbone.
 
     Returns
     -------
@@ -518,13 +615,19 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         ``n_channels``, ``gap`` used, ``stores``, ``shared`` and ``baseline`` with ``score``,
         ``chance``, ``p_value``), ``excluded``, ``mean`` (``shared``, ``baseline``,
         ``chance``), ``n_permutations``, ``seed``, ``epochs``, ``best_epoch``,
-        ``fit_seconds`` and ``seconds``.
+        ``fit_seconds`` and ``seconds``. With ``pretrained``: ``pretrained`` (``path``,
+        ``analysis``, ``model``, ``subjects`` of the pretraining, ``only_in_pretraining``,
+        ``n_times``, ``health``, ``test_samples_in_pretraining``), per subject ``scratch``
+        (``score``, ``chance``, ``p_value``) and ``test_in_pretraining``, ``mean.scratch``
+        and ``scratch`` (``epochs``, ``best_epoch``, ``fit_seconds``) unless ``config.scratch``
+        is false; else ``pretrained`` is None.
 
     Raises
     ------
     StageError
         No store or recording, unknown subjects, a subject whose split leaves a part empty,
-        samples the model cannot take.
+        samples the model cannot take (or not of the pretraining windows' length), a
+        pretrained folder that cannot be read or whose model does not fit the config.
     """
     from ..models.decoder import CrossSubjectDecoder
 
@@ -544,15 +647,24 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
     if not names:
         raise StageError(f"stage cross_subject: no subject left to train on (subjects "
                          f"{wanted}, exclude {config.exclude})")
+    pre = read_pretrained(pretrained) if pretrained is not None else None
+    if pre is not None:
+        _check_lengths({s: trials[s] for s in names}, pre)
     parts, gaps = {}, {}
     for s in names:
         parts[s], gaps[s] = split_subject(trials[s], config.split)
-    decoder = CrossSubjectDecoder(model_cfg)
-    try:
-        decoder.fit({s: p["train"] for s, p in parts.items()},
-                    {s: p["val"] for s, p in parts.items()})
-    except ValueError as err:
-        raise StageError(f"stage cross_subject: model: {err}") from None
+    fits = [("shared", pre.pretrainer if pre is not None else None)]
+    if pre is not None and config.scratch:
+        fits.append(("scratch", None))
+    decoders = {}
+    for name, start in fits:
+        try:
+            decoders[name] = CrossSubjectDecoder(model_cfg, pretrained=start).fit(
+                {s: p["train"] for s, p in parts.items()},
+                {s: p["val"] for s, p in parts.items()})
+        except ValueError as err:
+            raise StageError(f"stage cross_subject: model: {err}") from None
+    decoder, scratch = decoders["shared"], decoders.get("scratch")
     folder.mkdir(parents=True, exist_ok=True)
     decoder.save(folder / "model.pt")
     (folder / "config.yaml").write_text(
@@ -569,6 +681,17 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
             "stores": sorted({str(r) for r in trials[s].table["recording"]}),
             "shared": shared, "baseline": base,
         }  # fmt: skip
+        if scratch is not None:
+            subjects[s]["scratch"] = evaluate_decoder(scratch, test)
+        if pre is not None:
+            subjects[s]["test_in_pretraining"] = samples_in_spans(p["test"], pre.coverage)
+    mean = {
+        "shared": _mean([v["shared"]["score"] for v in subjects.values()]),
+        "baseline": _mean([v["baseline"]["score"] for v in subjects.values()]),
+        "chance": _mean([v["shared"]["chance"] for v in subjects.values()]),
+    }
+    if scratch is not None:
+        mean["scratch"] = _mean([v["scratch"]["score"] for v in subjects.values()])
     data = {
         "analysis": config.analysis,
         "description": config.description,
@@ -582,10 +705,15 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         "keys": config.keys,
         "subjects": subjects,
         "excluded": sorted(set(found) - set(names)),
-        "mean": {
-            "shared": _mean([v["shared"]["score"] for v in subjects.values()]),
-            "baseline": _mean([v["baseline"]["score"] for v in subjects.values()]),
-            "chance": _mean([v["shared"]["chance"] for v in subjects.values()]),
+        "mean": mean,
+        "pretrained": None if pre is None else {
+            "path": str(pre.path), "analysis": pre.metrics.get("analysis"),
+            "model": (pre.metrics.get("model") or {}).get("name"),
+            "subjects": pre.pretrainer.subjects_,
+            "only_in_pretraining": sorted(set(pre.pretrainer.subjects_) - set(names)),
+            "n_times": int(pre.pretrainer.n_times_), "health": pre.metrics.get("health"),
+            "test_samples_in_pretraining": sum(v["test_in_pretraining"]
+                                               for v in subjects.values()),
         },
         "n_permutations": int(config.n_permutations),
         "seed": int(config.seed),
@@ -594,6 +722,9 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         "fit_seconds": round(float(decoder.fit_seconds_), 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    if scratch is not None:
+        data["scratch"] = {"epochs": int(scratch.epochs_), "best_epoch": scratch.best_epoch_,
+                           "fit_seconds": round(float(scratch.fit_seconds_), 3)}
     (folder / "metrics.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     return data
 
@@ -606,7 +737,10 @@ class CrossSubjectStage(Stage):
     Config = CrossSubjectConfig
     version = f"1+{sources_digest('neurodecode/models/**/*.py', 'models/*.yaml')}"
     inputs = {"stores": Slot("recording stores of several subjects, or folders of them",
-                             many=True)}
+                             many=True),
+              "pretrained": Slot("a pretrain stage's folder: fine-tune from its pretrained "
+                                 "adapter and backbone (default: a random initialisation)",
+                                 required=False, folder=True)}
     outputs = {"model": Slot("folder: model.pt, config.yaml (resolved model config), "
                              "metrics.json (per-subject scores, the sample spec and split)",
                              folder=True)}
@@ -615,8 +749,11 @@ class CrossSubjectStage(Stage):
         self, config: CrossSubjectConfig, inputs: Mapping[str, list[Path]],
         outputs: Mapping[str, Path],
     ) -> dict[str, Any]:
-        """Train, write the model folder, return the mean scores."""
+        """Train (or fine-tune), write the model folder, return the mean scores."""
+        pretrained = inputs.get("pretrained") or [None]
         with compute_threads(config.threads):
-            data = cross_subject(config, inputs["stores"], outputs["model"])
+            data = cross_subject(config, inputs["stores"], outputs["model"], pretrained[0])
         return {"metric": data["metric"], "subjects": list(data["subjects"]),
-                "mean": data["mean"], "epochs": data["epochs"], "seconds": data["seconds"]}
+                "mean": data["mean"], "epochs": data["epochs"],
+                "pretrained": (data["pretrained"] or {}).get("path"),
+                "seconds": data["seconds"]}

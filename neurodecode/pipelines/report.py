@@ -2,9 +2,10 @@
 
 It runs :func:`neurodecode.report.write_report` on the outputs of the other stages: folders of
 recording stores (``simulate``, ``ingest``), ``metrics.json`` files (``decode``), embed
-folders (``embed``), model folders (``cross_subject``) and adaptation folders (``adapt``), plus,
-optionally, the workflow's job table. Every input is optional, so a
-workflow can report on whatever it ran; each section says when it has nothing to show.
+folders (``embed``), model folders (``cross_subject``), adaptation folders (``adapt``) and
+codebook pretraining folders (``pretrain``), plus, optionally, the workflow's job table. Every
+input is optional, so a workflow can report on whatever it ran; each section says when it has
+nothing to show.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class ReportStage(Stage):
                               required=False),
         "adapt": Slot("folders written by the adapt stage (few-shot curves)", many=True,
                       required=False),
+        "pretrain": Slot("folders written by the pretrain stage (codebook health)", many=True,
+                         required=False),
         "jobs": Slot(
             "JSON job table of the workflow run (a list of {job, stage, status, reason, "
             "seconds}, or {'jobs': [...]})",
@@ -89,6 +92,7 @@ class ReportStage(Stage):
                 embed=inputs.get("embed", []),
                 cross_subject=inputs.get("cross_subject", []),
                 adapt=inputs.get("adapt", []),
+                pretrain=inputs.get("pretrain", []),
                 title=config.title,
                 workflow=jobs,
                 thumbnails=config.thumbnails,

@@ -13,7 +13,9 @@ embeds the bytes as ``data:image/png;base64,...`` URIs (see :func:`data_uri`).
   components) coloured by a behaviour variable;
 * :func:`consistency_heatmap` — a consistency matrix with its values written in the cells;
 * :func:`fewshot_curve` — few-shot adaptation: score against the number of a new subject's
-  training samples (log scale), one line per strategy and baseline, chance dashed.
+  training samples (log scale), one line per strategy and baseline, chance dashed;
+* :func:`codebook_curves` — codebook pretraining per epoch: reconstruction loss, the
+  codebook's perplexity, its dead and used shares, and the masked-code accuracy.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 __all__ = [
     "FIGURE_DPI",
     "THUMBNAIL_DPI",
+    "codebook_curves",
     "consistency_heatmap",
     "data_uri",
     "decoding_chart",
@@ -518,6 +521,83 @@ def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
         ax.legend(fontsize=6, frameon=False, loc="best")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
+    return png_bytes(fig, dpi)
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and finite values of ``key`` in per-epoch records (epoch: its index if absent)."""
+    pts = [(_num(r.get("epoch", i)), _num(r.get(key))) for i, r in enumerate(rows)]
+    pts = [(e, v) for e, v in pts if np.isfinite(e) and np.isfinite(v)]
+    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts])) if pts \
+        else (np.zeros(0), np.zeros(0))
+
+
+def codebook_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                    codebook_size: int | None = None, dpi: int = FIGURE_DPI) -> bytes:
+    """Codebook health during pretraining, per epoch, in four panels.
+
+    Parameters
+    ----------
+    history : mapping
+        ``tokenizer``: per-epoch records with ``recon_loss``, ``val_loss``, ``perplexity``,
+        ``dead_fraction`` and ``codes_used``; ``masked``: records with ``mask_accuracy`` and
+        ``val_mask_accuracy`` (any key may be missing or None).
+    codebook_size : int, optional
+        Codes in the codebook: the perplexity's ceiling (dotted) and the denominator of the
+        used share.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image: the tokenizer's reconstruction loss (training and validation), the
+        perplexity of the epoch's code assignments, the dead-code share and the share of codes
+        used, and the masked-code model's accuracy (training and validation).
+
+    Raises
+    ------
+    ValueError
+        If no record has a finite value to draw.
+    """
+    tok = list(history.get("tokenizer") or [])
+    masked = list(history.get("masked") or [])
+    share = [("dead_fraction", "dead")] + ([("codes_used", "used")] if codebook_size else [])
+    panels = [
+        ("reconstruction loss", tok, [("recon_loss", "training"), ("val_loss", "validation")]),
+        ("perplexity of the codes", tok, [("perplexity", "training epoch")]),
+        ("share of the codebook", tok, share),
+        ("masked-code accuracy", masked, [("mask_accuracy", "training"),
+                                          ("val_mask_accuracy", "validation")]),
+    ]
+    if not any(len(_series(rows, key)[0]) for _, rows, keys in panels for key, _ in keys):
+        raise ValueError("no codebook history to plot")
+    fig = Figure(figsize=(13.0, 2.9), layout="constrained")
+    axes = fig.subplots(1, 4)
+    for ax, (title, rows, keys) in zip(axes, panels, strict=True):
+        for i, (key, label) in enumerate(keys):
+            x, y = _series(rows, key)
+            if key == "codes_used" and codebook_size:
+                y = y / float(codebook_size)
+            if len(x):
+                ax.plot(x, y, marker="o", ms=3, lw=1.4, label=label,
+                        color=_STRATEGY_COLORS[i % len(_STRATEGY_COLORS)])
+        if title.startswith("perplexity") and codebook_size:
+            ax.axhline(float(codebook_size), color="0.4", ls=":", lw=1.0,
+                       label=f"{codebook_size} codes")
+        if title.startswith("share"):
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=6)
+        ax.grid(True, lw=0.3, color="0.85")
+        ax.spines[["top", "right"]].set_visible(False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, frameon=False, loc="best")
+        else:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", fontsize=8,
+                    color="0.5", transform=ax.transAxes)
     return png_bytes(fig, dpi)
 
 

@@ -2,10 +2,10 @@
 
 :func:`write_report` reads what the stages wrote — folders of recording stores (``simulate``,
 ``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``), model folders
-(``cross_subject``) and adaptation folders (``adapt``) — and writes a single
-HTML file: CSS inline, every figure embedded as a base64 PNG ``data:`` URI, no script and no
-external URL, so it can be mailed, archived or opened offline. It is written to a temporary
-sibling and renamed into place, so a reader never sees half a report.
+(``cross_subject``), adaptation folders (``adapt``) and pretraining folders (``pretrain``) —
+and writes a single HTML file: CSS inline, every figure embedded as a base64 PNG ``data:``
+URI, no script and no external URL, so it can be mailed, archived or opened offline. It is
+written to a temporary sibling and renamed into place, so a reader never sees half a report.
 
 Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigation bar):
 
@@ -25,6 +25,14 @@ Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigati
     folder, the few-shot curve (score against the number of the new subject's training
     samples, log scale, one line per strategy and baseline, chance dashed), its rows and the
     saved adapted models.
+``codebook``
+    Per ``pretrain`` folder, the codebook's health during pretraining (per epoch: the
+    reconstruction loss, the perplexity of the codes, the dead and used shares of the codebook,
+    the masked-code accuracy), its final health on the validation windows (perplexity, codes
+    used, dead share, collapse, reconstruction R², masked-code accuracy against the majority
+    code) and the subjects' window counts. Per ``cross_subject`` folder fine-tuned from a
+    pretraining, the fine-tuned against the from-scratch scores per subject, with chance levels,
+    and the number of test samples that lie in spans the pretraining saw.
 ``provenance``
     The record :func:`neurodecode.pipelines.read_provenance` finds for every input (stage, job,
     config, input fingerprints, git revision, package versions, host, times), or "no provenance
@@ -64,6 +72,7 @@ __all__ = [
     "load_fewshot",
     "load_jobs",
     "load_metrics",
+    "load_pretrain",
     "write_report",
 ]
 
@@ -73,6 +82,7 @@ SECTIONS = (
     ("decoding", "Decoding"),
     ("embeddings", "Embeddings"),
     ("fewshot", "Few-shot adaptation"),
+    ("codebook", "Codebook pretraining"),
     ("provenance", "Provenance"),
     ("workflow", "Workflow"),
 )
@@ -340,6 +350,38 @@ def load_fewshot(folder: str | os.PathLike) -> dict[str, Any]:
         missing = [k for k in FEWSHOT_KEYS if not isinstance(row, dict) or k not in row]
         if missing:
             raise ReportError(f"{where}: rows[{i}] has no {', '.join(map(repr, missing))}")
+    return data
+
+
+def load_pretrain(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``metrics.json`` of a folder written by the pretrain stage.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The file's content (see :func:`neurodecode.pipelines.pretrain.pretrain`).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``metrics.json``, or it lacks the ``health`` or ``history``
+        mappings.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "metrics.json").is_file():
+        raise ReportError(
+            f"{folder}: not a pretrain folder (no metrics.json; the pretrain input takes the "
+            "folders that the pretrain stage writes)"
+        )
+    where = folder / "metrics.json"
+    data = _read_json(where, "the metrics of a pretrain folder")
+    for key in ("health", "history"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), dict):
+            raise ReportError(f"{where}: no {key!r} mapping (not a pretrain folder)")
     return data
 
 
@@ -873,6 +915,10 @@ def _cross_subject_part(k: int, src: _Source, data: dict[str, Any]) -> str:
     excluded = data.get("excluded") or []
     if excluded:
         details.append(f"held out: {_e(', '.join(map(str, excluded)))}")
+    pretrained = data.get("pretrained") if isinstance(data.get("pretrained"), dict) else None
+    if pretrained:
+        details.append(f"fine-tuned from <code>{_e(_short_path(pretrained.get('path', '—'), 3))}"
+                       "</code> (codebook section)")
     head = (
         "<tr><th>subject</th><th>train / val / test</th><th>channels</th>"
         "<th>shared score</th><th>chance</th><th>p-value</th><th>baseline</th>"
@@ -994,6 +1040,154 @@ def _fewshot_section(
     return "".join(parts)
 
 
+def _pretrain_part(k: int, src: _Source, data: dict[str, Any]) -> str:
+    anchor = src.anchor
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    win = data.get("windows") if isinstance(data.get("windows"), dict) else {}
+    epochs = data.get("epochs") if isinstance(data.get("epochs"), dict) else {}
+    speed = data.get("segments_per_s") if isinstance(data.get("segments_per_s"), dict) else {}
+    band = (f"{_fmt_fixed(win.get('l_freq'), 1)}–{_fmt_fixed(win.get('h_freq'), 1)} Hz"
+            if win.get("l_freq") is not None or win.get("h_freq") is not None else "no band-pass")
+    intervals = win.get("intervals")
+    details = [
+        f"model {_e(model.get('name', '—'))} ({_e(model.get('adapter', '—'))} adapters, "
+        f"{_e(model.get('tokens', '—'))} tokens, {_fmt_int(model.get('codebook_size'))} codes)",
+        f"windows {_fmt_fixed(win.get('length'))} s every {_fmt_fixed(win.get('stride'))} s "
+        f"({_fmt_int(win.get('n_times'))} samples), {band}",
+        "intervals " + (_e("/".join(map(str, intervals))) if intervals else "whole recordings"),
+        f"epochs: tokenizer {_fmt_int(epochs.get('tokenizer'))}, masked "
+        f"{_fmt_int(epochs.get('masked'))} in {_fmt_seconds(data.get('fit_seconds'))}",
+        f"segments/s: tokenizer {_fmt_int(speed.get('tokenizer'))}, masked "
+        f"{_fmt_int(speed.get('masked'))}",
+    ]
+    parts = [
+        f'<h3 id="codebook-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')}</p>"
+        f"<p class=\"muted\">{' · '.join(details)}</p>"
+    ]
+    size = _float(model.get("codebook_size"))
+    try:
+        png = figures.codebook_curves(data["history"],
+                                      codebook_size=int(size) if size else None)
+    except ValueError:
+        parts.append('<p class="empty">no per-epoch history in this pretrain folder</p>')
+    else:
+        parts.append(
+            f'<figure id="codebook-{k}-curves">'
+            f"{_img(png, 'codebook health per epoch')}"
+            "<figcaption>Per epoch of the tokenizer: its reconstruction loss (training and "
+            "validation windows), the perplexity of the epoch's code assignments (dotted: the "
+            "codebook size), the shares of dead and of used codes; per epoch of the masked-code "
+            "model: its accuracy on the masked segments.</figcaption></figure>"
+        )
+    health = data["health"]
+    mask = data.get("mask_accuracy") if isinstance(data.get("mask_accuracy"), dict) else {}
+    collapsed = health.get("collapsed")
+    state = ('<td class="error">collapsed</td>' if collapsed
+             else "<td>—</td>" if collapsed is None else "<td>no</td>")
+    parts.append(
+        f"<h4>Final codebook health (on the {_e(data.get('scored_on', '—'))} windows)</h4>"
+        "<table><tr><th>perplexity</th><th>codes used</th><th>dead share</th>"
+        "<th>collapsed</th><th>reconstruction R²</th><th>masked-code accuracy</th>"
+        "<th>majority code</th></tr>"
+        f'<tr><td class="num">{_a(anchor, _fmt_fixed(health.get("perplexity"), 1))}</td>'
+        f'<td class="num">{_a(anchor, _fmt_int(health.get("used")))} / '
+        f"{_fmt_int(health.get('codebook_size'))}</td>"
+        f'<td class="num">{_a(anchor, _fmt(health.get("dead_fraction")))}</td>{state}'
+        f'<td class="num">{_a(anchor, _fmt(data.get("reconstruction_r2")))}</td>'
+        f'<td class="num">{_a(anchor, _fmt(mask.get("accuracy")))}</td>'
+        f'<td class="num">{_a(anchor, _fmt(mask.get("majority")))}</td></tr></table>'
+    )
+    subjects = data.get("subjects") if isinstance(data.get("subjects"), dict) else {}
+    if subjects:
+        body = "".join(
+            f"<tr><td>{_e(s)}</td>"
+            f'<td class="num">{_fmt_int(v.get("n_train"))} / {_fmt_int(v.get("n_val"))}</td>'
+            f'<td class="num">{_fmt_int(v.get("n_channels"))}</td></tr>'
+            for s, v in subjects.items() if isinstance(v, dict))
+        parts.append("<table><tr><th>subject</th><th>windows train / val</th>"
+                     f"<th>channels</th></tr>{body}</table>")
+    return "".join(parts)
+
+
+def _finetuned_part(k: int, src: _Source, data: dict[str, Any],
+                    pretrains: Mapping[str, _Source]) -> str:
+    anchor = src.anchor
+    pre = data["pretrained"]
+    path = str(pre.get("path", ""))
+    known = pretrains.get(os.path.abspath(path)) if path else None
+    link = (_a(known.anchor, _e(_short_path(path, 3))) if known is not None
+            else f"<code>{_e(_short_path(path, 3))}</code>")
+    metric = str(data.get("metric", "score"))
+    seen = pre.get("test_samples_in_pretraining")
+    leak = (f'<p class="error">{_fmt_int(seen)} test samples lie in spans the pretraining '
+            "windows covered: the fine-tuned score is optimistic</p>"
+            if _float(seen) else "")
+    head = (
+        f"<tr><th>subject</th><th>test samples</th><th>fine-tuned {_e(metric)}</th>"
+        "<th>chance</th><th>p-value</th><th>scratch</th><th>chance</th><th>p-value</th>"
+        "<th>baseline</th></tr>"
+    )
+    rows, bars = [], []
+    for subject, entry in data["subjects"].items():
+        base = entry.get("baseline") if isinstance(entry.get("baseline"), dict) else {}
+        scratch = entry.get("scratch") if isinstance(entry.get("scratch"), dict) else None
+        rows.append(
+            f"<tr><td>{_e(subject)}</td>"
+            f'<td class="num">{_a(anchor, _fmt_int(entry.get("n_test")))}</td>'
+            f"{_score_cells(entry['shared'], anchor)}"
+            + (_score_cells(scratch, anchor) if scratch is not None
+               else '<td class="muted" colspan="3">not trained</td>')
+            + f'<td class="num">{_a(anchor, _fmt(base.get("score")))}</td></tr>'
+        )
+        for label, result in (("fine-tuned", entry["shared"]), ("scratch", scratch)):
+            if result is not None and _float(result.get("score")) is not None:
+                bars.append({"label": f"sub-{subject} {label}", "metric": metric,
+                             "score": result.get("score"), "chance": result.get("chance"),
+                             "p_value": result.get("p_value")})
+    mean = data.get("mean") if isinstance(data.get("mean"), dict) else {}
+    rows.append(
+        f'<tr><th>mean</th><td></td><td class="num">{_a(anchor, _fmt(mean.get("shared")))}</td>'
+        f'<td class="num">{_a(anchor, _fmt(mean.get("chance")))}</td><td></td>'
+        f'<td class="num">{_a(anchor, _fmt(mean.get("scratch")))}</td><td></td><td></td>'
+        f'<td class="num">{_a(anchor, _fmt(mean.get("baseline")))}</td></tr>'
+    )
+    parts = [
+        f'<h3 id="finetuned-{k}">{_e(data.get("analysis") or src.path.name)}: fine-tuned '
+        "vs scratch</h3>"
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')} · pretrained {link} · metric "
+        f"{_e(metric)} · {_fmt_int(data.get('n_permutations'))} permutations · "
+        f"{_fmt_int(seen)} test samples in the pretraining's spans</p>{leak}"
+        "<p>Each subject's test part, scored by the model fine-tuned from the codebook "
+        "pretraining and by the same config trained from scratch on the same split; chance: "
+        "the same predictions against permuted test targets; baseline: a logistic regression "
+        "on the subject's training part.</p>"
+        f"<table>{head}{''.join(rows)}</table>"
+    ]
+    if bars:
+        parts.append(
+            f'<figure id="finetuned-{k}-bars">'
+            f"{_img(figures.decoding_chart(bars), 'fine-tuned and scratch scores')}"
+            f"<figcaption>{_e(metric)} per subject, fine-tuned and from scratch; red: the "
+            "permutation chance level.</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+def _codebook_section(
+    pretrains: list[tuple[_Source, dict[str, Any]]], models: list[tuple[_Source, dict[str, Any]]]
+) -> str:
+    tuned = [(src, d) for src, d in models if isinstance(d.get("pretrained"), dict)]
+    if not pretrains and not tuned:
+        return _empty("codebook pretraining results")
+    by_path = {os.path.abspath(src.path): src for src, _ in pretrains}
+    parts = [_pretrain_part(k, src, data) for k, (src, data) in enumerate(pretrains, 1)]
+    parts += [_finetuned_part(k, src, data, by_path) for k, (src, data) in enumerate(tuned, 1)]
+    return "".join(parts)
+
+
 def _provenance_section(sources: _Sources) -> str:
     if not sources.items:
         return _empty("inputs")
@@ -1097,7 +1291,7 @@ th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;verti
 th{background:#eef1f6;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.sig{font-weight:700}
-td.error{color:#b00020}
+td.error,p.error{color:#b00020}
 a{color:var(--accent)}
 tr:target,article:target,figure:target,span:target{outline:2px solid #f0a500}
 .empty{color:var(--muted);font-style:italic}
@@ -1129,6 +1323,7 @@ def write_report(
     embed: str | os.PathLike | Iterable[str | os.PathLike] = (),
     cross_subject: str | os.PathLike | Iterable[str | os.PathLike] = (),
     adapt: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    pretrain: str | os.PathLike | Iterable[str | os.PathLike] = (),
     title: str = "neurodecode report",
     workflow: Sequence[Mapping[str, Any]] | None = None,
     thumbnails: bool = True,
@@ -1150,6 +1345,8 @@ def write_report(
         Model folders written by the cross_subject stage.
     adapt : path-like or iterable of path-like
         Folders written by the adapt stage.
+    pretrain : path-like or iterable of path-like
+        Folders written by the pretrain stage.
     title : str
         The report's title.
     workflow : sequence of mapping, optional
@@ -1165,7 +1362,8 @@ def write_report(
         ``path``, ``bytes`` (size of the file), ``recordings``, ``unreadable`` (stores that
         could not be read), ``analyses`` (metrics files), ``scores`` (metric rows),
         ``embeddings`` (embed folders), ``models`` (cross_subject folders), ``adapted``
-        (adapt folders), ``fewshot_rows``, ``jobs`` and ``seconds``.
+        (adapt folders), ``fewshot_rows``, ``pretrained`` (pretrain folders), ``finetuned``
+        (cross_subject folders fine-tuned from one), ``jobs`` and ``seconds``.
 
     Raises
     ------
@@ -1176,7 +1374,7 @@ def write_report(
     """
     t0 = time.perf_counter()
     stores, decode, embed = _paths(stores), _paths(decode), _paths(embed)
-    cross_subject, adapt = _paths(cross_subject), _paths(adapt)
+    cross_subject, adapt, pretrain = _paths(cross_subject), _paths(adapt), _paths(pretrain)
     if thumbnail_seconds <= 0:
         raise ReportError(f"thumbnail_seconds must be positive, got {thumbnail_seconds}")
     jobs = None if workflow is None else _check_jobs(workflow, "workflow")
@@ -1198,6 +1396,8 @@ def write_report(
     folders = read("embed", embed, load_embedding)
     models = read("cross_subject", cross_subject, load_cross_subject)
     adapted = read("adapt", adapt, load_fewshot)
+    pretrains = read("pretrain", pretrain, load_pretrain)
+    tuned = sum(isinstance(d.get("pretrained"), dict) for _, d in models)
 
     from .. import __version__
 
@@ -1206,6 +1406,7 @@ def write_report(
         "decoding": _decoding_section(results, by_path),
         "embeddings": _embeddings_section(folders, by_path),
         "fewshot": _fewshot_section(models, adapted),
+        "codebook": _codebook_section(pretrains, models),
         "provenance": _provenance_section(sources),
         "workflow": _workflow_section(jobs),
     }
@@ -1214,6 +1415,7 @@ def write_report(
         "decoding": sum(max(len(d["metrics"]), 1) for _, d in results),
         "embeddings": len(folders),
         "fewshot": len(models) + len(adapted),
+        "codebook": len(pretrains) + tuned,
         "provenance": len(sources.items),
         "workflow": len(jobs or []),
     }
@@ -1244,6 +1446,8 @@ def write_report(
         "models": len(models),
         "adapted": len(adapted),
         "fewshot_rows": sum(len(d["rows"]) for _, d in adapted),
+        "pretrained": len(pretrains),
+        "finetuned": tuned,
         "jobs": len(jobs or []),
         "seconds": round(time.perf_counter() - t0, 3),
     }
