@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/splits.py --quick --json outputs/bench_splits.json
 	$(BIN)/python benchmarks/workflow.py --quick --json outputs/bench_workflow.json
 	$(BIN)/python benchmarks/adapters.py --quick --json outputs/bench_adapters.json
+	$(BIN)/python benchmarks/codebook.py --quick --json outputs/bench_codebook.json
 	MNE_LOGGING_LEVEL=warning $(BIN)/python benchmarks/real_data.py --quick --json outputs/real_data.json
 
 clean:

@@ -172,10 +172,28 @@ class SegmentTransformer(Backbone):
             z = z.transpose(1, 2).reshape(batch * channels, n_times, 1)
         return z
 
+    def _present(self, seqs: torch.Tensor) -> torch.Tensor | None:
+        """Rows of :meth:`segments` with any signal (single: padding channels are all zero)."""
+        if not self.single:
+            return None
+        return torch.nonzero(seqs.abs().amax(dim=(1, 2)) > 0).squeeze(1)
+
     def embed(self, z: torch.Tensor) -> torch.Tensor:
-        """Segment tokens before the transformer: ``(batch, groups, n_segments, d_model)``."""
-        tokens = self.tokenizer(self.segments(z))
-        return tokens.reshape(z.shape[0], self.groups, self.n_segments, -1)
+        """Segment tokens before the transformer: ``(batch, groups, n_segments, d_model)``.
+
+        Single-channel sequences that are zero throughout (padding) are not computed: their
+        tokens are zero.
+        """
+        seqs = self.segments(z)
+        rows = self._present(seqs)
+        tokens = self.tokenizer(seqs if rows is None else seqs[rows])
+        return self._scatter(tokens, rows, z.shape[0])
+
+    def _scatter(self, h: torch.Tensor, rows: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if rows is not None:
+            full = h.new_zeros((batch * self.groups, *h.shape[1:]))
+            h = full.index_copy(0, rows, h)
+        return h.reshape(batch, self.groups, self.n_segments, -1)
 
     def tokens(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Contextual tokens ``(batch, groups, n_segments, d_model)``.
@@ -188,14 +206,19 @@ class SegmentTransformer(Backbone):
             bool ``(batch, groups, n_segments)``: True for segments whose token is replaced by
             the learnt mask token (masked modelling); their samples reach nothing.
         """
-        tokens = self.embed(z)
+        seqs = self.segments(z)
+        rows = self._present(seqs)
+        if rows is not None:
+            seqs = seqs[rows]
+        tokens = self.tokenizer(seqs)  # (sequences, n_segments, d_model)
         if mask is not None:
-            tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
-        batch = tokens.shape[0]
-        h = self.drop(tokens.flatten(0, 1) + self.position)
+            flat = mask.reshape(-1, self.n_segments)
+            flat = flat if rows is None else flat[rows]
+            tokens = torch.where(flat[..., None], self.mask_token.to(tokens.dtype), tokens)
+        h = self.drop(tokens + self.position)
         for block in self.blocks:
             h = block(h)
-        return self.norm(h).reshape(batch, self.groups, self.n_segments, -1)
+        return self._scatter(self.norm(h), rows, z.shape[0])
 
     def pool(self, tokens: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Features ``(batch, d_model)``: mean over segments, then over the channels present."""
