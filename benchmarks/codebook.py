@@ -17,9 +17,10 @@ Two parts:
       contacts into region tokens) pretrained, then fine-tuned on the budget;
     * ``scratch_region``: the same network from a random initialisation;
     * ``pretrained_single_channel``: ``models/codebook_seeg_single.yaml`` (every contact
-      tokenized alone, BrainBERT/Brant-like) pretrained on every 15th of the same windows
-      (its tokens cost ~30 times more per window: about twice the region model's tokens per
-      epoch), once (seed 0), then fine-tuned with every seed, at fraction 0.1 only;
+      tokenized alone, BrainBERT/Brant-like) pretrained on every 30th of the same windows
+      (its tokens cost ~30 times more per window: about the region model's tokens per
+      epoch), once per process (the first seed), then fine-tuned with every seed, at
+      fraction 0.1 only;
     * baselines per subject: ``erp_lda`` (decimated evoked response + shrinkage LDA) and
       ``bandpower_logistic`` (log band power incl. high gamma + logistic regression).
 
@@ -70,7 +71,7 @@ from neurodecode.models.fewshot import holdout_split  # noqa: E402
 from neurodecode.simulate import simulate_dataset  # noqa: E402
 
 REGION, SINGLE = "codebook_seeg", "codebook_seeg_single"
-SINGLE_EVERY = 15
+SINGLE_EVERY = 30
 SINGLE_FRACTIONS = (0.1,)
 N_PERMUTATIONS = 200
 
@@ -190,6 +191,7 @@ def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float]) -> d
     # single-channel tokens cost ~n_contacts times more per window: that model pretrains on
     # every SINGLE_EVERY-th window (about twice the region model's tokens per epoch)
     pre_single = {s: w.select(np.arange(0, len(w), SINGLE_EVERY)) for s, w in pre_train.items()}
+    val_single = {s: w.select(np.arange(0, len(w), SINGLE_EVERY)) for s, w in pre_val.items()}
     results: dict[tuple[str, float], list[tuple[float, float]]] = {}
     codebook: dict[str, list[dict[str, float]]] = {"region": [], "single_channel": []}
     speed: dict[str, list[float]] = {"tokenizer": [], "pretraining_tokenizer": [],
@@ -197,14 +199,14 @@ def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float]) -> d
     n_train = {}
     for seed in seeds:
         pres = {}
-        for key, config, train_w in (("region", REGION, pre_train),
-                                     ("single_channel", SINGLE, pre_single)):
+        for key, config, train_w, val_w in (("region", REGION, pre_train, pre_val),
+                                            ("single_channel", SINGLE, pre_single, val_single)):
             if key == "single_channel" and seed != seeds[0]:
-                continue  # pretrained once (cost); its fine-tuning runs with every seed
-            pre = CodebookPretrainer(config, seed=seed, **epochs_over).fit(train_w, pre_val)
-            health = pre.health(pre_val).to_dict()
-            health["reconstruction_r2"] = pre.reconstruction_r2(pre_val)
-            health["mask_accuracy"] = pre.mask_accuracy(pre_val)["accuracy"]
+                continue  # pretrained once per process (cost); fine-tuned with every seed
+            pre = CodebookPretrainer(config, seed=seed, **epochs_over).fit(train_w, val_w)
+            health = pre.health(val_w).to_dict()
+            health["reconstruction_r2"] = pre.reconstruction_r2(val_w)
+            health["mask_accuracy"] = pre.mask_accuracy(val_w)["accuracy"]
             health["fit_seconds"] = pre.fit_seconds_
             health["tokenizer_epochs"] = len(pre.history_["tokenizer"])
             health["masked_epochs"] = len(pre.history_["masked"])
@@ -267,6 +269,39 @@ def claims(rows: Sequence[Mapping[str, Any]], fraction: float = 0.1,
     return out
 
 
+def merge(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One result from runs of the same benchmark with different seeds.
+
+    Rows of the same dataset, variant and fraction pool their per-seed scores (mean, spread
+    over all seeds, mean chance); codebook figures and speeds are averaged over the runs.
+    """
+    seeds = [s for r in runs for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs share seeds: {seeds}")
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        for row in r.get("few_shot", []):
+            groups.setdefault((row["dataset"], row["variant"], row["fraction"]), []).append(row)
+    rows = []
+    for part in groups.values():
+        scores = [s for row in part for s in row["scores"]]
+        rows.append({**part[0], "score": float(np.mean(scores)),
+                     "chance": float(np.mean([row["chance"] for row in part])),
+                     "seed_spread": float(np.std(scores)), "n_seeds": len(scores),
+                     "scores": scores})
+
+    def mean_of(key: str) -> dict[str, Any]:
+        dicts = [r[key] for r in runs if key in r]
+        return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]
+                if isinstance(dicts[0][k], (int, float))} if dicts else {}
+    out = {"quick": any(r["quick"] for r in runs), "seeds": seeds,
+           "fractions": runs[0]["fractions"], "few_shot": rows, "codebook": mean_of("codebook"),
+           "segments_per_s": mean_of("segments_per_s"), "claims": claims(rows),
+           "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+           "runs": [{k: v for k, v in r.items() if k != "few_shot"} for r in runs]}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run (≤ 2 min on 2 cores)")
@@ -276,7 +311,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, nargs="+", help="default 0 (quick), 0 1 2")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (tiny models run fastest on one)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="merge the JSON of runs with other seeds (e.g. run in parallel "
+                        "processes) into --json, and exit")
     args = parser.parse_args(argv)
+    if args.merge:
+        out = merge([json.loads(p.read_text()) for p in args.merge])
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1))
+        print(json.dumps(out["claims"], indent=1))
+        return out
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 
