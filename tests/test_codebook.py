@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 from neurodecode.data.samples import epochs, open_recordings, windows
 from neurodecode.data.subjects import SubjectScaler, TrialDataset, per_subject, subject_loader
 from neurodecode.models import registry
-from neurodecode.models._lightning import fit_lightning
+from neurodecode.models._fit import fit_lightning
 from neurodecode.models.adapters.base import SubjectSpec
 from neurodecode.models.codebook import (
     CodebookPretrainer,

@@ -22,7 +22,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ..data.subjects import SubjectScaler, SubjectTrials, TrialDataset, subject_loader
-from ._lightning import fit_lightning
+from ._fit import fit_lightning
 from .adapters.base import SubjectSpec
 from .checkpoint import load_model, save_model
 from .config import ModelConfig, load_model_config

@@ -30,7 +30,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ...data.subjects import SubjectScaler, SubjectTrials, TrialDataset, subject_loader
-from .._lightning import fit_lightning
+from .._fit import fit_lightning
 from ..adapters.base import SubjectSpec
 from ..config import ModelConfig
 from ..cross_subject import CrossSubjectModel
