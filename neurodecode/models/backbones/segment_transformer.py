@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import PartParams, register
+from ..registry import register
 from .base import Backbone
-from .transformer import TransformerBlock
+from .transformer import TransformerBlock, TransformerParams
 
 __all__ = ["SegmentTokenizer", "SegmentTransformer"]
 
@@ -94,37 +94,23 @@ class SegmentTransformer(Backbone):
         Token sequences per sample: 1 (fused) or ``in_features`` (single).
     """
 
-    class Params(PartParams):
-        """Hyper-parameters of :class:`SegmentTransformer`.
+    class Params(TransformerParams):
+        """Hyper-parameters of :class:`SegmentTransformer` (and :class:`TransformerParams`').
 
         Attributes
         ----------
         segment : int
             Time steps per token (clipped to ``n_times``).
-        d_model, n_heads, n_layers : int
         conv_channels, kernel : int
             The tokenizer's convolutions.
-        dropout, mlp_ratio : float
         channels : {"fused", "single"}
             One token per segment of all channels, or one per segment of each channel.
         """
 
         segment: int = pydantic.Field(25, ge=1)
-        d_model: int = pydantic.Field(64, ge=1)
-        n_heads: int = pydantic.Field(4, ge=1)
-        n_layers: int = pydantic.Field(2, ge=0)
         conv_channels: int = pydantic.Field(32, ge=1)
         kernel: int = pydantic.Field(5, ge=1)
-        dropout: float = pydantic.Field(0.1, ge=0, lt=1)
-        mlp_ratio: float = pydantic.Field(2.0, gt=0)
         channels: Literal["fused", "single"] = "fused"
-
-        @pydantic.model_validator(mode="after")
-        def _heads_divide(self) -> SegmentTransformer.Params:
-            if self.d_model % self.n_heads:
-                raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
-                                 f"({self.n_heads})")
-            return self
 
     def __init__(self, params: SegmentTransformer.Params, *, in_features: int, n_times: int
                  ) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from ..registry import PartParams, register
 from .base import Backbone
 
-__all__ = ["MultiHeadSelfAttention", "TimeTransformer", "TransformerBlock",
+__all__ = ["MultiHeadSelfAttention", "TimeTransformer", "TransformerBlock", "TransformerParams",
            "sinusoidal_embedding"]
 
 
@@ -96,6 +96,34 @@ class TransformerBlock(nn.Module):
         return x + self.drop(self.mlp(self.norm2(x)))
 
 
+class TransformerParams(PartParams):
+    """Hyper-parameters every transformer backbone shares.
+
+    Attributes
+    ----------
+    d_model : int
+        Token width (a multiple of ``n_heads``).
+    n_heads, n_layers : int
+    dropout : float
+        On attention weights, the MLP and both residual branches.
+    mlp_ratio : float
+        MLP hidden width over ``d_model``.
+    """
+
+    d_model: int = pydantic.Field(64, ge=1)
+    n_heads: int = pydantic.Field(4, ge=1)
+    n_layers: int = pydantic.Field(2, ge=0)
+    dropout: float = pydantic.Field(0.1, ge=0, lt=1)
+    mlp_ratio: float = pydantic.Field(2.0, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _heads_divide(self) -> TransformerParams:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
+                             f"({self.n_heads})")
+        return self
+
+
 @register("backbone", "transformer")
 class TimeTransformer(Backbone):
     """Pre-norm transformer over time patches of the latent.
@@ -118,40 +146,21 @@ class TimeTransformer(Backbone):
     n_patches : int
     """
 
-    class Params(PartParams):
-        """Hyper-parameters of :class:`TimeTransformer`.
+    class Params(TransformerParams):
+        """Hyper-parameters of :class:`TimeTransformer` (and :class:`TransformerParams`').
 
         Attributes
         ----------
-        d_model : int
-            Token width (a multiple of ``n_heads``).
-        n_heads, n_layers : int
         patch : int
             Time steps per token (clipped to ``n_times``).
-        dropout : float
-            On attention weights, the MLP and both residual branches.
-        mlp_ratio : float
-            MLP hidden width over ``d_model``.
         pool : {"cls", "mean"}
             Output: a learned CLS token, or the mean of the patch tokens.
         positional : {"learned", "sinusoidal"}
         """
 
-        d_model: int = pydantic.Field(64, ge=1)
-        n_heads: int = pydantic.Field(4, ge=1)
-        n_layers: int = pydantic.Field(2, ge=0)
         patch: int = pydantic.Field(10, ge=1)
-        dropout: float = pydantic.Field(0.1, ge=0, lt=1)
-        mlp_ratio: float = pydantic.Field(2.0, gt=0)
         pool: Literal["cls", "mean"] = "cls"
         positional: Literal["learned", "sinusoidal"] = "learned"
-
-        @pydantic.model_validator(mode="after")
-        def _heads_divide(self) -> TimeTransformer.Params:
-            if self.d_model % self.n_heads:
-                raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads "
-                                 f"({self.n_heads})")
-            return self
 
     def __init__(self, params: TimeTransformer.Params, *, in_features: int, n_times: int
                  ) -> None:
