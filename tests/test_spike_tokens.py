@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from neurodecode.data.tokens import (
@@ -178,3 +179,43 @@ def test_recording_events_and_keys_from_a_simulated_store(tmp_path):
     t2, ch2, _ = recording_events(rec2)
     assert len(t2) == len(times)
     np.testing.assert_array_equal(np.bincount(ch2, minlength=8), np.bincount(ch, minlength=8))
+
+
+def test_spike_windows_stay_inside_their_intervals(tmp_path):
+    from neurodecode.data.samples import open_recordings
+    from neurodecode.data.splits import LeakageError, check_split
+    from neurodecode.data.tokens import spike_windows
+    from neurodecode.schema import intervals_frame
+    from neurodecode.simulate import simulate_latent, simulate_spikes
+
+    lat = simulate_latent(duration=60.0, seed=1)
+    recs = open_recordings([simulate_spikes(lat, subject=s, n_units=6, seed=i)
+                            for i, s in enumerate(("01", "02"))])
+    tok = SpikeTokenizer(window=0.5, past=1.0, dt=0.01)
+    vocab = UnitVocabulary()
+    train = spike_windows(recs, tok, vocab, intervals=["train"], behavior=["position"])
+    assert len(vocab.keys) == 12  # both subjects' units, new ids for the second
+    assert train.covariates.shape[:2] == (len(train), 4) and train.behavior == ["position"]
+    for rec in recs:
+        rows = train.table["recording"] == rec.id
+        frame = intervals_frame(rec.ds)
+        tr = frame[frame["split"] == "train"]
+        inside = np.zeros(rows.sum(), bool)
+        for a, b in zip(tr["start"], tr["stop"], strict=True):
+            inside |= ((train.table.loc[rows, "start"] >= a - 1e-9)
+                       & (train.table.loc[rows, "stop"] <= b + 1e-9)).to_numpy()
+        assert inside.all()
+    test = spike_windows(recs, tok, vocab, intervals=["test"], grow=False)
+    assert len(vocab.keys) == 12
+    both = pd.concat([train.table, test.table], ignore_index=True)
+    n = len(train)
+    check_split(both, np.arange(n), np.arange(n, len(both)), within_recording=True, gap=0.0)
+    # a window of the whole recording overlaps the test block, past included: caught
+    whole = spike_windows(recs, tok, vocab, intervals=None)
+    mixed = pd.concat([whole.table, test.table], ignore_index=True)
+    with pytest.raises(LeakageError):
+        check_split(mixed, np.arange(len(whole)), np.arange(len(whole), len(mixed)),
+                    within_recording=True, gap=0.0)
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        other = open_recordings([simulate_spikes(lat, subject="03", n_units=4)])
+        spike_windows(other, tok, vocab, grow=False)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -43,7 +44,9 @@ __all__ = [
     "UnitVocabulary",
     "calcium_events",
     "events_from_counts",
+    "SpikeWindows",
     "recording_events",
+    "spike_windows",
     "unit_keys",
     "window_starts",
 ]
@@ -521,3 +524,123 @@ def unit_keys(rec: Recording) -> list[str]:
     prefix = (f"{dataset}/" if dataset else "") + (
         f"sub-{ident['subject'] or 'none'}/ses-{ident['session'] or 'none'}")
     return [f"{prefix}/{c}" for c in rec.ds["channel"].values]
+
+
+@dataclass
+class SpikeWindows:
+    """Token windows of many recordings with their sample table and behaviour.
+
+    Attributes
+    ----------
+    tokens : TokenWindows
+        The windows of every recording, in table order.
+    table : DataFrame
+        One row per window: the identity columns of a sample table (``recording``,
+        ``subject``, ``session``, ``task``, ``run``, ``modality``, ``whole_run_steps``),
+        ``start``/``stop`` = what the window touches, past included
+        (:meth:`SpikeTokenizer.spans`), and ``window_start`` (the current window's start).
+        Leakage checks (:func:`neurodecode.data.splits.check_split`) work on it as on any
+        sample table.
+    covariates : ndarray of float32, shape (n, n_steps, n_features), or None
+        The behaviour asked for, at ``n_steps`` evenly spaced times of each current window.
+    behavior : list of str
+        The behaviour names, in feature order (a 2-D variable gives several features).
+    """
+
+    tokens: TokenWindows
+    table: pd.DataFrame
+    covariates: np.ndarray | None
+    behavior: list[str]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def select(self, idx: np.ndarray | Sequence[int]) -> SpikeWindows:
+        """The windows ``idx`` (indices or a boolean mask)."""
+        idx = np.asarray(idx)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
+        return SpikeWindows(self.tokens.select(idx), self.table.iloc[idx].reset_index(drop=True),
+                            None if self.covariates is None else self.covariates[idx],
+                            self.behavior)
+
+
+def spike_windows(
+    recordings: Sequence[Recording],
+    tokenizer: SpikeTokenizer,
+    vocabulary: UnitVocabulary,
+    *,
+    stride: float | None = None,
+    intervals: Sequence[str] | None = None,
+    behavior: Sequence[str] = (),
+    n_steps: int = 4,
+    grow: bool = True,
+) -> SpikeWindows:
+    """Token windows of recordings, read through the store API.
+
+    Parameters
+    ----------
+    recordings : sequence of Recording
+        Spikes or calcium recordings (see :func:`recording_events`).
+    tokenizer : SpikeTokenizer
+    vocabulary : UnitVocabulary
+        Maps every recording's units (:func:`unit_keys`) to ids; with ``grow`` the unknown
+        units are added (a new session's units get new ids, known ids stay).
+    stride : float, optional
+        Step between window starts (s); default the tokenizer's window (no overlap of current
+        windows).
+    intervals : sequence of str, optional
+        Keep only windows whose whole span (past included) lies inside a stored interval of
+        these names (``["train"]`` for pretraining); None: whole recordings.
+    behavior : sequence of str
+        ``behavior_*`` variables to serve as covariates (interpolated).
+    n_steps : int
+        Covariate samples per current window.
+    grow : bool
+        Add unknown units to the vocabulary; if False they raise ``KeyError``.
+
+    Returns
+    -------
+    SpikeWindows
+    """
+    from ..schema import intervals_frame
+    from .samples import _base_row, target_at
+
+    stride = tokenizer.window if stride is None else float(stride)
+    parts, rows, covs = [], [], []
+    for rec in recordings:
+        times, channels, _ = recording_events(rec)
+        keys = unit_keys(rec)
+        ids = vocabulary.add(keys) if grow else vocabulary.ids(keys)
+        t = np.asarray(rec.ds["time"].values, dtype=np.float64)
+        end = float(t[-1]) + 1.0 / float(rec.ds.attrs["sfreq"]) if len(t) else 0.0
+        if intervals is None:
+            spans = [(float(t[0]) if len(t) else 0.0, end)]
+        else:
+            frame = intervals_frame(rec.ds)
+            if not len(frame):
+                raise ValueError(f"store {rec.path or rec.id} has no stored split intervals; "
+                                 "use intervals: null (whole recordings)")
+            frame = frame[frame["split"].isin(list(intervals))]
+            spans = list(zip(frame["start"], frame["stop"], strict=True))
+        starts = np.concatenate(
+            [window_starts(a, b, tokenizer.window, stride, tokenizer.past) for a, b in spans]
+            or [np.zeros(0)])
+        starts = np.sort(starts)
+        parts.append(tokenizer(times, ids[channels], starts))
+        lo, hi = tokenizer.spans(starts)
+        rows.append(pd.DataFrame({**_base_row(rec), "start": lo, "stop": hi,
+                                  "window_start": starts}))
+        if behavior:
+            at = (starts[:, None] + (np.arange(n_steps) + 0.5) * tokenizer.window / n_steps)
+            cols = [target_at(rec, b, at.ravel()).reshape(len(starts) * n_steps, -1)
+                    for b in behavior]
+            covs.append(np.concatenate(cols, axis=1).reshape(len(starts), n_steps, -1))
+    if not parts:
+        raise ValueError("no recording given")
+    table = pd.concat(rows, ignore_index=True)
+    if not len(table):
+        raise ValueError(f"no window of {tokenizer.window:g} s (past {tokenizer.past:g} s) fits "
+                         + ("the recordings" if intervals is None else
+                            f"inside the {'/'.join(intervals)} intervals"))
+    cov = np.concatenate(covs).astype(np.float32) if behavior else None
+    return SpikeWindows(TokenWindows.concatenate(parts), table, cov, list(behavior))
