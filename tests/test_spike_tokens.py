@@ -102,6 +102,9 @@ def test_select_concatenate_and_collate():
     both = TokenWindows.concatenate([tw.select(slice(0, 10)), tw.select(slice(10, None))])
     for name in ("cur_offsets", "cur_unit", "cur_dt", "past_offsets", "past_unit", "past_dt"):
         np.testing.assert_array_equal(getattr(both, name), getattr(tw, name))
+    counts = tw.counts(N_SPECIAL + 12)
+    assert counts.sum(1).tolist() == n.tolist() and counts[:, :N_SPECIAL].sum() == 0
+    assert tw.counts(N_SPECIAL + 12, "past").sum() == len(tw.past_unit)
     batch = tok.collate(tw, [5, 2, 9])
     assert batch["cur_unit"].shape == (3, int(n[[5, 2, 9]].max()))
     assert batch["cur_mask"].sum(1).tolist() == n[[5, 2, 9]].tolist()

@@ -175,6 +175,24 @@ class TokenWindows:
         """Current-window tokens per window."""
         return np.diff(self.cur_offsets)
 
+    def counts(self, n_vocab: int, side: str = "cur") -> np.ndarray:
+        """Spike counts per window and unit id, ``(n, n_vocab)`` (columns of the special ids 0).
+
+        Parameters
+        ----------
+        n_vocab : int
+            Columns: the vocabulary size (``len(vocabulary)``).
+        side : {"cur", "past"}
+            The current or the past window.
+        """
+        if side not in ("cur", "past"):
+            raise ValueError(f"side must be 'cur' or 'past', not {side!r}")
+        offsets = getattr(self, f"{side}_offsets")
+        unit = getattr(self, f"{side}_unit")
+        rows = np.repeat(np.arange(len(self), dtype=np.int64), np.diff(offsets))
+        flat = np.bincount(rows * n_vocab + unit, minlength=len(self) * n_vocab)
+        return flat.reshape(len(self), n_vocab)
+
     def select(self, idx: np.ndarray | Sequence[int] | slice) -> TokenWindows:
         """The windows ``idx`` (indices, a boolean mask or a slice), in that order."""
         idx = np.arange(len(self))[idx] if isinstance(idx, slice) else np.asarray(idx)
