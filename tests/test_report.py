@@ -701,3 +701,274 @@ def test_codebook_section_draws_the_health_and_compares_finetuned_with_scratch(t
         load_pretrain(tmp_path)
     with pytest.raises(ValueError, match="no codebook history"):
         rfig.codebook_curves({"tokenizer": [{"epoch": 0}]})
+
+
+# --------------------------------------------------------------------------------------------
+# spike-token pretraining and few-shot behaviour decoding (folders in the stages' formats)
+
+
+def _spike_generation() -> dict[str, Any]:
+    """A generation record as :func:`generation_stats` writes it, on small random trains."""
+    from neurodecode.evaluate.spike_stats import generation_stats
+
+    rng = np.random.default_rng(0)
+    n_units, duration = 6, 20.0
+    rates = rng.uniform(5.0, 20.0, n_units)
+    real_u = np.repeat(np.arange(n_units), rng.poisson(rates * duration))
+    gen_u = np.repeat(np.arange(n_units), rng.poisson(rates * duration * 0.9))
+    real_t = rng.uniform(0.0, duration, len(real_u))
+    gen_t = rng.uniform(0.0, duration, len(gen_u))
+    stats = generation_stats(real_t, real_u, gen_t, gen_u, n_units, duration, bin_width=0.05)
+    return {"split": "valid", **stats}
+
+
+SPIKE_HISTORY = [{"epoch": 0, "train_nll": 3.4, "val_nll": 3.3},
+                 {"epoch": 1, "train_nll": 3.1, "val_nll": None},
+                 {"epoch": 2, "train_nll": 2.95, "val_nll": 2.98}]  # fmt: skip
+
+
+def _spike_pretrain(folder: Path, *, analysis: str, generation: Any, connectivity: Any,
+                    store: str = "/data/sim/sub-01/ses-01/spikes.zarr") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "family": "spike_tokens", "analysis": analysis, "description": "GPT on <spikes>",
+        "dataset": "sim",
+        "model": {"name": "spike_gpt", "config": "config.yaml", "file": "pretrain.pt",
+                  "width": 128, "layers": 4, "past_layers": 2, "parameters": 812345},
+        "tokens": {"window": 0.05, "past": 0.15, "dt": 0.005, "stride": 0.05, "n_units": 40,
+                   "intervals": ["train"], "n_train": 9000, "n_val": 1500, "n_heldout": 2000,
+                   "behavior": ["position"]},
+        "recordings": {store: {"subject": "01", "session": "01", "n_units": 40,
+                               "n_windows": 10500}},
+        "coverage": {store: [[0.0, 300.0], [320.0, 440.0]]},
+        "next_token_nll": {"split": "valid", "n_windows": 2000, "n_spikes": 15000,
+                           "model": 2.91, "poisson": 3.20, "constant": 3.45},
+        "generation": generation, "connectivity": connectivity,
+        "throughput": {"train_tokens_per_s": 21000.0, "tokenize_spikes_per_s": 7.1e6},
+        "history": SPIKE_HISTORY, "epochs": 3, "seed": 0, "fit_seconds": 40.2, "seconds": 55.0,
+    }))  # fmt: skip
+    return folder
+
+
+#: Few-shot scores of the finetune fixture: (variant, fraction, seed) -> score.
+FEW_SHOT = {("pretrained", 0.01, 0): 0.21, ("pretrained", 0.01, 1): 0.25,
+            ("pretrained", 0.1, 0): 0.41, ("pretrained", 0.1, 1): 0.42,
+            ("pretrained", 1.0, 0): 0.55, ("scratch", 0.01, 0): 0.02, ("scratch", 0.1, 0): 0.2,
+            ("scratch", 1.0, 0): 0.5, ("units", 0.1, 0): 0.3, ("ridge", 0.01, 0): 0.1,
+            ("ridge", 0.1, 0): 0.38, ("ridge", 1.0, 0): 0.453, ("knn", 1.0, 0): 0.443}  # fmt: skip
+
+
+def _finetune(folder: Path, pretrained: Path | None) -> Path:
+    rows = [{"dataset": "sim", "variant": v, "fraction": f, "metric": "r2", "score": s,
+             "chance": -0.02 + 0.001 * i, "p_value": 0.01 if s > 0.1 else 0.4,
+             "baseline": 0.38, "baseline_name": "ridge", "n_labelled": int(4000 * f), "seed": seed}
+            for i, ((v, f, seed), s) in enumerate(FEW_SHOT.items())]  # fmt: skip
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "family": "spike_tokens", "analysis": "sim_position", "description": "few <shot>",
+        "dataset": "sim", "target": "position", "task": "regression", "metric": "r2",
+        "pretrained": None if pretrained is None else {"path": str(pretrained),
+                                                       "analysis": "sim_spikes"},
+        "split": {"train": "train intervals", "test": "test intervals", "gap": 1.0,
+                  "n_train": 4000, "n_test": 1000},
+        "few_shot": rows, "seconds": 80.0,
+    }))  # fmt: skip
+    return folder
+
+
+@pytest.fixture()
+def spike_run(tmp_path):
+    """Two spike-token pretrain folders (both generation layouts), a codebook one, a finetune."""
+    gen_doc = {"split": "valid", "duration": 60.0,
+               "rates": {"real_mean_hz": 8.1, "generated_mean_hz": 7.6, "correlation": 0.93},
+               "isi": {"ks_pooled": 0.05, "cv_real": 1.02, "cv_generated": 0.98},
+               "pairwise": {"correlation_of_correlations": 0.61, "bin_width": 0.01},
+               "poisson_surrogate": {"rates": {"real_mean_hz": 8.1, "generated_mean_hz": 8.1,
+                                               "correlation": 0.88},
+                                     "isi": {"ks_pooled": 0.21, "cv_real": 1.02,
+                                             "cv_generated": 1.0},
+                                     "pairwise": {"correlation_of_correlations": 0.02,
+                                                  "bin_width": 0.01}}}  # fmt: skip
+    conn = {"auroc": 0.81, "chance_mean": 0.5, "chance_p95": 0.56, "p_value": 0.001,
+            "n_edges": 120, "n_pairs": 1560}
+    stats = _spike_generation()
+    a = _spike_pretrain(tmp_path / "pretrain" / "glm", analysis="sim_spikes",
+                        generation=stats, connectivity=conn)
+    b = _spike_pretrain(tmp_path / "pretrain" / "rat", analysis="rat_spikes",
+                        generation=gen_doc, connectivity=None)
+    codebook, _, history = _codebook_folders(tmp_path / "cb")
+    ft = _finetune(tmp_path / "finetune" / "sim", a)
+    return {"glm": a, "rat": b, "codebook": codebook, "codebook_history": history,
+            "finetune": ft, "stats": stats, "gen_doc": gen_doc, "conn": conn}
+
+
+def _section(text: str, sid: str) -> str:
+    start = text.index(f'<section id="{sid}">')
+    return text[start : text.index("</section>", start)]
+
+
+def test_spike_pretraining_section(spike_run, tmp_path):
+    r = spike_run
+    out = write_report(tmp_path / "r.html", pretrain=[r["codebook"], r["glm"], r["rat"]],
+                       thumbnails=False)
+    assert out["pretrained"] == 3 and out["spike_pretrained"] == 2 and out["finetunes"] == 0
+    text = (tmp_path / "r.html").read_text()
+    dom = _Dom(text)
+    assert dom.ids.get("spikes") == "section" and "Spike-token pretraining" in dom.h2
+    assert "Spike-token pretraining (2)" in "".join(dom.text)
+    assert "Codebook pretraining (1)" in "".join(dom.text)
+    spikes, codebook = _section(text, "spikes"), _section(text, "codebook")
+    # the codebook folder renders as before, in its own section only
+    curves = rfig.data_uri(rfig.codebook_curves(r["codebook_history"], codebook_size=64))
+    assert f'<figure id="codebook-1-curves"><img src="{curves}"' in codebook
+    assert "hand_codebook" in codebook and "hand_codebook" not in spikes
+    assert "sim_spikes" in spikes and "sim_spikes" not in codebook
+    # settings, escaped description
+    assert "GPT on <spikes>" in "".join(dom.text) and "<spikes>" not in text
+    assert "width 128, 4 layers, 2 past layers, 812,345 parameters" in spikes
+    assert "windows 50 ms every 50 ms, past 150 ms, dt 5 ms, 40 units" in spikes
+    assert "9,000 / 1,500 / 2,000" in spikes and "7,100,000 spikes/s" in spikes
+    # the per-epoch NLL curve of this history, with the held-out baselines dotted
+    refs = {"inhomogeneous Poisson (held-out)": 3.20, "constant rate (held-out)": 3.45}
+    nll = rfig.data_uri(rfig.nll_curve(SPIKE_HISTORY, references=refs))
+    assert f'<figure id="spikes-1-nll"><img src="{nll}"' in spikes
+    moved = [dict(h, val_nll=3.5) for h in SPIKE_HISTORY]
+    assert rfig.data_uri(rfig.nll_curve(moved, references=refs)) != nll
+    # held-out NLL: model against the baselines, lower is better, the lowest bold
+    assert "nats per spike; lower is better" in spikes
+    dom.row_with("model", "2.910", "")
+    dom.row_with("inhomogeneous Poisson (rate-only baseline)", "3.200", "+0.290")
+    dom.row_with("constant rate per unit", "3.450", "+0.540")
+    assert spikes.count('<td class="num sig"><a href="#') >= 2  # model NLL, both folders
+    # connectivity with its permutation chance; absent for the second folder
+    dom.row_with("0.810", "0.500", "0.560", "0.001", "120 of 1,560 pairs")
+    assert "not measured (no known connectivity" in spikes.split('id="spikes-2"', 1)[1]
+    # generation (generation_stats layout): real / generated / surrogate side by side
+    st = r["stats"]
+    for key in ("mean_rate", "isi_cv", "mean_corr"):
+        dom.row_with(key, _num(st["real"][key]), _num(st["generated"][key]),
+                     _num(st["poisson_surrogate"][key]))
+    dom.row_with("rate_corr", "", _num(st["generated"]["rate_corr"]),
+                 _num(st["poisson_surrogate"]["rate_corr"]))
+    dom.row_with("n_spikes", f"{st['real']['n_spikes']:,}", f"{st['generated']['n_spikes']:,}",
+                 f"{st['poisson_surrogate']['n_spikes']:,}")
+    assert "rates_real (6 values)" in spikes
+    rates = rfig.data_uri(rfig.rate_scatter(st["rates_real"], st["rates_generated"]))
+    assert f'<figure id="spikes-1-rates"><img src="{rates}"' in spikes
+    # generation (nested layout): flattened keys, generated against the surrogate
+    dom.row_with("rates.correlation", "0.930", "0.880")
+    dom.row_with("isi.ks_pooled", "0.050", "0.210")
+    dom.row_with("pairwise.correlation_of_correlations", "0.610", "0.020")
+    assert "spikes-2-rates" not in dom.ids
+    # the recordings trained on, with the time their windows cover
+    dom.row_with("sim/sub-01/ses-01/spikes.zarr", "01", "01", "40", "10,500",
+                 "2 spans, 7 min 0 s")
+    # every link lands on the page
+    for href in dom.hrefs:
+        assert href.startswith("#") and href[1:] in dom.ids, href
+
+
+def test_finetune_section_curve_and_rows(spike_run, tmp_path):
+    r = spike_run
+    record = run_stage("report", {"thumbnails": False},
+                       {"pretrain": [r["glm"]], "finetune": [r["finetune"]]},
+                       {"report": tmp_path / "r.html"})
+    assert record["summary"]["finetunes"] == 1
+    assert record["summary"]["finetune_rows"] == len(FEW_SHOT)
+    text = (tmp_path / "r.html").read_text()
+    dom = _Dom(text)
+    assert dom.ids.get("finetune") == "section" and "Few-shot behaviour decoding" in dom.h2
+    part = _section(text, "finetune")
+    assert "few <shot>" in "".join(dom.text) and "<shot>" not in text
+    assert "target position (regression)" in part and "gap 1.0 s" in part
+    # the pretraining is linked to its part of the spike-token section
+    assert f'href="#spikes-1" title="{r["glm"]}">sim_spikes</a>' in part
+    assert dom.ids.get("spikes-1") == "h3"
+    # every row: variant, fraction, labelled samples, score, chance, p-value, baseline, seed
+    data = json.loads((r["finetune"] / "metrics.json").read_text())
+    for row in data["few_shot"]:
+        dom.row_with("sim", row["variant"], f"{100 * row['fraction']:g}%",
+                     f"{row['n_labelled']:,}", "r2", _num(row["score"]), _num(row["chance"]),
+                     f"{row['p_value']:.3g}", "0.380 ridge", str(row["seed"]))
+    # the curve: mean over seeds per variant and fraction, baselines apart, chance dashed
+    expected: dict[tuple[str, float], list[dict[str, float]]] = {}
+    for row in data["few_shot"]:
+        expected.setdefault((row["variant"], row["fraction"]), []).append(row)
+    rows = [{"label": v, "fraction": f, "kind": "baseline" if v in ("ridge", "knn") else "adapt",
+             "score": float(np.mean([x["score"] for x in items])),
+             "chance": float(np.mean([x["chance"] for x in items]))}
+            for (v, f), items in expected.items()]  # fmt: skip
+    panels = [{"title": "sim · r2", "rows": rows}]
+    kw = {"metric": "r2", "x": "fraction", "xlabel": "labelled fraction of the training time",
+          "percent": True}
+    curve = rfig.data_uri(rfig.fewshot_curve(panels, **kw))
+    assert f'<figure id="ft-1-curve"><img src="{curve}"' in part
+    rows[0]["score"] += 0.2
+    assert rfig.data_uri(rfig.fewshot_curve(panels, **kw)) != curve
+    # the issue's target: pretrained with 10% of the labels against ridge with all
+    assert ("sim: pretrained with 10% of the labels 0.415 against ridge with all of them "
+            "0.453 — misses the target") in part
+
+
+def test_spike_inputs_that_are_wrong_are_named(spike_run, tmp_path):
+    from neurodecode.report import load_finetune, load_pretrain
+
+    # nothing to show is said
+    write_report(tmp_path / "e.html", thumbnails=False)
+    empty = (tmp_path / "e.html").read_text()
+    assert "no spike-token pretraining results in this run" in empty
+    assert "no few-shot behaviour decoding results in this run" in empty
+    pre = spike_run["rat"] / "metrics.json"
+    good = json.loads(pre.read_text())
+
+    def broken(change: dict[str, Any], match: str) -> None:
+        pre.write_text(json.dumps({**good, **change}))
+        with pytest.raises(ReportError, match=r"rat/metrics\.json: " + match):
+            load_pretrain(spike_run["rat"])
+
+    broken({"history": {"epoch": 0}}, r"no 'history' list of per-epoch records")
+    broken({"next_token_nll": {"poisson": 3.2}}, r"no 'next_token_nll' mapping")
+    broken({"connectivity": [0.8]}, r"'connectivity' must be a mapping or null, got list")
+    broken({"connectivity": {"chance_mean": 0.5}}, r"'connectivity' has no 'auroc'")
+    broken({"generation": "none"}, r"'generation' must be a mapping or null, got str")
+    broken({"family": "lfp_tokens"}, r"unknown pretrain family 'lfp_tokens'")
+    ft = spike_run["finetune"] / "metrics.json"
+    rows = json.loads(ft.read_text())["few_shot"]
+    for content, match in (
+        ("{nope", r"not valid JSON .*line 1"),
+        (json.dumps({"analysis": "x"}), r"no 'few_shot' list \(not a finetune folder\)"),
+        (json.dumps({"few_shot": [rows[0], {"variant": "x"}]}),
+         r"few_shot\[1\] has no 'dataset', 'fraction', 'metric', 'score', 'chance'"),
+        (json.dumps({"few_shot": [{**rows[0], "fraction": "10%"}]}),
+         r"few_shot\[0\]\.fraction must be a number in \(0, 1\], got '10%'"),
+        (json.dumps({"few_shot": [{**rows[0], "fraction": 0}]}),
+         r"few_shot\[0\]\.fraction must be a number in \(0, 1\], got 0"),
+        (json.dumps({"few_shot": rows, "pretrained": "/x"}), r"'pretrained' must be a mapping"),
+    ):
+        ft.write_text(content)
+        with pytest.raises(ReportError, match=r"sim/metrics\.json: " + match):
+            load_finetune(spike_run["finetune"])
+    with pytest.raises(ReportError, match=r"not a finetune folder \(no metrics\.json"):
+        load_finetune(tmp_path)
+    # through the stage: the stage's error names the file, no report is left behind
+    with pytest.raises(StageError, match=r"stage report: .*sim/metrics\.json: 'pretrained'"):
+        run_stage("report", {}, {"finetune": [spike_run["finetune"]]},
+                  {"report": tmp_path / "s.html"})
+    assert not (tmp_path / "s.html").exists()
+    with pytest.raises(ValueError, match="no next-token NLL"):
+        rfig.nll_curve([{"epoch": 0, "train_nll": None}])
+    with pytest.raises(ValueError, match="3 real rates for 2 generated"):
+        rfig.rate_scatter([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_spike_sections_render_in_headless_chromium(spike_run, tmp_path):
+    exe = _chromium()
+    path = tmp_path / "r.html"
+    write_report(path, pretrain=[spike_run["glm"], spike_run["rat"]],
+                 finetune=[spike_run["finetune"]], thumbnails=False)
+    dom = _Dom(_browse(exe, tmp_path, "--dump-dom", path.resolve().as_uri()).stdout)
+    for sid in ("spikes", "finetune"):
+        assert dom.ids.get(sid) == "section"
+    for fig in ("spikes-1-nll", "spikes-1-rates", "spikes-2-nll", "ft-1-curve"):
+        assert dom.ids.get(fig) == "figure", fig
+    assert len(dom.srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in dom.srcs)

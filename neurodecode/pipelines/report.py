@@ -2,8 +2,9 @@
 
 It runs :func:`neurodecode.report.write_report` on the outputs of the other stages: folders of
 recording stores (``simulate``, ``ingest``), ``metrics.json`` files (``decode``), embed
-folders (``embed``), model folders (``cross_subject``), adaptation folders (``adapt``) and
-codebook pretraining folders (``pretrain``), plus, optionally, the workflow's job table. Every
+folders (``embed``), model folders (``cross_subject``), adaptation folders (``adapt``),
+pretraining folders (``pretrain``: codebook or spike-token) and few-shot fine-tuning folders
+(``finetune``), plus, optionally, the workflow's job table. Every
 input is optional, so a workflow can report on whatever it ran; each section says when it has
 nothing to show.
 """
@@ -68,8 +69,10 @@ class ReportStage(Stage):
                               required=False),
         "adapt": Slot("folders written by the adapt stage (few-shot curves)", many=True,
                       required=False),
-        "pretrain": Slot("folders written by the pretrain stage (codebook health)", many=True,
-                         required=False),
+        "pretrain": Slot("folders written by the pretrain stage (codebook health, spike-token "
+                         "NLL and generation)", many=True, required=False),
+        "finetune": Slot("folders written by the finetune stage (few-shot behaviour decoding)",
+                         many=True, required=False),
         "jobs": Slot(
             "JSON job table of the workflow run (a list of {job, stage, status, reason, "
             "seconds}, or {'jobs': [...]})",
@@ -93,6 +96,7 @@ class ReportStage(Stage):
                 cross_subject=inputs.get("cross_subject", []),
                 adapt=inputs.get("adapt", []),
                 pretrain=inputs.get("pretrain", []),
+                finetune=inputs.get("finetune", []),
                 title=config.title,
                 workflow=jobs,
                 thumbnails=config.thumbnails,

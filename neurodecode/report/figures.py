@@ -15,7 +15,10 @@ embeds the bytes as ``data:image/png;base64,...`` URIs (see :func:`data_uri`).
 * :func:`fewshot_curve` — few-shot adaptation: score against the number of a new subject's
   training samples (log scale), one line per strategy and baseline, chance dashed;
 * :func:`codebook_curves` — codebook pretraining per epoch: reconstruction loss, the
-  codebook's perplexity, its dead and used shares, and the masked-code accuracy.
+  codebook's perplexity, its dead and used shares, and the masked-code accuracy;
+* :func:`nll_curve` — spike-token pretraining per epoch: the next-token negative
+  log-likelihood on the training and validation windows, with reference levels dotted;
+* :func:`rate_scatter` — per-unit firing rates of generated spike trains against the real ones.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ __all__ = [
     "embedding_scatter",
     "fewshot_curve",
     "is_png",
+    "nll_curve",
     "png_bytes",
+    "rate_scatter",
     "recording_thumbnail",
 ]
 
@@ -448,26 +453,34 @@ _BASELINE_COLORS = ("#555555", "#8c564b", "#bcbd22")
 
 
 def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
-                  dpi: int = FIGURE_DPI) -> bytes:
-    """Few-shot curves: score against the number of training samples, one panel per subject.
+                  x: str = "n_train", xlabel: str = "training samples of the new subject",
+                  percent: bool = False, dpi: int = FIGURE_DPI) -> bytes:
+    """Few-shot curves: score against the amount of training data, one panel per subject.
 
     Parameters
     ----------
     panels : sequence of mapping
         Each with ``title`` and ``rows``: mappings with ``label`` (the line: a strategy or a
-        baseline), ``kind`` (``"adapt"`` or ``"baseline"``), ``n_train``, ``score`` and
+        baseline), ``kind`` (``"adapt"`` or ``"baseline"``), the ``x`` value, ``score`` and
         ``chance`` (None or NaN where undefined).
     metric : str
         The y-axis label.
+    x : str
+        The rows' key of the x-axis: ``n_train`` (samples) or e.g. ``fraction`` (of the
+        labelled data).
+    xlabel : str
+        The x-axis label.
+    percent : bool
+        Write the x ticks as percentages (``0.1`` → ``10%``).
     dpi : int
         Resolution.
 
     Returns
     -------
     bytes
-        A PNG image: per panel a line with markers per label against ``n_train`` on a log
-        axis (strategies solid, baselines dashed-dotted and grey-brown), and the mean chance
-        level at each ``n_train`` as a dashed black line.
+        A PNG image: per panel a line with markers per label against ``x`` on a log axis
+        (strategies solid, baselines dashed-dotted and grey-brown), and the mean chance level
+        at each ``x`` as a dashed black line.
 
     Raises
     ------
@@ -492,7 +505,7 @@ def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
     for ax, panel in zip(axes, panels, strict=False):
         rows = panel["rows"]
         for lab in strategies + baselines:
-            pts = sorted((_num(r["n_train"]), _num(r.get("score"))) for r in rows
+            pts = sorted((_num(r[x]), _num(r.get("score"))) for r in rows
                          if str(r["label"]) == lab)
             pts = [(n, s) for n, s in pts if np.isfinite(n) and n > 0 and np.isfinite(s)]
             if pts:
@@ -500,7 +513,7 @@ def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
                 ax.plot(n, s, lw=1.4, ms=4, label=lab, **style[lab])
         chance: dict[float, list[float]] = {}
         for r in rows:
-            n, c = _num(r["n_train"]), _num(r.get("chance"))
+            n, c = _num(r[x]), _num(r.get("chance"))
             if np.isfinite(n) and n > 0 and np.isfinite(c):
                 chance.setdefault(n, []).append(c)
         if chance:
@@ -508,11 +521,12 @@ def fewshot_curve(panels: Sequence[Mapping[str, Any]], *, metric: str = "score",
             ax.plot(n, [float(np.mean(chance[v])) for v in n], color="black", ls="--", lw=1.0,
                     label="chance")
         ax.set_xscale("log")
-        ticks = sorted({_num(r["n_train"]) for r in rows if _num(r["n_train"]) > 0})
+        ticks = sorted({_num(r[x]) for r in rows if _num(r[x]) > 0})
         ax.xaxis.set_major_locator(FixedLocator(ticks))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(FuncFormatter(
+            (lambda v, _: f"{100 * v:g}%") if percent else (lambda v, _: f"{v:g}")))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("training samples of the new subject", fontsize=7)
+        ax.set_xlabel(xlabel, fontsize=7)
         ax.set_ylabel(metric, fontsize=7)
         ax.set_title(_shorten(str(panel.get("title", "")), 40), fontsize=8, loc="left")
         ax.tick_params(labelsize=6)
@@ -598,6 +612,118 @@ def codebook_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], *,
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", fontsize=8,
                     color="0.5", transform=ax.transAxes)
+    return png_bytes(fig, dpi)
+
+
+#: Labels of the per-epoch NLL keys (others are drawn under their own name).
+_NLL_LABELS = {"train_nll": "training", "val_nll": "validation"}
+
+
+def nll_curve(history: Sequence[Mapping[str, Any]], *,
+              references: Mapping[str, Any] | None = None, dpi: int = FIGURE_DPI) -> bytes:
+    """Next-token negative log-likelihood per epoch of a spike-token pretraining.
+
+    Parameters
+    ----------
+    history : sequence of mapping
+        Per-epoch records with ``epoch`` and NLL values (nats per spike): every key ending in
+        ``nll`` is a line (``train_nll``: training, ``val_nll``: validation); a missing or
+        None value leaves a gap.
+    references : mapping of str to float, optional
+        Levels to draw as dotted horizontal lines, by label (e.g. the held-out NLL of a
+        rate-only baseline); None or non-finite values are skipped.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image: one line with markers per NLL key against the epoch, the reference
+        levels dotted.
+
+    Raises
+    ------
+    ValueError
+        If no record has a finite NLL value.
+    """
+    rows = list(history)
+    keys = list(dict.fromkeys(k for r in rows if isinstance(r, Mapping) for k in r
+                              if str(k).endswith("nll")))
+    keys.sort(key=lambda k: (list(_NLL_LABELS).index(k) if k in _NLL_LABELS else 99, k))
+    series = [(k, *_series(rows, k)) for k in keys]
+    series = [(k, x, y) for k, x, y in series if len(x)]
+    if not series:
+        raise ValueError("no next-token NLL in the history to plot")
+    fig = Figure(figsize=(5.6, 3.1), layout="constrained")
+    ax = fig.subplots()
+    for i, (key, x, y) in enumerate(series):
+        ax.plot(x, y, marker="o", ms=3, lw=1.4, label=_NLL_LABELS.get(key, key),
+                color=_STRATEGY_COLORS[i % len(_STRATEGY_COLORS)])
+    for j, (label, value) in enumerate((references or {}).items()):
+        v = _num(value)
+        if np.isfinite(v):
+            ax.axhline(v, color=_BASELINE_COLORS[j % len(_BASELINE_COLORS)], ls=":", lw=1.2,
+                       label=str(label))
+    ax.set_xlabel("epoch", fontsize=7)
+    ax.set_ylabel("NLL (nats per spike)", fontsize=7)
+    ax.set_title("next-token NLL (lower is better)", fontsize=9, loc="left")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=6)
+    ax.grid(True, lw=0.3, color="0.85")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=6, frameon=False, loc="best")
+    return png_bytes(fig, dpi)
+
+
+def rate_scatter(real: Any, generated: Any, *, dpi: int = FIGURE_DPI) -> bytes:
+    """Per-unit firing rates of generated spike trains against the real ones.
+
+    Parameters
+    ----------
+    real, generated : array-like, shape (n_units,)
+        Rates (Hz) of each unit in the real and in the generated trains.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    bytes
+        A PNG image: one point per unit (generated against real) and the identity line,
+        log-log when every rate is positive, linear otherwise.
+
+    Raises
+    ------
+    ValueError
+        If the two have different lengths or no unit has finite rates.
+    """
+    r = np.asarray(real, dtype=np.float64).reshape(-1)
+    g = np.asarray(generated, dtype=np.float64).reshape(-1)
+    if r.shape != g.shape:
+        raise ValueError(f"{len(r)} real rates for {len(g)} generated rates (one per unit each)")
+    ok = np.isfinite(r) & np.isfinite(g)
+    if not ok.any():
+        raise ValueError("no unit with finite real and generated rates")
+    r, g = r[ok], g[ok]
+    fig = Figure(figsize=(3.4, 3.1), layout="constrained")
+    ax = fig.subplots()
+    lo, hi = float(min(r.min(), g.min())), float(max(r.max(), g.max()))
+    log = lo > 0
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    pad = (hi / lo) ** 0.05 if log and hi > lo else 1.0
+    span = (lo / pad, hi * pad) if log else (lo - 0.05 * (hi - lo or 1.0),
+                                            hi + 0.05 * (hi - lo or 1.0))
+    ax.plot(span, span, color="0.5", ls="--", lw=1.0, label="identity")
+    ax.scatter(r, g, s=12, color=_STRATEGY_COLORS[0], lw=0, label=f"{len(r)} units")
+    ax.set_xlim(*span)
+    ax.set_ylim(*span)
+    ax.set_xlabel("real rate (Hz)", fontsize=7)
+    ax.set_ylabel("generated rate (Hz)", fontsize=7)
+    ax.set_title("per-unit firing rates", fontsize=9, loc="left")
+    ax.tick_params(labelsize=6)
+    ax.grid(True, which="both", lw=0.3, color="0.85")
+    ax.legend(fontsize=6, frameon=False, loc="upper left")
     return png_bytes(fig, dpi)
 
 

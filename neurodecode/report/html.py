@@ -2,10 +2,11 @@
 
 :func:`write_report` reads what the stages wrote — folders of recording stores (``simulate``,
 ``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``), model folders
-(``cross_subject``), adaptation folders (``adapt``) and pretraining folders (``pretrain``) —
-and writes a single HTML file: CSS inline, every figure embedded as a base64 PNG ``data:``
-URI, no script and no external URL, so it can be mailed, archived or opened offline. It is
-written to a temporary sibling and renamed into place, so a reader never sees half a report.
+(``cross_subject``), adaptation folders (``adapt``), pretraining folders (``pretrain``) and
+fine-tuning folders (``finetune``) — and writes a single HTML file: CSS inline, every figure
+embedded as a base64 PNG ``data:`` URI, no script and no external URL, so it can be mailed,
+archived or opened offline. It is written to a temporary sibling and renamed into place, so a
+reader never sees half a report.
 
 Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigation bar):
 
@@ -26,13 +27,24 @@ Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigati
     samples, log scale, one line per strategy and baseline, chance dashed), its rows and the
     saved adapted models.
 ``codebook``
-    Per ``pretrain`` folder, the codebook's health during pretraining (per epoch: the
+    Per codebook ``pretrain`` folder, the codebook's health during pretraining (per epoch: the
     reconstruction loss, the perplexity of the codes, the dead and used shares of the codebook,
     the masked-code accuracy), its final health on the validation windows (perplexity, codes
     used, dead share, collapse, reconstruction R², masked-code accuracy against the majority
     code) and the subjects' window counts. Per ``cross_subject`` folder fine-tuned from a
     pretraining, the fine-tuned against the from-scratch scores per subject, with chance levels,
     and the number of test samples that lie in spans the pretraining saw.
+``spikes``
+    Per spike-token ``pretrain`` folder (``"family": "spike_tokens"``), its settings (model,
+    tokens, windows, epochs, throughput), the per-epoch training and validation next-token NLL,
+    the held-out next-token NLL (nats per spike) of the model beside the inhomogeneous-Poisson
+    and constant-rate baselines, the connectivity AUROC with its permutation chance, the
+    statistics of generated spike trains beside those of a Poisson surrogate (flattened from
+    whatever the generation record holds) and the recordings it was trained on.
+``finetune``
+    Per ``finetune`` folder, the few-shot curve (score against the labelled fraction, log
+    scale, one line per variant and baseline, mean over seeds, chance dashed) and every row
+    (variant, fraction, labelled samples, score, chance, p-value, baseline).
 ``provenance``
     The record :func:`neurodecode.pipelines.read_provenance` finds for every input (stage, job,
     config, input fingerprints, git revision, package versions, host, times), or "no provenance
@@ -70,6 +82,7 @@ __all__ = [
     "load_cross_subject",
     "load_embedding",
     "load_fewshot",
+    "load_finetune",
     "load_jobs",
     "load_metrics",
     "load_pretrain",
@@ -83,6 +96,8 @@ SECTIONS = (
     ("embeddings", "Embeddings"),
     ("fewshot", "Few-shot adaptation"),
     ("codebook", "Codebook pretraining"),
+    ("spikes", "Spike-token pretraining"),
+    ("finetune", "Few-shot behaviour decoding"),
     ("provenance", "Provenance"),
     ("workflow", "Workflow"),
 )
@@ -363,13 +378,17 @@ def load_pretrain(folder: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        The file's content (see :func:`neurodecode.pipelines.pretrain.pretrain`).
+        The file's content (see :func:`neurodecode.pipelines.pretrain.pretrain`): a codebook
+        pretraining (no ``family`` key, or ``"family": "codebook"``) or a spike-token one
+        (``"family": "spike_tokens"``).
 
     Raises
     ------
     ReportError
-        If the folder has no ``metrics.json``, or it lacks the ``health`` or ``history``
-        mappings.
+        If the folder has no ``metrics.json``; a codebook pretraining lacks the ``health`` or
+        ``history`` mappings; a spike-token one lacks its ``history`` list of per-epoch records
+        or its ``next_token_nll`` mapping, or its ``generation`` or ``connectivity`` is neither
+        a mapping nor null; or the family is unknown.
     """
     folder = Path(folder)
     if not folder.is_dir() or not (folder / "metrics.json").is_file():
@@ -379,9 +398,86 @@ def load_pretrain(folder: str | os.PathLike) -> dict[str, Any]:
         )
     where = folder / "metrics.json"
     data = _read_json(where, "the metrics of a pretrain folder")
+    family = data.get("family", "codebook") if isinstance(data, dict) else "codebook"
+    if family == SPIKE_FAMILY:
+        return _check_spike_pretrain(data, where)
+    if family != "codebook":
+        raise ReportError(f"{where}: unknown pretrain family {family!r} (the report knows "
+                          f"'codebook' and {SPIKE_FAMILY!r})")
     for key in ("health", "history"):
         if not isinstance(data, dict) or not isinstance(data.get(key), dict):
             raise ReportError(f"{where}: no {key!r} mapping (not a pretrain folder)")
+    return data
+
+
+#: The ``family`` of spike-token pretraining and fine-tuning folders.
+SPIKE_FAMILY = "spike_tokens"
+
+
+def _check_spike_pretrain(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    history = data.get("history")
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise ReportError(f"{where}: no 'history' list of per-epoch records (not a spike-token "
+                          "pretrain folder)")
+    nll = data.get("next_token_nll")
+    if not isinstance(nll, dict) or "model" not in nll:
+        raise ReportError(f"{where}: no 'next_token_nll' mapping with the model's 'model' NLL "
+                          "(not a spike-token pretrain folder)")
+    for key in ("generation", "connectivity"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ReportError(f"{where}: {key!r} must be a mapping or null, got "
+                              f"{type(data[key]).__name__}")
+    conn = data.get("connectivity")
+    if conn is not None and "auroc" not in conn:
+        raise ReportError(f"{where}: 'connectivity' has no 'auroc'")
+    return data
+
+
+#: Keys every row of a finetune folder's ``few_shot`` list has.
+FINETUNE_KEYS = ("dataset", "variant", "fraction", "metric", "score", "chance")
+
+
+def load_finetune(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``metrics.json`` of a folder written by the finetune stage.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The file's content: ``analysis``, ``target``, ``metric``, ``pretrained`` (``path`` and
+        ``analysis`` of the pretraining, or null), ``split`` and ``few_shot`` (one row per
+        dataset, variant, labelled fraction and seed, with :data:`FINETUNE_KEYS`).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``metrics.json``, it has no ``few_shot`` list, a row lacks one of
+        :data:`FINETUNE_KEYS`, a row's ``fraction`` is not a number in ``(0, 1]``, or
+        ``pretrained`` is neither a mapping nor null.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or not (folder / "metrics.json").is_file():
+        raise ReportError(
+            f"{folder}: not a finetune folder (no metrics.json; the finetune input takes the "
+            "folders that the finetune stage writes)"
+        )
+    where = folder / "metrics.json"
+    data = _read_json(where, "the metrics of a finetune folder")
+    if not isinstance(data, dict) or not isinstance(data.get("few_shot"), list):
+        raise ReportError(f"{where}: no 'few_shot' list (not a finetune folder)")
+    for i, row in enumerate(data["few_shot"]):
+        missing = [k for k in FINETUNE_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{where}: few_shot[{i}] has no {', '.join(map(repr, missing))}")
+        fraction = _float(row["fraction"])
+        if fraction is None or not 0 < fraction <= 1:
+            raise ReportError(f"{where}: few_shot[{i}].fraction must be a number in (0, 1], "
+                              f"got {row['fraction']!r}")
+    if data.get("pretrained") is not None and not isinstance(data["pretrained"], dict):
+        raise ReportError(f"{where}: 'pretrained' must be a mapping (path, analysis) or null")
     return data
 
 
@@ -1188,6 +1284,367 @@ def _codebook_section(
     return "".join(parts)
 
 
+def _mapping(data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _fmt_ms(value: Any) -> str:
+    x = _float(value)
+    return "—" if x is None else f"{1000 * x:g} ms"
+
+
+def _fmt_stat(value: Any) -> str:
+    """An integer as one (``1,475``), any other number as :func:`_fmt` writes it."""
+    return _fmt_int(value) if isinstance(value, int) and not isinstance(value, bool) \
+        else _fmt(value)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """The numeric (or null) leaves of nested mappings, by dotted key; lists and strings out."""
+    out: dict[str, Any] = {}
+    if not isinstance(value, Mapping):
+        return out
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out.update(_flatten(item, f"{name}."))
+        elif item is None or (_float(item) is not None and not isinstance(item, bool)):
+            out[name] = item
+    return out
+
+
+#: Labels of the predictors of ``next_token_nll`` (others keep their key).
+_NLL_PREDICTORS = {
+    "model": "model",
+    "poisson": "inhomogeneous Poisson (rate-only baseline)",
+    "constant": "constant rate per unit",
+}
+
+
+def _nll_table(nll: Mapping[str, Any], anchor: str) -> str:
+    predictors = [k for k in nll if not str(k).startswith("n_") and k != "split"
+                  and (nll[k] is None or _float(nll[k]) is not None)]
+    order = sorted(predictors, key=lambda k: (list(_NLL_PREDICTORS).index(k)
+                                              if k in _NLL_PREDICTORS else 99))
+    values = {k: _float(nll[k]) for k in order}
+    finite = [v for v in values.values() if v is not None and math.isfinite(v)]
+    best = min(finite) if finite else None
+    model = values.get("model")
+    rows = []
+    for key in order:
+        v = values[key]
+        cls = ' class="num sig"' if v is not None and v == best else ' class="num"'
+        diff = (f"{v - model:+.3f}" if key != "model" and v is not None and model is not None
+                and math.isfinite(v) and math.isfinite(model) else "")
+        rows.append(f"<tr><td>{_e(_NLL_PREDICTORS.get(key, key))}</td>"
+                    f"<td{cls}>{_a(anchor, _fmt(nll[key]))}</td>"
+                    f'<td class="num">{diff}</td></tr>')
+    return (
+        f"<h4>Held-out next-token NLL (nats per spike; lower is better)</h4>"
+        f'<p class="muted">split {_e(nll.get("split", "—"))} · '
+        f"{_fmt_int(nll.get('n_windows'))} windows · {_fmt_int(nll.get('n_spikes'))} spikes · "
+        "bold: the lowest</p>"
+        "<table><tr><th>predictor</th><th>NLL (nats/spike)</th><th>minus the model's</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _connectivity_table(conn: Mapping[str, Any] | None, anchor: str) -> str:
+    if conn is None:
+        return ('<h4>Connectivity</h4><p class="empty">not measured (no known connectivity '
+                "for this data)</p>")
+    p = _float(conn.get("p_value"))
+    cls = ' class="num sig"' if p is not None and p < 0.05 else ' class="num"'
+    pairs = (f" of {_fmt_int(conn['n_pairs'])} pairs" if conn.get("n_pairs") is not None
+             else "")
+    return (
+        "<h4>Connectivity read from the model against the true directed edges</h4>"
+        "<table><tr><th>AUROC</th><th>chance (mean)</th><th>chance (95th percentile)</th>"
+        "<th>p-value</th><th>true edges</th></tr>"
+        f"<tr><td{cls}>{_a(anchor, _fmt(conn.get('auroc')))}</td>"
+        f'<td class="num">{_a(anchor, _fmt(conn.get("chance_mean")))}</td>'
+        f'<td class="num">{_a(anchor, _fmt(conn.get("chance_p95")))}</td>'
+        f"<td{cls}>{_a(anchor, _fmt_p(conn.get('p_value')))}</td>"
+        f'<td class="num">{_fmt_int(conn.get("n_edges"))}{pairs}</td></tr></table>'
+        '<p class="muted">chance: the AUROC of the same scores against permuted edge labels.'
+        "</p>"
+    )
+
+
+def _generation_part(k: int, gen: Mapping[str, Any] | None, anchor: str) -> str:
+    """Generated against real statistics, beside the Poisson surrogate, flattened generically.
+
+    Two layouts are read: ``generated`` / ``poisson_surrogate`` / ``real`` mappings side by side
+    (:func:`neurodecode.evaluate.spike_stats.generation_stats`), or the generated statistics at
+    the top level with a ``poisson_surrogate`` mapping of the same keys.
+    """
+    if not gen:
+        return '<h4>Generated spike trains</h4><p class="empty">no generation in this folder</p>'
+    surrogate = _mapping(gen, "poisson_surrogate")
+    real = _mapping(gen, "real")
+    if isinstance(gen.get("generated"), Mapping):
+        generated = _flatten(gen["generated"])
+    else:
+        generated = _flatten({k: v for k, v in gen.items() if isinstance(v, Mapping)
+                              and k not in ("poisson_surrogate", "real")})
+    columns = [("real", _flatten(real))] if real else []
+    columns += [("generated", generated), ("Poisson surrogate", _flatten(surrogate))]
+    keys = list(dict.fromkeys([*generated, *columns[-1][1], *columns[0][1]]))
+    settings = [f"{_e(key)} {_e(value)}" for key, value in gen.items()
+                if not isinstance(value, Mapping | list)]
+    lists = [f"{_e(key)} ({len(value)} values)" for key, value in gen.items()
+             if isinstance(value, list)]
+    parts = [f"<h4>Generated spike trains against held-out data</h4>"
+             f'<p class="muted">{" · ".join(settings) or "no settings recorded"}'
+             + (f" · per-unit lists: {', '.join(lists)}" if lists else "") + "</p>"]
+    if keys:
+        head = "".join(f"<th>{_e(name)}</th>" for name, _ in columns)
+        body = "".join(
+            f"<tr><td>{_e(key)}</td>"
+            + "".join(f'<td class="num">{_a(anchor, _fmt_stat(flat[key])) if key in flat else ""}'
+                      "</td>" for _, flat in columns)
+            + "</tr>" for key in keys)  # fmt: skip
+        parts.append(f"<table><tr><th>statistic</th>{head}</tr>{body}</table>"
+                     '<p class="muted">Poisson surrogate: each unit\'s real spike count at '
+                     "random times (same rates, no ISI structure, no correlations); a generator "
+                     "worth its name is closer to the real trains than the surrogate on ISIs "
+                     "and correlations.</p>")
+    else:
+        parts.append('<p class="empty">no numeric generation statistic</p>')
+    rates_real, rates_gen = gen.get("rates_real"), gen.get("rates_generated")
+    if isinstance(rates_real, list) and isinstance(rates_gen, list):
+        try:
+            png = figures.rate_scatter(rates_real, rates_gen)
+        except (TypeError, ValueError) as err:
+            parts.append(f'<p class="empty">per-unit rates not drawn: {_e(err)}</p>')
+        else:
+            parts.append(f'<figure id="spikes-{k}-rates">{_img(png, "per-unit firing rates")}'
+                         "<figcaption>Each unit's rate in the generated trains against its "
+                         "rate in the held-out data; dashed: identity.</figcaption></figure>")
+    return "".join(parts)
+
+
+def _spike_pretrain_part(k: int, src: _Source, data: dict[str, Any],
+                         by_path: Mapping[str, _Recording]) -> str:
+    anchor = src.anchor
+    model = _mapping(data, "model")
+    tok = _mapping(data, "tokens")
+    speed = _mapping(data, "throughput")
+    intervals = tok.get("intervals")
+    behavior = tok.get("behavior")
+    details = [
+        f"model {_e(model.get('name', '—'))} (width {_fmt_int(model.get('width'))}, "
+        f"{_fmt_int(model.get('layers'))} layers, {_fmt_int(model.get('past_layers'))} past "
+        f"layers, {_fmt_int(model.get('parameters'))} parameters)",
+        f"windows {_fmt_ms(tok.get('window'))} every {_fmt_ms(tok.get('stride'))}, past "
+        f"{_fmt_ms(tok.get('past'))}, dt {_fmt_ms(tok.get('dt'))}, "
+        f"{_fmt_int(tok.get('n_units'))} units",
+        "intervals " + (_e("/".join(map(str, intervals))) if intervals else "whole recordings"),
+        f"windows train / val / held-out {_fmt_int(tok.get('n_train'))} / "
+        f"{_fmt_int(tok.get('n_val'))} / {_fmt_int(tok.get('n_heldout'))}",
+        "behaviour " + (_e(", ".join(map(str, behavior))) if behavior else "none"),
+        f"{_fmt_int(data.get('epochs'))} epochs in {_fmt_seconds(data.get('fit_seconds'))} "
+        f"(seed {_e(data.get('seed', '—'))})",
+        f"training {_fmt_int(speed.get('train_tokens_per_s'))} tokens/s, tokenizer "
+        f"{_fmt_int(speed.get('tokenize_spikes_per_s'))} spikes/s",
+    ]
+    desc = data.get("description")
+    parts = [
+        f'<h3 id="spikes-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')} · dataset "
+        f"{_e(data.get('dataset', '—'))}</p>"
+        + (f"<p>{_e(desc)}</p>" if desc else "")
+        + f"<p class=\"muted\">{' · '.join(details)}</p>"
+    ]
+    nll = data["next_token_nll"]
+    refs = {f"{label} (held-out)": nll.get(key)
+            for key, label in (("poisson", "inhomogeneous Poisson"), ("constant", "constant rate"))
+            if key in nll}
+    try:
+        png = figures.nll_curve(data["history"], references=refs)
+    except ValueError:
+        parts.append('<p class="empty">no per-epoch history in this pretrain folder</p>')
+    else:
+        parts.append(
+            f'<figure id="spikes-{k}-nll">{_img(png, "next-token NLL per epoch")}'
+            "<figcaption>Next-token negative log-likelihood (nats per spike) per epoch on the "
+            "training and validation windows; dotted: the rate-only baselines on the held-out "
+            "windows. Lower is better.</figcaption></figure>"
+        )
+    parts.append(_nll_table(nll, anchor))
+    parts.append(_connectivity_table(data.get("connectivity"), anchor))
+    parts.append(_generation_part(k, data.get("generation"), anchor))
+    recordings = _mapping(data, "recordings")
+    coverage = _mapping(data, "coverage")
+    if recordings:
+        body = []
+        for store, entry in recordings.items():
+            entry = entry if isinstance(entry, dict) else {}
+            spans = coverage.get(store)
+            seconds = (sum(_float(b) - _float(a) for a, b in spans if _float(a) is not None
+                           and _float(b) is not None) if isinstance(spans, list)
+                       and all(isinstance(x, list | tuple) and len(x) == 2 for x in spans)
+                       else None)
+            cover = (f"{len(spans)} spans, {_fmt_seconds(seconds)}" if seconds is not None
+                     else "—")
+            body.append(
+                f"<tr><td>{_recording_links([store], by_path)}</td>"
+                f"<td>{_e(entry.get('subject', '—'))}</td><td>{_e(entry.get('session', '—'))}</td>"
+                f'<td class="num">{_fmt_int(entry.get("n_units"))}</td>'
+                f'<td class="num">{_fmt_int(entry.get("n_windows"))}</td>'
+                f'<td class="num">{cover}</td></tr>'
+            )
+        parts.append("<h4>Recordings</h4><table><tr><th>recording</th><th>subject</th>"
+                     "<th>session</th><th>units</th><th>windows</th><th>time covered</th></tr>"
+                     f"{''.join(body)}</table>")
+    return "".join(parts)
+
+
+def _spikes_section(pretrains: list[tuple[_Source, dict[str, Any]]],
+                    by_path: Mapping[str, _Recording]) -> str:
+    if not pretrains:
+        return _empty("spike-token pretraining results")
+    return "".join(_spike_pretrain_part(k, src, data, by_path)
+                   for k, (src, data) in enumerate(pretrains, 1))
+
+
+#: Few-shot variants drawn as baselines (besides any row's ``baseline_name``).
+_FINETUNE_BASELINES = ("ridge", "knn")
+
+
+def _finetune_panels(rows: Sequence[Mapping[str, Any]], baselines: set[str]
+                     ) -> list[dict[str, Any]]:
+    """One panel per dataset and metric; scores and chance levels averaged over seeds."""
+    groups: dict[tuple[str, str], dict[tuple[str, float], list[Mapping[str, Any]]]] = {}
+    for row in rows:
+        score = _float(row.get("score"))
+        if score is None or not math.isfinite(score):
+            continue
+        panel = groups.setdefault((str(row["dataset"]), str(row["metric"])), {})
+        panel.setdefault((str(row["variant"]), float(row["fraction"])), []).append(row)
+    panels = []
+    for (dataset, metric), points in groups.items():
+        out = []
+        for (variant, fraction), items in points.items():
+            chances = [c for c in (_float(r.get("chance")) for r in items)
+                       if c is not None and math.isfinite(c)]
+            out.append({"label": variant, "fraction": fraction,
+                        "kind": "baseline" if variant in baselines else "adapt",
+                        "score": float(np.mean([_float(r["score"]) for r in items])),
+                        "chance": float(np.mean(chances)) if chances else None})
+        panels.append({"title": f"{dataset} · {metric}", "rows": out})
+    return panels
+
+
+def _target_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The issue's target per dataset: pretrained with 10% of the labels against ridge on all."""
+    lines = []
+    for dataset in dict.fromkeys(str(r["dataset"]) for r in rows):
+        def mean(variant: str, fraction: float, dataset: str = dataset) -> float | None:
+            vals = [_float(r["score"]) for r in rows if str(r["dataset"]) == dataset
+                    and r["variant"] == variant and abs(float(r["fraction"]) - fraction) < 1e-9]
+            vals = [v for v in vals if v is not None and math.isfinite(v)]
+            return float(np.mean(vals)) if vals else None
+
+        pre, ridge = mean("pretrained", 0.1), mean("ridge", 1.0)
+        if pre is not None and ridge is not None:
+            verdict = "meets" if pre >= ridge else "misses"
+            cls = "" if pre >= ridge else ' class="error"'
+            lines.append(f"<p{cls}>{_e(dataset)}: pretrained with 10% of the labels "
+                         f"{_fmt(pre)} against ridge with all of them {_fmt(ridge)} — "
+                         f"{verdict} the target (≥)</p>")
+    return "".join(lines)
+
+
+def _finetune_part(k: int, src: _Source, data: dict[str, Any],
+                   pretrains: Mapping[str, str]) -> str:
+    anchor = src.anchor
+    rows = data["few_shot"]
+    pre = data.get("pretrained")
+    if isinstance(pre, dict):
+        path = str(pre.get("path", ""))
+        known = pretrains.get(os.path.abspath(path)) if path else None
+        shown = _e(pre.get("analysis") or _short_path(path, 3))
+        link = (_a(known, shown, path) if known is not None
+                else f'<code title="{_e(path)}">{shown}</code>')
+        pre_text = f"pretrained {link}"
+    else:
+        pre_text = "no pretraining"
+    split = _mapping(data, "split")
+    metrics = list(dict.fromkeys(str(r["metric"]) for r in rows))
+    metric = metrics[0] if len(metrics) == 1 else str(data.get("metric") or "score")
+    details = [
+        f"target {_e(data.get('target', '—'))} ({_e(data.get('task', '—'))})",
+        f"metric {_e(', '.join(metrics) or data.get('metric', '—'))}",
+        pre_text,
+        f"train: {_e(split.get('train', '—'))} ({_fmt_int(split.get('n_train'))} samples), "
+        f"test: {_e(split.get('test', '—'))} ({_fmt_int(split.get('n_test'))} samples), gap "
+        + (f"{_e(split.get('gap'))} s" if split.get("gap") is not None else "—"),
+        f"{_fmt_seconds(data.get('seconds'))}",
+    ]
+    desc = data.get("description")
+    parts = [
+        f'<h3 id="ft-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')} · dataset "
+        f"{_e(data.get('dataset', '—'))}</p>"
+        + (f"<p>{_e(desc)}</p>" if desc else "")
+        + f"<p class=\"muted\">{' · '.join(details)}</p>"
+    ]
+    baselines = set(_FINETUNE_BASELINES) | {str(r["baseline_name"]) for r in rows
+                                            if r.get("baseline_name")}
+    panels = _finetune_panels(rows, baselines)
+    if panels:
+        png = figures.fewshot_curve(panels, metric=metric, x="fraction",
+                                    xlabel="labelled fraction of the training time",
+                                    percent=True)
+        parts.append(
+            f'<figure id="ft-{k}-curve">'
+            f"{_img(png, 'few-shot curves: score against the labelled fraction')}"
+            f"<figcaption>{_e(metric)} on the test blocks against the fraction of the training "
+            "time whose labels the model was fitted with (log scale), mean over seeds: one line "
+            "per variant (solid) and baseline (dashed-dotted); dashed black: the permutation "
+            "chance level.</figcaption></figure>"
+        )
+    else:
+        parts.append('<p class="empty">no few-shot row with a score in this finetune folder</p>')
+    parts.append(_target_line(rows))
+    if rows:
+        head = (
+            "<tr><th>dataset</th><th>variant</th><th>fraction</th><th>labelled</th>"
+            "<th>metric</th><th>score</th><th>chance</th><th>p-value</th><th>baseline</th>"
+            "<th>seed</th></tr>"
+        )
+        body = []
+        for row in rows:
+            base = row.get("baseline")
+            base_cell = (f"{_a(anchor, _fmt(base))}"
+                         + (f' <span class="muted">{_e(row["baseline_name"])}</span>'
+                            if row.get("baseline_name") else "")) if base is not None else "—"
+            body.append(
+                f"<tr><td>{_e(row['dataset'])}</td><td>{_e(row['variant'])}</td>"
+                f'<td class="num">{100 * float(row["fraction"]):g}%</td>'
+                f'<td class="num">{_a(anchor, _fmt_int(row.get("n_labelled")))}</td>'
+                f"<td>{_e(row['metric'])}</td>{_score_cells(row, anchor)}"
+                f'<td class="num">{base_cell}</td>'
+                f'<td class="num">{_e(row.get("seed", "—"))}</td></tr>'
+            )
+        parts.append(f"<table>{head}{''.join(body)}</table>")
+    return "".join(parts)
+
+
+def _finetune_section(finetunes: list[tuple[_Source, dict[str, Any]]],
+                      spikes: list[tuple[_Source, dict[str, Any]]]) -> str:
+    if not finetunes:
+        return _empty("few-shot behaviour decoding results")
+    # a pretraining in the report is linked to its part of the spike-token section
+    by_path = {os.path.abspath(src.path): f"spikes-{k}" for k, (src, _) in enumerate(spikes, 1)}
+    return "".join(_finetune_part(k, src, data, by_path)
+                   for k, (src, data) in enumerate(finetunes, 1))
+
+
 def _provenance_section(sources: _Sources) -> str:
     if not sources.items:
         return _empty("inputs")
@@ -1324,6 +1781,7 @@ def write_report(
     cross_subject: str | os.PathLike | Iterable[str | os.PathLike] = (),
     adapt: str | os.PathLike | Iterable[str | os.PathLike] = (),
     pretrain: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    finetune: str | os.PathLike | Iterable[str | os.PathLike] = (),
     title: str = "neurodecode report",
     workflow: Sequence[Mapping[str, Any]] | None = None,
     thumbnails: bool = True,
@@ -1346,7 +1804,9 @@ def write_report(
     adapt : path-like or iterable of path-like
         Folders written by the adapt stage.
     pretrain : path-like or iterable of path-like
-        Folders written by the pretrain stage.
+        Folders written by the pretrain stage (codebook or spike-token pretraining).
+    finetune : path-like or iterable of path-like
+        Folders written by the finetune stage (few-shot behaviour decoding).
     title : str
         The report's title.
     workflow : sequence of mapping, optional
@@ -1362,8 +1822,10 @@ def write_report(
         ``path``, ``bytes`` (size of the file), ``recordings``, ``unreadable`` (stores that
         could not be read), ``analyses`` (metrics files), ``scores`` (metric rows),
         ``embeddings`` (embed folders), ``models`` (cross_subject folders), ``adapted``
-        (adapt folders), ``fewshot_rows``, ``pretrained`` (pretrain folders), ``finetuned``
-        (cross_subject folders fine-tuned from one), ``jobs`` and ``seconds``.
+        (adapt folders), ``fewshot_rows``, ``pretrained`` (pretrain folders, both families),
+        ``spike_pretrained`` (the spike-token ones), ``finetuned`` (cross_subject folders
+        fine-tuned from one), ``finetunes`` (finetune folders), ``finetune_rows``, ``jobs``
+        and ``seconds``.
 
     Raises
     ------
@@ -1375,6 +1837,7 @@ def write_report(
     t0 = time.perf_counter()
     stores, decode, embed = _paths(stores), _paths(decode), _paths(embed)
     cross_subject, adapt, pretrain = _paths(cross_subject), _paths(adapt), _paths(pretrain)
+    finetune = _paths(finetune)
     if thumbnail_seconds <= 0:
         raise ReportError(f"thumbnail_seconds must be positive, got {thumbnail_seconds}")
     jobs = None if workflow is None else _check_jobs(workflow, "workflow")
@@ -1397,6 +1860,9 @@ def write_report(
     models = read("cross_subject", cross_subject, load_cross_subject)
     adapted = read("adapt", adapt, load_fewshot)
     pretrains = read("pretrain", pretrain, load_pretrain)
+    finetunes = read("finetune", finetune, load_finetune)
+    spikes = [(src, d) for src, d in pretrains if d.get("family") == SPIKE_FAMILY]
+    codebooks = [(src, d) for src, d in pretrains if d.get("family") != SPIKE_FAMILY]
     tuned = sum(isinstance(d.get("pretrained"), dict) for _, d in models)
 
     from .. import __version__
@@ -1406,7 +1872,9 @@ def write_report(
         "decoding": _decoding_section(results, by_path),
         "embeddings": _embeddings_section(folders, by_path),
         "fewshot": _fewshot_section(models, adapted),
-        "codebook": _codebook_section(pretrains, models),
+        "codebook": _codebook_section(codebooks, models),
+        "spikes": _spikes_section(spikes, by_path),
+        "finetune": _finetune_section(finetunes, spikes),
         "provenance": _provenance_section(sources),
         "workflow": _workflow_section(jobs),
     }
@@ -1415,7 +1883,9 @@ def write_report(
         "decoding": sum(max(len(d["metrics"]), 1) for _, d in results),
         "embeddings": len(folders),
         "fewshot": len(models) + len(adapted),
-        "codebook": len(pretrains) + tuned,
+        "codebook": len(codebooks) + tuned,
+        "spikes": len(spikes),
+        "finetune": len(finetunes),
         "provenance": len(sources.items),
         "workflow": len(jobs or []),
     }
@@ -1447,7 +1917,10 @@ def write_report(
         "adapted": len(adapted),
         "fewshot_rows": sum(len(d["rows"]) for _, d in adapted),
         "pretrained": len(pretrains),
+        "spike_pretrained": len(spikes),
         "finetuned": tuned,
+        "finetunes": len(finetunes),
+        "finetune_rows": sum(len(d["few_shot"]) for _, d in finetunes),
         "jobs": len(jobs or []),
         "seconds": round(time.perf_counter() - t0, 3),
     }
