@@ -48,10 +48,12 @@ __all__ = [
     "IMAGE_PARAM_NAMES",
     "LATENT_SFREQ",
     "SHAPE_FAMILIES",
+    "CoupledSpikes",
     "Latent",
     "SimulatedDataset",
     "double_gamma_hrf",
     "simulate_calcium",
+    "simulate_coupled_spikes",
     "simulate_dataset",
     "simulate_eeg",
     "simulate_fmri",
@@ -1792,6 +1794,468 @@ def simulate_spikes(
         spike_times=times,
         spike_units=units,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Coupled spiking network (Poisson GLM with known directed connectivity)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CoupledSpikes:
+    """Recordings of one simulated spiking circuit and its ground truth.
+
+    Built by :func:`simulate_coupled_spikes`. Network unit ``j`` acts on unit ``i`` through
+    ``weights[i, j]`` (rows are the post-synaptic targets, columns the pre-synaptic sources), in
+    log-rate units, with the delayed exponential kernel ``exp(-(lag - kernel_delay) /
+    kernel_tau)`` for ``lag >= kernel_delay``.
+
+    Attributes
+    ----------
+    recordings : list of xarray.Dataset
+        One spikes recording per session, in ``sessions`` order.
+    weights : ndarray of float64, shape (n_units, n_units)
+        Directed coupling ``weights[post, pre]``; zero diagonal (refractoriness is the separate
+        ``self_weight``), non-zero entries are the true edges.
+    network_units : list of ndarray of int64
+        Per recording, the network unit recorded by each channel (channel order).
+    latents : list of Latent
+        Per recording, the behaviour and stimulus sequence that drove it.
+    params : dict
+        Every parameter of the simulation, JSON-serialisable.
+    """
+
+    recordings: list[xr.Dataset]
+    weights: np.ndarray
+    network_units: list[np.ndarray]
+    latents: list[Latent]
+    params: dict[str, Any]
+
+    @property
+    def edges(self) -> np.ndarray:
+        """True directed edges of the network, bool ``(n_units, n_units)``, ``[post, pre]``."""
+        return self.weights != 0
+
+    def channel_weights(self, index: int = 0) -> np.ndarray:
+        """Coupling among the channels of recording ``index``, ``[post, pre]`` in channel order."""
+        units = self.network_units[index]
+        return self.weights[np.ix_(units, units)]
+
+    def channel_edges(self, index: int = 0) -> np.ndarray:
+        """True directed edges among the channels of recording ``index`` (bool, ``[post, pre]``)."""
+        return self.channel_weights(index) != 0
+
+
+def simulate_coupled_spikes(
+    *,
+    n_units: int = 40,
+    duration: float = 600.0,
+    sessions: Sequence[str] = ("01",),
+    session_units: int | Sequence[Sequence[int]] | None = None,
+    dt: float = 0.001,
+    sfreq: float = 100.0,
+    seed: int = 0,
+    edge_density: float = 0.08,
+    inhibitory_fraction: float = 0.3,
+    excitatory_weight: tuple[float, float] = (0.8, 1.5),
+    inhibitory_weight: tuple[float, float] = (1.0, 2.0),
+    kernel_delay: float = 0.003,
+    kernel_tau: float = 0.005,
+    self_weight: float = -3.0,
+    baseline_rate: tuple[float, float] = (3.0, 8.0),
+    place_gain: tuple[float, float] = (0.5, 1.6),
+    class_gain: tuple[float, float] = (0.3, 0.8),
+    n_classes: int = 4,
+    max_rate: float = 200.0,
+    subject: str = "01",
+    split: Sequence[float] = DEFAULT_SPLIT,
+    split_gap: float | None = None,
+) -> CoupledSpikes:
+    """Simulate sessions of one spiking circuit with known directed connectivity.
+
+    A discrete-time coupled Poisson GLM: at every ``dt`` step unit ``i`` fires (at most once,
+    Bernoulli with probability ``1 - exp(-rate * dt)``) with
+
+    ``log rate_i(t) = log b_i + drive_i(t) + sum_j W_ij h_j(t) + self_weight * h_i(t)``,
+
+    where ``h_j`` is the spike train of unit ``j`` filtered by the delayed exponential kernel
+    (zero before ``kernel_delay``, 1 at ``kernel_delay``, decaying with ``kernel_tau``); the
+    intervals between a unit's spikes are at least ``kernel_delay`` (an absolute refractory
+    period; the self term adds a relative one), and the rate is capped at ``max_rate``. ``W``
+    is sparse (each directed pair is an edge with probability ``edge_density``), excitatory or
+    inhibitory (``inhibitory_fraction`` of the edges). The behaviour drive comes from
+    :func:`simulate_latent` (the linear track and the stimulus blocks): a place field on the
+    track in log-rate (80 % of the units), a preferred stimulus class (half of them) and a speed
+    gain, so that position, speed and stimulus class are decodable from the population.
+
+    Every session is a new run of the same circuit (new behaviour, new spikes) that records
+    some of its units (the others remain hidden inputs) as channels ``unit001``, ...: unit keys
+    (:func:`neurodecode.data.tokens.unit_keys`, which hold the session) of two sessions never
+    match, so a held-out session needs unit identification; with an int ``session_units`` each
+    session records a random subset in a random channel order.
+
+    Parameters
+    ----------
+    n_units : int
+        Units of the network.
+    duration : float
+        Length of every session in seconds.
+    sessions : sequence of str
+        Session labels (BIDS ``ses-`` entity), one recording each.
+    session_units : int or sequence of sequence of int, optional
+        Which network units each session records, in channel order: None for all of them (in
+        network order), an int for that many drawn at random per session, or one list of
+        network-unit indices per session.
+    dt : float
+        Simulation step in seconds; ``1 / (sfreq * dt)`` must be an integer.
+    sfreq : float
+        Bins per second of the stored counts (``signal``).
+    seed : int
+        Seed of the circuit (weights, tuning); each session's behaviour, unit subset and spikes
+        derive from it and the session label.
+    edge_density : float
+        Probability that a directed pair of distinct units is an edge.
+    inhibitory_fraction : float
+        Fraction of the edges that are inhibitory.
+    excitatory_weight, inhibitory_weight : (float, float)
+        Ranges of the absolute edge weights (log-rate units at the kernel peak).
+    kernel_delay : float
+        Synaptic delay in seconds, a whole number of steps (at least one).
+    kernel_tau : float
+        Decay time constant of the coupling kernel in seconds.
+    self_weight : float
+        Weight of a unit's own filtered spike train (relative refractoriness; <= 0).
+    baseline_rate : (float, float)
+        Range of the baseline rates in Hz.
+    place_gain, class_gain : (float, float)
+        Ranges of the log-rate gain of the place fields (at their centre) and of the preferred
+        stimulus class.
+    n_classes : int
+        Number of stimulus classes.
+    max_rate : float
+        Cap of the instantaneous rate in Hz.
+    subject : str
+        Subject label of all sessions.
+    split : sequence of 3 float
+        Train / valid / test fractions of every session, as contiguous blocks.
+    split_gap : float, optional
+        Seconds left out between consecutive intervals; default: the spikes margin
+        (:data:`neurodecode.data.splits.MODALITY_MARGINS`).
+
+    Returns
+    -------
+    CoupledSpikes
+        The recordings (modality ``"spikes"``, exact ``spike_time``/``spike_unit``, counts per
+        bin in ``signal``, ``behavior_position``/``behavior_speed``, stimulus events, split
+        intervals) and the ground truth. Each recording's attributes also carry it:
+        ``network_unit`` (per channel), ``coupling`` (weights among its channels, ``[post,
+        pre]``) and ``kernel`` (``delay``, ``tau``, ``self_weight``, ``dt``).
+
+    Raises
+    ------
+    ValueError
+        On inconsistent parameters, or when the circuit's linearised branching ratio is 1 or
+        more (it would run away).
+    RuntimeError
+        When the simulated rates nevertheless run away (a unit above half of ``max_rate`` over a
+        whole second).
+    """
+    n_steps, per_bin, delay = _glm_check(
+        n_units, duration, sessions, dt, sfreq, edge_density, inhibitory_fraction,
+        kernel_delay, kernel_tau, self_weight, max_rate,
+    )  # fmt: skip
+    circuit = _rng(seed, "glm", "circuit")
+    weights = _glm_weights(
+        circuit, n_units, edge_density, inhibitory_fraction, excitatory_weight, inhibitory_weight
+    )
+    tuning = _glm_tuning(circuit, n_units, n_classes, baseline_rate, place_gain, class_gain)
+    units_per_session = _glm_session_units(session_units, sessions, n_units, seed)
+    decay = math.exp(-dt / kernel_tau)
+    branching = _glm_branching(weights, tuning, decay, dt)
+    if branching >= 1.0:
+        raise ValueError(
+            f"the coupling would run away: linearised branching ratio {branching:.2f} >= 1; "
+            "lower edge_density or the edge weights"
+        )
+    params = {
+        "n_units": int(n_units), "duration": float(duration),
+        "sessions": [str(s) for s in sessions],
+        "dt": float(dt), "sfreq": float(sfreq), "seed": int(seed),
+        "edge_density": float(edge_density), "inhibitory_fraction": float(inhibitory_fraction),
+        "excitatory_weight": [float(w) for w in excitatory_weight],
+        "inhibitory_weight": [float(w) for w in inhibitory_weight],
+        "kernel_delay": float(kernel_delay), "kernel_tau": float(kernel_tau),
+        "self_weight": float(self_weight), "baseline_rate": [float(r) for r in baseline_rate],
+        "place_gain": [float(g) for g in place_gain], "class_gain": [float(g) for g in class_gain],
+        "n_classes": int(n_classes), "max_rate": float(max_rate),
+        "branching_ratio": float(branching),
+    }  # fmt: skip
+    coupling = weights + self_weight * np.eye(n_units)
+    recordings, latents = [], []
+    for session, units in zip(sessions, units_per_session, strict=True):
+        latent = simulate_latent(
+            duration, n_classes=n_classes, seed=_child_seed(seed, "glm", "latent", session)
+        )
+        noise = _rng(seed, "glm", "noise", session)
+        steps, spiking = _glm_run(
+            latent, tuning, coupling, units, n_steps, dt, delay, decay, max_rate, noise
+        )
+        _glm_check_stable(steps, spiking, len(units), n_steps, dt, max_rate)
+        n_bins = n_steps // per_bin
+        keep = steps < n_bins * per_bin
+        steps, spiking = steps[keep], spiking[keep]
+        counts = np.bincount(
+            (steps // per_bin) * len(units) + spiking, minlength=n_bins * len(units)
+        ).reshape(n_bins, len(units))
+        # Keep clear of the step edges so that binning the times is exact in floating point.
+        times = (steps + noise.uniform(1e-3, 1 - 1e-3, len(steps))) * dt
+        ds = _recording(
+            counts.astype(np.float32),
+            latent,
+            modality="spikes",
+            sfreq=sfreq,
+            subject=subject,
+            run="01",
+            split=split,
+            split_gap=split_gap,
+            params={**params, "session": str(session), "generator": "coupled_glm"},
+            ch_names=[f"unit{i + 1:03d}" for i in range(len(units))],
+            ch_types="unit",
+            units="count",
+            spike_times=times,
+            spike_units=spiking,
+            extra_attrs={
+                "network_unit": [int(u) for u in units],
+                "coupling": weights[np.ix_(units, units)].tolist(),
+                "kernel": {
+                    "delay": float(kernel_delay), "tau": float(kernel_tau),
+                    "self_weight": float(self_weight), "dt": float(dt),
+                },  # fmt: skip
+            },
+        )
+        ds.attrs["session"] = str(session)
+        ds.attrs["source"]["path"] = (
+            f"simulated://sub-{subject}/ses-{session}/task-{_TASK}/run-01/spikes"
+        )
+        recordings.append(ds)
+        latents.append(latent)
+    return CoupledSpikes(
+        recordings=recordings,
+        weights=weights,
+        network_units=[np.asarray(u, dtype=np.int64) for u in units_per_session],
+        latents=latents,
+        params=params,
+    )
+
+
+def _glm_check(
+    n_units: int,
+    duration: float,
+    sessions: Sequence[str],
+    dt: float,
+    sfreq: float,
+    edge_density: float,
+    inhibitory_fraction: float,
+    kernel_delay: float,
+    kernel_tau: float,
+    self_weight: float,
+    max_rate: float,
+) -> tuple[int, int, int]:
+    """Validate the GLM parameters; return the step count, steps per bin and delay in steps."""
+    if n_units < 2:
+        raise ValueError(f"n_units must be at least 2, got {n_units}")
+    if not dt > 0 or not sfreq > 0:
+        raise ValueError(f"dt and sfreq must be positive, got dt={dt}, sfreq={sfreq}")
+    per_bin = round(1.0 / (sfreq * dt))
+    if per_bin < 1 or abs(per_bin * sfreq * dt - 1.0) > 1e-9:
+        raise ValueError(f"1 / (sfreq * dt) must be a whole number, got {1 / (sfreq * dt)}")
+    delay = round(kernel_delay / dt)
+    if delay < 1 or abs(delay * dt - kernel_delay) > 1e-9 * max(1.0, kernel_delay):
+        raise ValueError(f"kernel_delay must be a whole number (>= 1) of steps, got {kernel_delay}")
+    if not kernel_tau > 0:
+        raise ValueError(f"kernel_tau must be positive, got {kernel_tau}")
+    if not 0.0 <= edge_density <= 1.0 or not 0.0 <= inhibitory_fraction <= 1.0:
+        raise ValueError("edge_density and inhibitory_fraction must lie in [0, 1]")
+    if self_weight > 0:
+        raise ValueError(f"self_weight must be <= 0 (refractoriness), got {self_weight}")
+    if not max_rate > 0 or max_rate * dt >= 1.0:
+        raise ValueError(f"max_rate must be positive and below 1 / dt, got {max_rate}")
+    if len(sessions) == 0 or len(set(map(str, sessions))) != len(sessions):
+        raise ValueError(f"sessions must be unique labels, at least one, got {list(sessions)}")
+    n_steps = int(math.floor(duration / dt + 1e-9))
+    if n_steps < 2 * per_bin:
+        raise ValueError(f"a {duration} s session is too short for two bins at {sfreq} Hz")
+    return n_steps, per_bin, delay
+
+
+def _glm_weights(
+    rng: np.random.Generator,
+    n: int,
+    density: float,
+    inhibitory: float,
+    exc: tuple[float, float],
+    inh: tuple[float, float],
+) -> np.ndarray:
+    """Sparse directed weights ``[post, pre]`` with a zero diagonal."""
+    edge = rng.random((n, n)) < density
+    np.fill_diagonal(edge, False)
+    sign = np.where(rng.random((n, n)) < inhibitory, -1.0, 1.0)
+    size = np.where(sign > 0, rng.uniform(*exc, (n, n)), rng.uniform(*inh, (n, n)))
+    return np.where(edge, sign * size, 0.0)
+
+
+def _glm_tuning(
+    rng: np.random.Generator,
+    n: int,
+    n_classes: int,
+    baseline: tuple[float, float],
+    place: tuple[float, float],
+    cls: tuple[float, float],
+) -> dict[str, np.ndarray]:
+    """Log-rate tuning of the network units to position, speed and stimulus class."""
+    gain = np.zeros((n, n_classes))
+    selective = rng.random(n) < 0.5
+    gain[np.arange(n), rng.integers(n_classes, size=n)] = selective * rng.uniform(*cls, n)
+    return {
+        "log_base": np.log(rng.uniform(*baseline, n)),
+        "centre": rng.uniform(0.0, 1.0, n),
+        "width": rng.uniform(0.06, 0.15, n),
+        "place": (rng.random(n) < 0.8) * rng.uniform(*place, n),
+        "class_gain": gain,
+        "speed_gain": rng.normal(0.0, 0.3, n),
+    }
+
+
+def _glm_drive(tuning: dict[str, np.ndarray], latent: Latent, t: np.ndarray) -> np.ndarray:
+    """Log-rates without coupling at times ``t``, shape (n_times, n_units)."""
+    position, speed = latent.position(t), latent.speed(t)
+    onehot, _ = _stimulus_features(latent, t)
+    place = tuning["place"] * np.exp(
+        -0.5 * ((position[:, None] - tuning["centre"]) / tuning["width"]) ** 2
+    )
+    return (
+        tuning["log_base"] + place + onehot @ tuning["class_gain"].T
+        + np.outer(speed / _SPEED_SCALE, tuning["speed_gain"])
+    )  # fmt: skip
+
+
+def _glm_session_units(
+    spec: int | Sequence[Sequence[int]] | None, sessions: Sequence[str], n: int, seed: int
+) -> list[np.ndarray]:
+    """Network units recorded by each session, in channel order."""
+    if spec is None:
+        return [np.arange(n) for _ in sessions]
+    if isinstance(spec, int | np.integer):
+        if not 1 <= spec <= n:
+            raise ValueError(f"session_units must be between 1 and n_units ({n}), got {spec}")
+        return [
+            _rng(seed, "glm", "units", s).choice(n, size=int(spec), replace=False) for s in sessions
+        ]
+    lists = [np.asarray(u, dtype=np.int64) for u in spec]
+    if len(lists) != len(sessions):
+        raise ValueError(f"session_units has {len(lists)} lists for {len(sessions)} sessions")
+    for s, u in zip(sessions, lists, strict=True):
+        if u.ndim != 1 or u.size == 0 or (u < 0).any() or (u >= n).any():
+            raise ValueError(f"session {s!r}: unit indices must be a non-empty list in [0, {n})")
+        if len(np.unique(u)) != len(u):
+            raise ValueError(f"session {s!r}: unit indices repeat")
+    return lists
+
+
+def _glm_branching(
+    weights: np.ndarray, tuning: dict[str, np.ndarray], decay: float, dt: float
+) -> float:
+    """Spectral radius of the mean extra spikes that one spike causes in each target.
+
+    Linearisation at the units' peak drive rates (place field and preferred class): one spike of
+    ``j`` adds ``rate_i * sum_k (exp(W_ij decay**k) - 1) * dt`` expected spikes to ``i``
+    (excitatory edges only: inhibition cannot make it run away).
+    """
+    peak = np.exp(tuning["log_base"] + tuning["place"] + tuning["class_gain"].max(axis=1))
+    kernel = decay ** np.arange(int(np.ceil(20 / max(1e-12, -np.log(decay)))) + 1)
+    excit = np.clip(weights, 0.0, None)
+    extra = (np.expm1(excit[:, :, None] * kernel).sum(axis=2)) * dt * peak[:, None]
+    return float(np.max(np.abs(np.linalg.eigvals(extra))))
+
+
+_GLM_CHUNK_STEPS = 6000  # steps whose drive and random draws are computed at once
+
+
+def _glm_run(
+    latent: Latent,
+    tuning: dict[str, np.ndarray],
+    coupling: np.ndarray,
+    units: np.ndarray,
+    n_steps: int,
+    dt: float,
+    delay: int,
+    decay: float,
+    max_rate: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the network; return the step and the channel (index into ``units``) of each spike.
+
+    The coupling acts ``delay`` steps late, so the steps of one block of ``delay`` steps only
+    depend on the filtered spike trains of the block before: the loop runs over blocks, and
+    within a block everything is vectorised over steps and units.
+    """
+    n = coupling.shape[0]
+    block = delay
+    chunk = max(block, (_GLM_CHUNK_STEPS // block) * block)
+    within = np.arange(block)
+    lower = np.where(within[:, None] >= within, decay ** (within[:, None] - within), 0.0)
+    carry = decay ** (within + 1.0)
+    coupling_t = coupling.T.copy()
+    recorded = np.zeros(n, dtype=bool)
+    recorded[units] = True
+    channel_of = np.full(n, -1, dtype=np.int64)
+    channel_of[units] = np.arange(len(units))
+    filtered = np.zeros((block, n))  # filtered spike trains over the previous block
+    ready = np.zeros(n, dtype=np.int64)  # first step at which each unit may fire again
+    column = within[:, None]
+    all_steps, all_units = [], []
+    for c0 in range(0, n_steps, chunk):
+        c1 = min(n_steps, c0 + chunk)
+        n_chunk = -(-(c1 - c0) // block) * block
+        t = (c0 + np.arange(n_chunk) + 0.5) * dt
+        # A step fires when its exponential draw E = -log(1 - u) / dt is below min(rate,
+        # max_rate), i.e. when the coupling input exceeds log(E) - drive.
+        draws = -np.log1p(-rng.random((n_chunk, n))) / dt
+        with np.errstate(divide="ignore"):
+            threshold = np.where(draws < max_rate, np.log(draws), np.inf)
+        threshold -= _glm_drive(tuning, latent, t)
+        spikes = np.zeros((n_chunk, n), dtype=bool)
+        for b0 in range(0, n_chunk, block):
+            fired = filtered @ coupling_t > threshold[b0 : b0 + block]
+            # Absolute refractory period of ``block`` steps: no spike before ``ready``, and
+            # so at most one (the first) within the block.
+            fired &= column >= ready - (c0 + b0)
+            first, hit = fired.argmax(axis=0), fired.any(axis=0)
+            fired = (column == first) & hit
+            spikes[b0 : b0 + block] = fired
+            ready = np.where(hit, c0 + b0 + block + first, ready)
+            filtered = carry[:, None] * filtered[-1] + lower @ fired
+        step, unit = np.nonzero(spikes[: c1 - c0])
+        keep = recorded[unit]
+        all_steps.append(step[keep] + c0)
+        all_units.append(channel_of[unit[keep]])
+    return np.concatenate(all_steps), np.concatenate(all_units)
+
+
+def _glm_check_stable(
+    steps: np.ndarray, units: np.ndarray, n_channels: int, n_steps: int, dt: float, max_rate: float
+) -> None:
+    """Raise when a unit fired above half of ``max_rate`` over a whole second."""
+    per_s = max(1, round(1.0 / dt))
+    n_sec = max(1, n_steps // per_s)
+    sec = np.minimum(steps // per_s, n_sec - 1)
+    counts = np.bincount(sec * n_channels + units, minlength=n_sec * n_channels)
+    worst = counts.max() if counts.size else 0
+    if worst > max_rate / 2:
+        raise RuntimeError(
+            f"runaway excitation: a unit fired {worst} spikes in one second (max_rate "
+            f"{max_rate} Hz); lower the excitatory weights or edge_density"
+        )
 
 
 # --------------------------------------------------------------------------------------------
