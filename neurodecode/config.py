@@ -145,6 +145,12 @@ class SimulationConfig(StageConfig):
         the latent (``latent: {block_duration: [2.0, 2.0]}``), passed to
         :func:`~neurodecode.simulate.simulate_dataset` as ``**options``. An unknown modality or
         parameter is refused, naming the valid ones.
+    circuit : dict, optional
+        Also simulate a spiking circuit with known directed connectivity: keyword arguments of
+        :func:`~neurodecode.simulate.simulate_coupled_spikes` (``{n_units: 40, duration: 600,
+        sessions: ["01", "02"], session_units: 30}``); its sessions are written beside the
+        dataset's recordings, as subject ``circuit`` unless ``subject`` is given
+        (``modalities: []`` for the circuit alone).
     """
 
     dataset: str = "sim"
@@ -156,6 +162,24 @@ class SimulationConfig(StageConfig):
     n_images: int | None = Field(48, ge=1)
     seed: int = 0
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    circuit: dict[str, Any] | None = None
+
+    @field_validator("circuit")
+    @classmethod
+    def _circuit_parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        import inspect
+
+        from .simulate import simulate_coupled_spikes
+
+        if value is None:
+            return value
+        valid = [n for n in inspect.signature(simulate_coupled_spikes).parameters
+                 if n not in ("split", "split_gap")]
+        bad = sorted(set(value) - set(valid))
+        if bad:
+            raise ValueError(f"circuit: unknown parameter(s) {', '.join(map(repr, bad))}; "
+                             f"valid parameters: {', '.join(valid)}")
+        return value
 
     @field_validator("options")
     @classmethod

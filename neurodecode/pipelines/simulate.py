@@ -3,6 +3,8 @@
 ``neurodecode simulate`` and workflows run this same code. The output is a folder of recording
 stores laid out as ``sub-<s>/ses-<x>/<modality>/task-<t>_run-<r>.zarr``, plus ``stimuli.zarr``
 (the procedural images that the events' ``value`` index) when the config asks for images.
+With ``circuit``, the sessions of a simulated spiking circuit with known connectivity
+(:func:`neurodecode.simulate.simulate_coupled_spikes`) are written beside them.
 """
 
 from __future__ import annotations
@@ -33,9 +35,19 @@ def simulate_to(folder: str | Path, config: SimulationConfig) -> list[WriteResul
     list of WriteResult
         One per recording.
     """
-    from ..simulate import simulate_dataset
+    from ..simulate import simulate_coupled_spikes, simulate_dataset
 
     folder = Path(folder)
+    recordings = []
+    if config.circuit is not None:
+        # its own subject by default, so that its stores never meet the dataset's
+        recordings = simulate_coupled_spikes(**{"subject": "circuit", **config.circuit}
+                                             ).recordings
+    if not config.modalities:
+        base = Path(dataset_folder(config.dataset))
+        return [write_recording(ds, folder / recording_path("", config.dataset, ds)
+                                .relative_to(base))
+                for ds in progress(recordings, description="writing recordings")]
     sim = simulate_dataset(
         n_subjects=config.n_subjects,
         modalities=tuple(config.modalities),
@@ -48,7 +60,7 @@ def simulate_to(folder: str | Path, config: SimulationConfig) -> list[WriteResul
     )
     base = Path(dataset_folder(config.dataset))
     results = []
-    for ds in progress(sim.recordings, description="writing recordings"):
+    for ds in progress([*sim.recordings, *recordings], description="writing recordings"):
         relative = recording_path("", config.dataset, ds).relative_to(base)
         results.append(write_recording(ds, folder / relative))
     if sim.images is not None:
