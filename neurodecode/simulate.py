@@ -37,7 +37,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 from scipy import signal as sps
 
-from neurodecode.data.splits import MODALITY_MARGINS
+from neurodecode.data.splits import MODALITY_MARGINS, chronological_intervals
 from neurodecode.schema import make_recording
 
 __all__ = [
@@ -517,26 +517,8 @@ def _count(rng: np.random.Generator, spec: int | tuple[int, int], what: str) -> 
 
 
 def _split_intervals(t_stop: float, split: Sequence[float], gap: float) -> pd.DataFrame:
-    """Train/valid/test blocks in that order, ``gap`` seconds apart (half cut from each side).
-
-    A block that the gap leaves empty is left out (the blocks that remain are then further
-    apart than ``gap``).
-    """
-    fractions = np.asarray(split, dtype=np.float64)
-    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
-        raise ValueError(f"split must be three non-negative train/valid/test fractions: {split}")
-    if not gap >= 0:
-        raise ValueError(f"split_gap must be >= 0 seconds, got {gap}")
-    edges = t_stop * np.concatenate([[0.0], np.cumsum(fractions) / fractions.sum()])
-    edges[-1] = t_stop
-    kept = [(edges[i], edges[i + 1], name) for i, name in enumerate(("train", "valid", "test"))
-            if edges[i + 1] > edges[i]]
-    rows = []
-    for i, (lo, hi, name) in enumerate(kept):
-        lo, hi = lo + (gap / 2 if i > 0 else 0.0), hi - (gap / 2 if i < len(kept) - 1 else 0.0)
-        if hi > lo:
-            rows.append((lo, hi, name))
-    return pd.DataFrame(rows, columns=["start", "stop", "split"])
+    """Train/valid/test blocks of ``[0, t_stop)``, ``gap`` seconds apart."""
+    return chronological_intervals(0.0, t_stop, split, gap)
 
 
 def _recording(

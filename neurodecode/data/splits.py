@@ -48,6 +48,7 @@ __all__ = [
     "WithinRecordingShuffle",
     "check_split",
     "checked_folds",
+    "chronological_intervals",
     "default_gap",
     "group_columns",
     "group_keys",
@@ -422,6 +423,45 @@ class SplitChecker:
             TransductiveCleaningWarning,
             stacklevel=4,
         )
+
+
+def chronological_intervals(t_start: float, t_stop: float, split: Sequence[float], gap: float
+                            ) -> pd.DataFrame:
+    """Train/valid/test blocks of ``[t_start, t_stop)`` in that order, ``gap`` seconds apart.
+
+    Half of the gap is cut from each side of a boundary; a block that the gap leaves empty is
+    left out (the blocks that remain are then further apart than ``gap``).
+
+    Parameters
+    ----------
+    t_start, t_stop : float
+        The span (s).
+    split : sequence of 3 float
+        Non-negative train / valid / test fractions (normalised).
+    gap : float
+        Seconds between consecutive blocks.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``start``, ``stop``, ``split`` (the stored-interval layout).
+    """
+    fractions = np.asarray(split, dtype=np.float64)
+    if fractions.shape != (3,) or (fractions < 0).any() or fractions.sum() <= 0:
+        raise ValueError(f"split must be three non-negative train/valid/test fractions: {split}")
+    if not gap >= 0:
+        raise ValueError(f"split_gap must be >= 0 seconds, got {gap}")
+    span = t_stop - t_start
+    edges = t_start + span * np.concatenate([[0.0], np.cumsum(fractions) / fractions.sum()])
+    edges[-1] = t_stop
+    kept = [(edges[i], edges[i + 1], name) for i, name in enumerate(("train", "valid", "test"))
+            if edges[i + 1] > edges[i]]
+    rows = []
+    for i, (lo, hi, name) in enumerate(kept):
+        lo, hi = lo + (gap / 2 if i > 0 else 0.0), hi - (gap / 2 if i < len(kept) - 1 else 0.0)
+        if hi > lo:
+            rows.append((lo, hi, name))
+    return pd.DataFrame(rows, columns=["start", "stop", "split"])
 
 
 def check_split(
