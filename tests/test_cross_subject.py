@@ -127,10 +127,16 @@ def test_model_config_names_file_part_and_parameter(tmp_path):
 def test_shipped_model_configs_validate():
     from pathlib import Path
 
+    import yaml
+
+    from neurodecode.models.spikes.config import load_spike_config
+
     files = sorted((Path(__file__).parents[1] / "models").glob("*.yaml"))
     assert files
     for f in files:
-        assert load_model_config(f).name == f.stem
+        family = yaml.safe_load(f.read_text()).get("family", "codebook")
+        load = load_spike_config if family == "spike_tokens" else load_model_config
+        assert load(f).name == f.stem
 
 
 # --------------------------------------------------------------------------- batches
