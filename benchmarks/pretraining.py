@@ -39,6 +39,32 @@ Section ``task_baselines``
     counts, and ridge (LDA for classes) and KNN on square-root counts of the current window
     and of current + past, leave-one-block-out, with a permutation chance (10 permutations
     quick, 50 full).
+Section ``train``
+    Training throughput of :class:`~neurodecode.models.spikes.SpikePretrainer` on random
+    Poisson spikes at several sequence lengths (the current window's tokens grow with the
+    units' rate; the past window's with it), each in its own process so that its peak memory
+    is its own: ``train_tokens_per_s`` and ``peak_rss_mb`` per length (``train``).
+
+Section ``simulation``
+    A coupled Poisson GLM with known directed connectivity
+    (:func:`neurodecode.simulate.simulate_coupled_spikes`, two sessions of one circuit, each
+    recording its own subset of units under new keys). The model is pretrained on session 01's
+    train intervals with the behaviour as covariates, and scored on its test intervals:
+    ``next_token_nll`` (nats/spike) beside the rate-only inhomogeneous Poisson baseline of the
+    same covariates and a constant-rate one; ``connectivity_auroc`` (model connectivity vs the
+    true edges among the recorded units, with its permutation chance, and the cross-correlogram
+    reference); ``generation`` (spike trains rolled forward over the test span vs the real
+    ones). Session 02 is the held-out session: its units are new, identified on its unlabelled
+    training period, then position is decoded from 1/10/100 % of its labelled time with every
+    weight fine-tuned (``pretrained``), the new unit embeddings and the head alone
+    (``units``), the same network from scratch (``scratch``) and ridge on the same windows
+    (``few_shot`` rows; ``new_session_recovery`` = units / pretrained at each fraction).
+
+Section ``real``
+    The real tasks: the last contiguous block is the test block; the model is pretrained
+    without labels on the windows of the other blocks, then fine-tuned on the first 1/10/100 %
+    of them in time, beside the same network from scratch and ridge/KNN on the same windows
+    (``few_shot`` rows with permutation chance).
 """
 
 from __future__ import annotations
@@ -277,10 +303,248 @@ def section_task_baselines(quick: bool, workdir: Path) -> dict:
     return {"spike_tasks": tasks, "task_baselines": rows}
 
 
+# --------------------------------------------------------------------------- model sections
+
+#: Model sizes: quick (2 cores, minutes) and full.
+SMALL = {"width": 32, "heads": 2, "layers": 1, "past_layers": 1, "dropout": 0.1}
+FULL = {"width": 64, "heads": 4, "layers": 2, "past_layers": 1, "dropout": 0.1}
+
+
+def _train_run(rate: float, n_units: int, width: int, layers: int, epochs: int,
+               queue) -> None:
+    """One throughput run (in a child process): tokens/s and the child's peak memory."""
+    import torch
+
+    torch.set_num_threads(1)
+    from neurodecode.data.tokens import UnitVocabulary
+    from neurodecode.models.spikes import SpikePretrainer
+
+    times, units = random_spikes(n_units, rate, 60.0, seed=1)
+    vocab = UnitVocabulary([f"u{i}" for i in range(n_units)])
+    tok = SpikeTokenizer(window=0.05, past=0.15, dt=0.005, max_tokens=400, max_past=1200)
+    tw = tok(times, units + N_SPECIAL, window_starts(0.0, 60.0, 0.05, 0.05, 0.15))
+    pre = SpikePretrainer(width=width, layers=layers, heads=4, past_layers=1,
+                          max_tokens=400, max_past=1200, max_epochs=epochs, batch_size=32)
+    pre.fit(tw, vocab)
+    queue.put({"tokens_per_window": float(tw.n_tokens().mean()),
+               "past_tokens_per_window": float(np.diff(tw.past_offsets).mean()),
+               "train_tokens_per_s": float(pre.tokens_per_s_),
+               "peak_rss_mb": peak_rss_mb()})
+
+
+def section_train(quick: bool, workdir: Path) -> dict:
+    """Training tokens/s and peak memory at several sequence lengths (one process each)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    rows = []
+    for rate in ((10.0, 40.0) if quick else (10.0, 20.0, 40.0, 80.0)):
+        q = ctx.Queue()
+        proc = ctx.Process(target=_train_run, args=(rate, 50, 64, 2, 1 if quick else 2, q))
+        proc.start()
+        row = q.get()
+        proc.join()
+        rows.append({"rate_hz": rate, "n_units": 50, "width": 64, "layers": 2, **row})
+    return {"train": rows,
+            "train_tokens_per_s": {f"{r['tokens_per_window']:.0f}": r["train_tokens_per_s"]
+                                   for r in rows}}
+
+
+def _simulated(quick: bool):
+    from neurodecode.simulate import simulate_coupled_spikes
+
+    return simulate_coupled_spikes(n_units=24 if quick else 40,
+                                   duration=240.0 if quick else 900.0,
+                                   sessions=("01", "02"), session_units=20 if quick else 32,
+                                   seed=0)
+
+
+def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_test, vocab,
+                   pre, fractions, epochs: int, seed: int, unlabelled=None,
+                   variants=("pretrained", "units", "scratch"), n_perm: int = 20) -> list:
+    """Every variant and the baselines at every fraction, with permutation chance."""
+    from neurodecode.models.spikes import SpikeDecoder
+    from neurodecode.pipelines.finetune import _baseline, _scored, count_features, earliest
+
+    units = np.arange(N_SPECIAL, len(vocab))
+    rows = []
+    for fraction in fractions:
+        keep = earliest(pool.table, fraction)
+        train, y_train = pool.select(keep), y_pool[keep]
+        base = {}
+        for name in ("ridge", "knn"):
+            est = _baseline(name, kind)
+            est.fit(count_features(train, len(vocab), units), y_train)
+            pred = est.predict(count_features(test, len(vocab), units))
+            sc = _scored(y_test, pred, kind, test, n_perm, seed)
+            base[name] = sc["score"]
+            rows.append({"dataset": dataset, "variant": name, "fraction": fraction,
+                         "metric": metric, **sc, "n_labelled": int(len(train)), "seed": seed})
+        for variant in variants:
+            if variant != "scratch" and pre is None:
+                continue
+            t0 = time.perf_counter()
+            dec = SpikeDecoder(pretrained=None if variant == "scratch" else pre,
+                               config=pre.config_ if pre is not None else None, task=kind,
+                               train="units" if variant == "units" else "all",
+                               max_epochs=epochs, patience=4, seed=seed)
+            new = unlabelled is not None and variant != "scratch"
+            dec.fit(train.tokens, y_train, vocabulary=vocab,
+                    unlabelled=unlabelled if new else None)
+            sc = _scored(y_test, dec.predict(test.tokens), kind, test, n_perm, seed)
+            rows.append({"dataset": dataset, "variant": variant, "fraction": fraction,
+                         "metric": metric, **sc, "n_labelled": int(len(train)), "seed": seed,
+                         "fit_seconds": round(time.perf_counter() - t0, 1)})
+        for row in rows:
+            if row["fraction"] == fraction:
+                row["baseline"], row["baseline_name"] = base["ridge"], "ridge"
+    return rows
+
+
+def section_simulation(quick: bool, workdir: Path) -> dict:
+    """NLL vs Poisson, connectivity, generation, and a held-out session (coupled GLM)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from neurodecode.data.samples import open_recordings
+    from neurodecode.data.tokens import UnitVocabulary, spike_windows, unit_keys
+    from neurodecode.evaluate.spike_stats import (
+        connectivity_auroc,
+        cross_correlogram_scores,
+        nats_per_spike,
+    )
+    from neurodecode.models.spikes import SpikePretrainer
+    from neurodecode.models.spikes.connectivity import model_connectivity
+    from neurodecode.pipelines.finetune import _targets
+    from neurodecode.pipelines.spike_pretrain import _generation, _poisson_nll, split_in_time
+
+    sim = _simulated(quick)
+    recs = open_recordings(sim.recordings)
+    first, second = recs
+    size = SMALL if quick else FULL
+    pre = SpikePretrainer(max_epochs=4 if quick else 15, patience=3, batch_size=64,
+                          seed=0, **size)
+    tok = pre._config().tokenizer()
+    vocab = UnitVocabulary()
+    behavior = ["position", "speed"]
+    train_all = spike_windows([first], tok, vocab, intervals=["train"], behavior=behavior)
+    is_train, is_val = split_in_time(train_all, 0.15)
+    train, val = train_all.select(is_train), train_all.select(is_val)
+    test = spike_windows([first], tok, vocab, intervals=["test"], behavior=behavior,
+                         grow=False)
+    pre.fit(train.tokens, vocab, train.covariates, val=(val.tokens, val.covariates))
+    model_nll = nats_per_spike(pre.nll(test.tokens, test.covariates), test.tokens)
+    base = _poisson_nll([first], train, test, tok, vocab, behavior)
+    nll = {"model": model_nll,
+           "poisson": nats_per_spike(base["poisson"], test.tokens),
+           "constant": nats_per_spike(base["constant"], test.tokens),
+           "n_spikes": int(test.tokens.n_tokens()[test.tokens.n_truncated == 0].sum()),
+           "split": "session 01 test intervals"}
+    nll["beats_poisson"] = bool(nll["model"] < nll["poisson"])
+    ids = vocab.ids(unit_keys(first))
+    scores = model_connectivity(pre, test.tokens, test.covariates, n_windows=512, units=ids)
+    true = sim.channel_edges(0).T  # [post, pre] -> [i -> j]
+    conn = connectivity_auroc(np.abs(scores), true, n_permutations=1000)
+    conn_signed = connectivity_auroc(scores, true, n_permutations=1000)
+    times = np.asarray(first.ds["spike_time"].values)
+    chans = np.asarray(first.ds["spike_unit"].values)
+    ccg = cross_correlogram_scores(times, chans, len(ids))
+    conn_ccg = connectivity_auroc(np.abs(ccg.T), true, n_permutations=1000)
+    print(f"  nll {nll} connectivity {conn['auroc']:.3f} (ccg {conn_ccg['auroc']:.3f})",
+          flush=True)
+    gen = _generation(pre, first, test, tok, 30.0 if quick else 120.0, 0)
+    # the held-out session: new units, identified on its unlabelled training period
+    new_vocab = UnitVocabulary.from_state(pre.vocabulary_.state_dict())
+    pool = spike_windows([second], tok, new_vocab, intervals=["train", "valid"])
+    held = spike_windows([second], tok, new_vocab, intervals=["test"], grow=False)
+
+    class _Cfg:  # the target selection of the finetune stage
+        target, labels, where = "position", None, {}
+
+    y_pool = _targets([second], pool, _Cfg, tok.window)
+    y_test = _targets([second], held, _Cfg, tok.window)
+    few = _few_shot_rows("sim_new_session", "r2", "regression", pool, y_pool, held, y_test,
+                         new_vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
+                         4 if quick else 20, 0, unlabelled=pool.tokens)
+    recovery = {}
+    for f in sorted({r["fraction"] for r in few}):
+        by = {r["variant"]: r["score"] for r in few if r["fraction"] == f}
+        if by.get("pretrained"):
+            recovery[str(f)] = by["units"] / by["pretrained"] if by["pretrained"] > 0 else None
+    return {"next_token_nll": nll,
+            "connectivity_auroc": {**conn, "signed": conn_signed["auroc"],
+                                   "cross_correlogram": conn_ccg["auroc"]},
+            "generation": gen, "few_shot_sim": few, "new_session_recovery": recovery,
+            "simulation": {"n_units": sim.params.get("n_units"),
+                           "duration": sim.params.get("duration"),
+                           "n_edges": int(sim.edges.sum()), "model": size,
+                           "epochs": len(pre.history_), "fit_seconds": pre.fit_seconds_,
+                           "train_tokens_per_s": pre.tokens_per_s_}}
+
+
+def section_real(quick: bool, workdir: Path) -> dict:
+    """Pretrain on unlabelled non-test blocks, fine-tune 1/10/100 %, on the real tasks."""
+    import warnings
+
+    import pandas as pd
+    import torch
+
+    torch.set_num_threads(1)
+    from neurodecode.data.splits import TransductiveCleaningWarning
+    from neurodecode.data.tokens import UnitVocabulary
+    from neurodecode.models.spikes import SpikePretrainer
+
+    rows, info = [], {}
+    for task in real_tasks():
+        if quick and task.name != "linear_track":
+            continue
+        vocab = UnitVocabulary(task.unit_keys)
+        tok = task.tokenizer()
+        tw = tok(task.times, vocab.ids(task.unit_keys)[task.units], task.starts)
+        lo, hi = task.spans()
+        table = pd.DataFrame({"recording": task.name, "window_start": task.starts,
+                              "start": lo, "stop": hi})
+
+        class _W:  # the SpikeWindows interface the helpers use
+            def __init__(self, tokens, table):
+                self.tokens, self.table = tokens, table
+
+            def select(self, idx):
+                return _W(self.tokens.select(idx), self.table.iloc[idx].reset_index(drop=True))
+
+        test_block = task.n_blocks - 1
+        is_test = task.blocks == test_block
+        pool = _W(tw.select(~is_test), table[~is_test].reset_index(drop=True))
+        test = _W(tw.select(is_test), table[is_test].reset_index(drop=True))
+        y_pool, y_test = task.y[~is_test], task.y[is_test]
+        kind = "regression" if task.metric == "r2" else "classification"
+        size = SMALL if quick else FULL
+        pre = SpikePretrainer(window=tok.window, past=tok.past, dt=tok.dt,
+                              max_tokens=tok.max_tokens, max_past=tok.max_past,
+                              max_epochs=3 if quick else 15, patience=3, seed=0, **size)
+        n = len(pool.tokens)
+        cut = int(0.85 * n)
+        pre.fit(pool.tokens.select(np.arange(cut)), vocab,
+                val=(pool.tokens.select(np.arange(cut, n)), None))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TransductiveCleaningWarning)
+            rows += _few_shot_rows(task.name, task.metric, kind, pool, y_pool, test, y_test,
+                                   vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
+                                   4 if quick else 20, 0, variants=("pretrained", "scratch"))
+        info[task.name] = {"n_pool": n, "n_test": int(is_test.sum()),
+                           "pretrain_epochs": len(pre.history_),
+                           "pretrain_val_nll": (pre.history_[-1].get("val_nll")
+                                                if pre.history_ else None)}
+    return {"few_shot_real": rows, "real_pretraining": info}
+
+
 #: Sections in the order they run; the model sections are added here.
 SECTIONS: dict[str, Callable[[bool, Path], dict]] = {
     "tokenize": section_tokenize,
     "task_baselines": section_task_baselines,
+    "train": section_train,
+    "simulation": section_simulation,
+    "real": section_real,
 }
 
 
@@ -298,6 +562,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.update(SECTIONS[name](args.quick, Path(tmp)))
             results["sections"][name] = round(time.perf_counter() - t0, 1)
             print(f"{name}: {results['sections'][name]} s", flush=True)
+    results["few_shot"] = results.pop("few_shot_sim", []) + results.pop("few_shot_real", [])
     text = json.dumps(results, indent=2, default=float)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

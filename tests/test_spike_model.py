@@ -192,11 +192,25 @@ def test_token_nll_matches_hand_computation(data):
         ld = torch.log_softmax(out["dt_logits"][b].double(), -1)
         units = tw.cur_unit[tw.cur_offsets[idx[b]]: tw.cur_offsets[idx[b] + 1]]
         dts = tw.cur_dt[tw.cur_offsets[idx[b]]: tw.cur_offsets[idx[b] + 1]]
-        want = 0.0
+        pu, pk = lu.exp(), ld.exp()
+
+        def log_z(i, prev_u, prev_k, pu=pu, pk=pk):
+            """Total weight of what may follow (u', k') in canonical order, by enumeration."""
+            z = pu[i, EOS]
+            for uu in range(N_SPECIAL, pu.shape[1]):
+                if uu == EOS:
+                    continue
+                for kk in range(pk.shape[1]):
+                    if kk > prev_k or (kk == prev_k and uu > prev_u):
+                        z = z + pu[i, uu] * pk[i, kk]
+            return float(torch.log(z))
+
+        want, prev_u, prev_k = 0.0, N_SPECIAL - 1, 0
         for i, (u, k) in enumerate(zip(units, dts, strict=True)):
-            want -= float(lu[i, u] + ld[i, k])
+            want -= float(lu[i, u] + ld[i, k]) - log_z(i, prev_u, prev_k)
+            prev_u, prev_k = int(u), int(k)
         if b != 1:  # the truncated window has no EOS term
-            want -= float(lu[len(units), EOS])
+            want -= float(lu[len(units), EOS]) - log_z(len(units), prev_u, prev_k)
         assert float(nll[b]) == pytest.approx(want, rel=1e-5)
 
 
@@ -427,7 +441,9 @@ def test_fit_with_covariates_and_contrastive(data):
     with pytest.raises(ValueError, match="covariates/frames"):
         pre.fit(sub, vocab, cov, val=(sub.select(slice(0, 32)), None))
     with pytest.raises(ValueError, match="covariates"):
-        pre.fit(sub, vocab, warm_start=True)  # built with covariates: they are needed
+        pre.fit(sub, vocab, cov[..., :1], warm_start=True)  # other covariates: refused
+    pre.fit(sub, vocab, warm_start=True)  # none at all: a context of spikes alone
+    assert np.isfinite(pre.nll(sub)).all()
 
 
 def test_empty_windows_score_their_eos():

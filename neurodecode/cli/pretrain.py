@@ -1,4 +1,8 @@
-"""``neurodecode pretrain``: codebook pretraining on unlabelled windows of many subjects.
+"""``neurodecode pretrain``: self-supervised pretraining on unlabelled recordings of many subjects.
+
+A codebook model (``--model codebook_seeg``) learns from signal windows; a spike-token model
+(``--model spike_gpt``) learns to generate the spikes of every current window from its past
+window (spikes or calcium stores, any sessions; ``--behavior`` adds covariates).
 
 It runs the ``pretrain`` stage (:mod:`neurodecode.pipelines.pretrain`): every subject's
 recordings in ``--store`` are cut into windows (by default inside the stores' ``train``
@@ -29,9 +33,32 @@ def _check_out(out: Path) -> None:
                         "it would be replaced: give a new or empty folder")
 
 
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _spike_summary(data: dict[str, Any], out: Path) -> list[str]:
+    tok, nll = data["tokens"], data["next_token_nll"]
+    lines = [f"{tok['n_units']} units in {len(data['recordings'])} recording(s): "
+             f"{tok['n_train']} training + {tok['n_val']} validation windows of "
+             f"{tok['window']:g} s (past {tok['past']:g} s, dt {tok['dt']:g} s)"]
+    lines.append(f"held-out next-token NLL ({nll['split']}, {nll['n_spikes']} spikes): model "
+                 f"{_num(nll['model'])} nats/spike, inhomogeneous Poisson "
+                 f"{_num(nll.get('poisson'))}, constant rate {_num(nll.get('constant'))}")
+    conn = data.get("connectivity")
+    if conn:
+        lines.append(f"connectivity vs the true circuit: AUROC {_num(conn['auroc'])} (chance "
+                     f"{_num(conn['chance_mean'])}, p {_num(conn['p_value'], 4)})")
+    lines.append(f"{data['epochs']} epochs in {data['fit_seconds']:.1f} s "
+                 f"({data['throughput']['train_tokens_per_s']:.0f} tokens/s) → "
+                 f"{out / 'pretrain.pt'}")
+    return lines
+
+
 def _summary(data: dict[str, Any], out: Path) -> list[str]:
-    def num(value: float | None, digits: int = 3) -> str:
-        return "—" if value is None else f"{value:.{digits}f}"
+    if data.get("family") == "spike_tokens":
+        return _spike_summary(data, out)
+    num = _num
 
     health, mask = data["health"], data["mask_accuracy"]
     lines = [f"sub-{s}: {v['n_train']} training + {v['n_val']} validation windows, "
@@ -50,7 +77,8 @@ def _summary(data: dict[str, Any], out: Path) -> list[str]:
 
 #: The command's --help (paragraphs; typer keeps the line breaks of a docstring).
 _HELP = (
-    "Pretrain a codebook model (Du-IN style) on unlabelled windows of many subjects.\n\n"
+    "Pretrain a codebook model (Du-IN style) or a spike-token model (Neuroformer style) on "
+    "unlabelled recordings of many subjects.\n\n"
     "Every subject's recordings are cut into --length windows (inside the stores' train "
     "intervals unless --intervals says otherwise, so that test data never reach the "
     "pretraining); the model's VQ-VAE tokenizer, then its masked-code model, are trained on "
@@ -59,16 +87,22 @@ _HELP = (
     "--out gets pretrain.pt, config.yaml and metrics.json: the codebook's perplexity, used and "
     "dead codes, reconstruction R², masked-code accuracy and per-epoch history. Fine-tune from "
     "it with the cross_subject stage's 'pretrained' input (trials with the windows' number of "
-    "samples: epochs hold (tmax - tmin) * sfreq + 1)."
+    "samples: epochs hold (tmax - tmin) * sfreq + 1).\n\n"
+    "With a spike-token model (--model spike_gpt, spikes or calcium stores), the windows are "
+    "the model's own (current and past window, --stride apart); metrics.json holds the "
+    "held-out next-token NLL beside an inhomogeneous Poisson baseline, generated-vs-real "
+    "spike statistics and, for simulated circuits, the connectivity AUROC. Fine-tune it with "
+    "the finetune stage."
 )
 
 
 @app.command(help=_HELP)
 def pretrain(
     model: Annotated[
-        str, typer.Option("--model", help="Model config: a YAML file with a pretrain section, "
-                                          "or a shipped name (codebook_seeg, "
-                                          "codebook_seeg_single).")
+        str, typer.Option("--model", help="Model config: a YAML file (a codebook model with a "
+                                          "pretrain section, or a spike-token model) or a "
+                                          "shipped name (codebook_seeg, codebook_seeg_single, "
+                                          "spike_gpt).")
     ],
     store: Annotated[
         list[Path], typer.Option("--store", help="A recording store or a folder of stores, "
@@ -112,6 +146,11 @@ def pretrain(
                                                       "model's).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Windows per batch "
                                                    "(default: the model's).")] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Spike-token models: "
+                                                   "at most this many epochs.")] = None,
+    behavior: Annotated[list[str] | None, typer.Option("--behavior", help="Spike-token "
+                                                       "models: a behaviour covariate "
+                                                       "(repeatable).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, batches and "
                                                      "masks.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -128,6 +167,7 @@ def pretrain(
         "subjects": subject or None, "runs": run or None, "l_freq": l_freq, "h_freq": h_freq,
         "val_fraction": val_fraction, "tokenizer_epochs": tokenizer_epochs,
         "masked_epochs": masked_epochs, "batch_size": batch_size, "seed": seed,
+        "max_epochs": max_epochs, "behavior": behavior or [],
     }  # fmt: skip
     if intervals:  # "all": whole recordings; unset: the stage's default (train)
         values["intervals"] = None if [v.lower() for v in intervals] == ["all"] \
@@ -140,8 +180,10 @@ def pretrain(
         raise UserError(str(err).removeprefix("stage pretrain: ")) from None
     data = json.loads((out / "metrics.json").read_text())
     if as_json:
-        keys = ("subjects", "scored_on", "health", "reconstruction_r2", "mask_accuracy",
-                "segments_per_s", "epochs", "fit_seconds")
+        keys = (("recordings", "tokens", "next_token_nll", "connectivity", "throughput",
+                 "epochs", "fit_seconds") if data.get("family") == "spike_tokens" else
+                ("subjects", "scored_on", "health", "reconstruction_r2", "mask_accuracy",
+                 "segments_per_s", "epochs", "fit_seconds"))
         typer.echo(json.dumps({"out": str(out), **{k: data[k] for k in keys}}, indent=2))
         return
     for line in _summary(data, out):

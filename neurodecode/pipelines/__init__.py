@@ -47,6 +47,7 @@ STAGE_MODULES = {
     "cross_subject": "cross_subject",
     "adapt": "adapt",
     "pretrain": "pretrain",
+    "finetune": "finetune",
     "report": "report",
 }
 

@@ -46,7 +46,14 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import StageConfig
 from .base import Slot, Stage, StageError, register
-from .cross_subject import ModelChoice, _dataset_name, compute_threads, sources_digest
+from .cross_subject import (
+    TASKS,
+    ModelChoice,
+    _dataset_name,
+    _model_file,
+    compute_threads,
+    sources_digest,
+)
 from .decode import _as_strings, open_stores
 
 __all__ = [
@@ -59,28 +66,68 @@ __all__ = [
 
 
 class PretrainModel(ModelChoice):
-    """The model to pretrain: a config with a ``pretrain`` section (file or shipped name).
+    """The model to pretrain: a codebook config (a ``pretrain`` section) or a spike-token one.
 
     Attributes
     ----------
     config : str
-        A ``models/*.yaml`` file or a shipped model's name (default ``codebook_seeg``).
+        A ``models/*.yaml`` file or a shipped model's name (default ``codebook_seeg``;
+        ``spike_gpt`` for spike tokens).
     params : dict
-        Deep-merged over the file (``{pretrain: {codebook_size: 64}}``).
+        Deep-merged over the file (``{pretrain: {codebook_size: 64}}``; ``{window: 0.5}``).
     """
 
     config: str = "codebook_seeg"
 
+    @property
+    def family(self) -> str:
+        """``"spike_tokens"`` (a config with ``family: spike_tokens``) or ``"codebook"``."""
+        return model_family(self.config)
+
+    def resolve_spikes(self) -> Any:
+        """The validated :class:`~neurodecode.models.spikes.SpikeModelConfig`."""
+        from ..config import deep_merge
+        from ..models.spikes.config import load_spike_config
+
+        path = _model_file(self.config)
+        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            return load_spike_config(deep_merge(data, self.params))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
     @model_validator(mode="after")
-    def _pretrainable(self) -> PretrainModel:
+    def _loads(self) -> PretrainModel:  # replaces ModelChoice's check: either family
+        if self.family == "spike_tokens":
+            self.resolve_spikes()
+            return self
         cfg = self.resolve()
+        if cfg.task not in TASKS:
+            raise ValueError(f"model task {cfg.task!r}: a codebook model fine-tunes to "
+                             f"{' or '.join(TASKS)}")
         if cfg.pretrain is None:
             raise ValueError(
                 f"model config {self.config!r} ({cfg.name}) has no pretrain section: give a "
                 "codebook model (a segment_transformer backbone and a pretrain section, e.g. "
-                "codebook_seeg)"
+                "codebook_seeg) or a spike-token model (spike_gpt)"
             )
         return self
+
+    def resolve(self) -> Any:
+        """The codebook model's :class:`~neurodecode.models.config.ModelConfig`."""
+        if self.family == "spike_tokens":
+            raise ValueError(f"model config {self.config!r} is a spike-token model")
+        return super().resolve()
+
+
+def model_family(config: str) -> str:
+    """The family of the model config a name or file gives (``family`` key; ``codebook``)."""
+    path = _model_file(config)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"model config {path}: not YAML ({err})") from None
+    return str(data.get("family", "codebook")) if isinstance(data, dict) else "codebook"
 
 
 class PretrainStageConfig(StageConfig):
@@ -116,7 +163,25 @@ class PretrainStageConfig(StageConfig):
         Share of each subject's windows (the last in time) that stops both stages early and
         scores the codebook; 0: none (fixed epochs, scored on the training windows).
     tokenizer_epochs, masked_epochs, batch_size : int, optional
-        Override the model config's ``pretrain`` values.
+        Override the model config's ``pretrain`` values (codebook models; ``batch_size`` also
+        for spike-token models).
+    max_epochs : int, optional
+        Spike-token models: override the config's ``max_epochs``.
+    behavior : list of str
+        Spike-token models: ``behavior_*`` variables served as covariates (the model
+        cross-attends to them; the Poisson baseline's rates depend on them).
+    generate_seconds : float
+        Spike-token models: seconds of held-out activity generated and compared with the real
+        spike trains (0: none).
+    time_range : (float or None, float or None), optional
+        Spike-token models: only this part of every recording (s), e.g. the tracked part.
+    split : (float, float, float), optional
+        Spike-token models: cut every recording (its ``time_range``) in time into train /
+        valid / test intervals with these fractions, ``split_gap`` seconds apart, instead of
+        the stored ones (stores without intervals, e.g. ingested ones). A ``finetune`` of the
+        same stores must use the same split, so that its test windows stay unseen.
+    split_gap : float
+        Seconds between the blocks of ``split``.
     seed : int
         Seed of initialisation, batch order and masks.
     threads : int, optional
@@ -144,6 +209,12 @@ class PretrainStageConfig(StageConfig):
     tokenizer_epochs: int | None = Field(None, ge=1)
     masked_epochs: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    behavior: list[str] = Field(default_factory=list)
+    generate_seconds: float = Field(30.0, ge=0)
+    time_range: tuple[float | None, float | None] | None = None
+    split: tuple[float, float, float] | None = None
+    split_gap: float = Field(2.0, ge=0)
     seed: int = 0
     threads: int | None = Field(1, ge=1)
 
@@ -313,6 +384,10 @@ def pretrain(config: PretrainStageConfig, stores: Sequence[str | Path], folder: 
     from ..evaluate.cv import _jsonable
     from ..models.codebook import CodebookPretrainer
 
+    if config.model.family == "spike_tokens":
+        from .spike_pretrain import pretrain_spikes
+
+        return pretrain_spikes(config, stores, folder)
     t0 = time.perf_counter()
     folder = Path(folder)
     model_cfg = config.model.resolve()
@@ -399,12 +474,14 @@ def pretrain(config: PretrainStageConfig, stores: Sequence[str | Path], folder: 
 
 @register
 class PretrainStage(Stage):
-    """Pretrain a codebook model on unlabelled windows of many subjects (any montage)."""
+    """Pretrain a codebook model (any montage) or a spike-token model (any session)."""
 
     name = "pretrain"
     Config = PretrainStageConfig
     version = (f"1+{sources_digest('neurodecode/models/**/*.py', 'models/*.yaml')}"
-               f"+{sources_digest('neurodecode/pipelines/cross_subject.py')}")
+               f"+{sources_digest('neurodecode/pipelines/cross_subject.py')}"
+               f"+{sources_digest('neurodecode/pipelines/spike_pretrain.py')}"
+               f"+{sources_digest('neurodecode/data/tokens.py')}")
     inputs = {"stores": Slot("recording stores of any number of subjects, or folders of them",
                              many=True)}
     outputs = {"pretrained": Slot("folder: pretrain.pt, config.yaml (resolved model config), "
@@ -418,6 +495,10 @@ class PretrainStage(Stage):
         """Pretrain, write the folder, return the codebook's health and scores."""
         with compute_threads(config.threads):
             data = pretrain(config, inputs["stores"], outputs["pretrained"])
+        if data.get("family") == "spike_tokens":
+            return {"recordings": {r: v["n_windows"] for r, v in data["recordings"].items()},
+                    "next_token_nll": data["next_token_nll"], "epochs": data["epochs"],
+                    "seconds": data["seconds"]}
         return {"subjects": {s: v["n_windows"] for s, v in data["subjects"].items()},
                 "health": data["health"], "reconstruction_r2": data["reconstruction_r2"],
                 "mask_accuracy": data["mask_accuracy"], "epochs": data["epochs"],

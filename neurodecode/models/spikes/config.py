@@ -46,6 +46,10 @@ class SpikeModelConfig(pydantic.BaseModel):
         MLP hidden width over ``width``.
     max_covariate_steps : int
         Longest behaviour-covariate sequence per window (learnt time positions).
+    covariate_dropout : float
+        Share of training batches seen without their covariates, so that a model pretrained
+        with behaviour also works from spikes alone (decoding that behaviour, identifying a
+        new session's units without it).
     contrastive : float
         Weight of the InfoNCE alignment of neural and behaviour embeddings (0 = off).
     temperature : float
@@ -80,6 +84,7 @@ class SpikeModelConfig(pydantic.BaseModel):
     dropout: float = pydantic.Field(0.1, ge=0, lt=1)
     mlp_ratio: float = pydantic.Field(4.0, gt=0)
     max_covariate_steps: int = pydantic.Field(32, ge=1)
+    covariate_dropout: float = pydantic.Field(0.5, ge=0, le=1)
     contrastive: float = pydantic.Field(0.0, ge=0)
     temperature: float = pydantic.Field(0.1, gt=0)
     checkpointing: bool = False

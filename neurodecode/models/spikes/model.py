@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ...data.tokens import EOS, PAD, SOS
+from ...data.tokens import EOS, N_SPECIAL, PAD, SOS
 from .config import SpikeModelConfig
 from .embedding import UnitEmbedding
 
@@ -339,6 +339,51 @@ class SpikeTransformer(nn.Module):
     # ---- likelihood, features, alignment ------------------------------------------------------
 
     @staticmethod
+    def next_log_probs(out: dict[str, torch.Tensor], prev_unit: torch.Tensor,
+                       prev_dt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probabilities of the next token restricted to canonical continuations.
+
+        A window's tokens are in canonical order (time bin, then unit id), so after a token
+        ``(u', k')`` only EOS, a later bin ``k > k'`` (any unit) or the same bin with a higher
+        unit id can follow. The unit and dt heads give ``p(u) p(k)``; this renormalises their
+        product over the outcomes that can follow, so no probability is spent on orders that
+        cannot occur (the sequence then codes the window's count matrix one to one).
+
+        Parameters
+        ----------
+        out : dict
+            :meth:`forward`'s output (``unit_logits`` ``(B, P, V)``, ``dt_logits``
+            ``(B, P, K)``).
+        prev_unit, prev_dt : Tensor of int64, shape (B, P)
+            The previous token at every position (``N_SPECIAL - 1`` and 0 after SOS: every
+            token may come first).
+
+        Returns
+        -------
+        log_unit, log_dt : Tensor
+            ``log p(u)`` and ``log p(k)`` of the heads, ``(B, P, V)`` and ``(B, P, K)``.
+        log_z : Tensor, shape (B, P)
+            Log of the total weight of the allowed outcomes: the NLL of an allowed target is
+            ``-log_unit[u] - log_dt[k] + log_z`` (EOS: ``-log_unit[EOS] + log_z``).
+        """
+        lu = torch.log_softmax(out["unit_logits"].float(), dim=-1)
+        ld = torch.log_softmax(out["dt_logits"].float(), dim=-1)
+        v, k = lu.shape[-1], ld.shape[-1]
+        unit_ids = torch.arange(v, device=lu.device)
+        bins = torch.arange(k, device=ld.device)
+        not_eos = unit_ids != EOS
+        neg = float("-inf")
+        log_units = lu.masked_fill(~not_eos, neg).logsumexp(-1)  # any unit (not EOS)
+        later = bins[None, None, :] > prev_dt[..., None]
+        log_later = ld.masked_fill(~later, neg).logsumexp(-1)
+        higher = (unit_ids[None, None, :] > prev_unit[..., None]) & not_eos
+        log_higher = lu.masked_fill(~higher, neg).logsumexp(-1)
+        log_same = ld.gather(-1, prev_dt[..., None].clamp(0, k - 1))[..., 0]
+        log_z = torch.stack([lu[..., EOS], log_units + log_later, log_same + log_higher],
+                            dim=-1).logsumexp(-1)
+        return lu, ld, log_z
+
+    @staticmethod
     def nll_from(out: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
         """Per-window NLL (nats) from :meth:`forward`'s ``out``; see :meth:`token_nll`."""
         mask = batch["cur_mask"]
@@ -353,16 +398,21 @@ class SpikeTransformer(nn.Module):
         if truncated is not None:  # the window went on: no EOS after its last kept token
             unit_use = unit_use & ~(at_end & truncated.to(torch.bool)[:, None])
         dt_use = pos < count[:, None]
-        lu = F.cross_entropy(out["unit_logits"].float().transpose(1, 2), unit_tgt,
-                             reduction="none")
-        ld = F.cross_entropy(out["dt_logits"].float().transpose(1, 2), dt_tgt, reduction="none")
-        return lu.masked_fill(~unit_use, 0.0).sum(1) + ld.masked_fill(~dt_use, 0.0).sum(1)
+        prev_unit = F.pad(batch["cur_unit"], (1, 0), value=N_SPECIAL - 1)
+        prev_dt = F.pad(batch["cur_dt"], (1, 0), value=0)
+        lu, ld, log_z = SpikeTransformer.next_log_probs(out, prev_unit, prev_dt)
+        tu = lu.gather(-1, unit_tgt[..., None])[..., 0]
+        td = ld.gather(-1, dt_tgt[..., None])[..., 0]
+        per = log_z - tu - td.masked_fill(~dt_use, 0.0)
+        return per.masked_fill(~unit_use, 0.0).sum(1)
 
     def token_nll(self, batch: Batch) -> torch.Tensor:
         """Negative log-probability (nats) of each window's tokens, ``(B,)``.
 
-        ``-sum_i [log p_unit(u_i | prefix) + log p_dt(k_i | prefix)] - log p_unit(EOS | all)``
-        over the real tokens of the window (padding excluded). With ``batch["truncated"]``
+        ``-sum_i [log p_unit(u_i | prefix) + log p_dt(k_i | prefix) - log Z_i] - log p_unit(EOS
+        | all) + log Z_end`` over the real tokens of the window (padding excluded), where
+        ``Z_i`` renormalises the heads' product over the tokens that can follow in canonical
+        order (:meth:`next_log_probs`). With ``batch["truncated"]``
         (bool ``(B,)``) the EOS term is left out for truncated windows (they went on).
         """
         return self.nll_from(self(batch), batch)

@@ -295,7 +295,9 @@ class SpikePretrainer(BaseEstimator):
                 raise ValueError("warm start: the vocabulary must extend the fitted one (same "
                                  "keys in the same order first); add units with add_units()")
             model = self.model_
-            if (n_cov, frame_shape) != (model.n_covariates, model.frame_shape):
+            # covariates may be left out (a context of spikes alone), not changed
+            if (n_cov not in (0, model.n_covariates)
+                    or frame_shape not in (None, model.frame_shape)):
                 raise ValueError(f"warm start: the model was built for {model.n_covariates} "
                                  f"covariates and frames {model.frame_shape}, got {n_cov} and "
                                  f"{frame_shape}")

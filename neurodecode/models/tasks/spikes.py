@@ -90,6 +90,11 @@ class SpikePretrainTask(L.LightningModule):
         self._epoch_start = time.perf_counter()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        p = self.config.covariate_dropout
+        if p > 0 and "covariates" in batch and float(torch.rand(())) < p:
+            # a batch without its covariates: the model also learns the context of spikes alone
+            # (what decoding that behaviour, or identifying a new session, gives it)
+            batch = {k: v for k, v in batch.items() if k != "covariates"}
         return self._step(batch, "train")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
