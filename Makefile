@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "neurodecode needs Python 3.11"'
@@ -34,7 +34,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/workflow.py --quick --json outputs/bench_workflow.json
 	$(BIN)/python benchmarks/adapters.py --quick --json outputs/bench_adapters.json
 	$(BIN)/python benchmarks/codebook.py --quick --json outputs/bench_codebook.json
+	$(BIN)/python benchmarks/pretraining.py --quick --json outputs/bench_pretraining.json
 	MNE_LOGGING_LEVEL=warning $(BIN)/python benchmarks/real_data.py --quick --json outputs/real_data.json
+
+# torch_brain (a benchmark peer) in its own environment: its ray/uv pins stay out of ours; it
+# shares our torch and numpy through a .pth file
+bench-env: $(STAMP)
+	$(PYTHON) -m venv .venv-bench-tb
+	echo "$(CURDIR)/$(VENV)/lib/python3.11/site-packages" > .venv-bench-tb/lib/python3.11/site-packages/zz_main_venv.pth
+	.venv-bench-tb/bin/python -m pip install -q torch_brain==0.2.1
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -354,7 +354,7 @@ def _simulated(quick: bool):
     from neurodecode.simulate import simulate_coupled_spikes
 
     return simulate_coupled_spikes(n_units=24 if quick else 40,
-                                   duration=240.0 if quick else 900.0,
+                                   duration=240.0 if quick else 600.0,
                                    sessions=("01", "02"), session_units=20 if quick else 32,
                                    seed=0)
 
@@ -369,7 +369,7 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
     units = np.arange(N_SPECIAL, len(vocab))
     rows = []
     for fraction in fractions:
-        keep = earliest(pool.table, fraction)
+        keep = earliest(pool.table, fraction)  # row indices, in time order
         train, y_train = pool.select(keep), y_pool[keep]
         base = {}
         for name in ("ridge", "knn"):
@@ -422,7 +422,7 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     recs = open_recordings(sim.recordings)
     first, second = recs
     size = SMALL if quick else FULL
-    pre = SpikePretrainer(max_epochs=4 if quick else 15, patience=3, batch_size=64,
+    pre = SpikePretrainer(max_epochs=4 if quick else 12, patience=3, batch_size=64,
                           seed=0, **size)
     tok = pre._config().tokenizer()
     vocab = UnitVocabulary()
@@ -446,6 +446,11 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     true = sim.channel_edges(0).T  # [post, pre] -> [i -> j]
     conn = connectivity_auroc(np.abs(scores), true, n_permutations=1000)
     conn_signed = connectivity_auroc(scores, true, n_permutations=1000)
+    excitatory = sim.channel_weights(0).T > 0
+    conn_exc = connectivity_auroc(scores, excitatory, n_permutations=1000)
+    past = model_connectivity(pre, test.tokens, test.covariates, n_windows=512, units=ids,
+                              method="past")
+    conn_past = connectivity_auroc(np.abs(past), true, n_permutations=1000)
     times = np.asarray(first.ds["spike_time"].values)
     chans = np.asarray(first.ds["spike_unit"].values)
     ccg = cross_correlogram_scores(times, chans, len(ids))
@@ -465,14 +470,18 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     y_test = _targets([second], held, _Cfg, tok.window)
     few = _few_shot_rows("sim_new_session", "r2", "regression", pool, y_pool, held, y_test,
                          new_vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
-                         4 if quick else 20, 0, unlabelled=pool.tokens)
+                         4 if quick else 12, 0, unlabelled=pool.tokens)
     recovery = {}
     for f in sorted({r["fraction"] for r in few}):
         by = {r["variant"]: r["score"] for r in few if r["fraction"] == f}
         if by.get("pretrained"):
             recovery[str(f)] = by["units"] / by["pretrained"] if by["pretrained"] > 0 else None
     return {"next_token_nll": nll,
-            "connectivity_auroc": {**conn, "signed": conn_signed["auroc"],
+            "connectivity_auroc": {**conn, "method": "current-window insertion, |score|",
+                                   "signed": conn_signed["auroc"],
+                                   "excitatory_signed": conn_exc["auroc"],
+                                   "excitatory_chance_p95": conn_exc["chance_p95"],
+                                   "past_window_insertion": conn_past["auroc"],
                                    "cross_correlogram": conn_ccg["auroc"]},
             "generation": gen, "few_shot_sim": few, "new_session_recovery": recovery,
             "simulation": {"n_units": sim.params.get("n_units"),

@@ -21,18 +21,24 @@ def test_demo_without_sample_data_leaves_the_real_steps_out(tmp_path, monkeypatc
     steps = {j.step for j in wf.jobs}
     assert steps == {"simulate", "simulate_xsub", "decode_sim", "embed_sim",
                      "cross_subject_sim", "adapt_sim", "simulate_seeg", "pretrain_seeg",
-                     "finetune_seeg", "report"}
+                     "finetune_seeg", "simulate_circuit", "pretrain_spikes_sim",
+                     "finetune_spikes_sim", "report"}
     assert any("ingest_eegbci" in n for n in wf.notes) and any("ingest_rat" in n for n in wf.notes)
     assert any("pretrain_eegbci" in n for n in wf.notes)
     assert any("finetune_eegbci" in n for n in wf.notes)
+    assert any("pretrain_spikes_rat" in n for n in wf.notes)
+    assert wf.by_id["finetune_spikes_sim"].depends == ["pretrain_spikes_sim",
+                                                        "simulate_circuit"]
     assert wf.by_id["finetune_seeg"].depends == ["pretrain_seeg", "simulate_seeg"]
     report = wf.by_id["report"]
-    assert report.inputs["stores"] == [str(tmp_path / "stores" / s) for s in ("seeg", "sim",
-                                                                              "xsub")]
+    assert report.inputs["stores"] == [str(tmp_path / "stores" / s)
+                                       for s in ("circuit", "seeg", "sim", "xsub")]
     assert report.inputs["cross_subject"] == [str(tmp_path / "models" / "seeg"),
                                               str(tmp_path / "models" / "xsub")]
     assert report.inputs["adapt"] == [str(tmp_path / "adapt" / "xsub")]
-    assert report.inputs["pretrain"] == [str(tmp_path / "pretrain" / "seeg")]
+    assert report.inputs["pretrain"] == [str(tmp_path / "pretrain" / s)
+                                         for s in ("seeg", "spikes_sim")]
+    assert report.inputs["finetune"] == [str(tmp_path / "finetune" / "spikes_sim")]
     assert len(report.inputs["decode"]) == 3 and report.inputs["embed"] == [
         str(tmp_path / "embed" / "sim")
     ]
@@ -49,7 +55,8 @@ def test_demo_with_sample_data_has_a_job_per_real_subject(sample_data, tmp_path)
     ingests = [f"ingest_eegbci[subject={s}]" for s in ("001", "002", "003")]
     assert wf.by_id["pretrain_eegbci"].depends == ingests
     assert wf.by_id["finetune_eegbci"].depends == [*ingests, "pretrain_eegbci"]
-    assert {"ingest_rat", "decode_rat", "embed_rat"} <= ids
+    assert {"ingest_rat", "decode_rat", "embed_rat", "pretrain_spikes_rat",
+            "finetune_spikes_rat"} <= ids
     assert len(wf.by_id["report"].depends) == len(ids) - 1
 
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from neurodecode.data.tokens import EOS, N_SPECIAL, UnitVocabulary, window_starts
+from neurodecode.evaluate.spike_stats import connectivity_auroc
 from neurodecode.models.spikes import SpikePretrainer
-from neurodecode.models.spikes.connectivity import edge_auroc, model_connectivity
+from neurodecode.models.spikes.connectivity import model_connectivity
 from neurodecode.models.spikes.finetune import (
     SpikeDecoder,
     _remap,
@@ -379,33 +380,23 @@ def test_connectivity_recovers_a_driving_edge():
     starts = window_starts(0, duration, tok.window, tok.window, tok.past)
     tokens = tok(t, vocab.ids(keys)[u], starts)
     pre.fit(tokens, vocab)
-    score = model_connectivity(pre, tokens, n_windows=64)
+    score = model_connectivity(pre, tokens, n_windows=64, method="past")
     assert score.shape == (4, 4)
     assert score[0, 1] > score[1, 0] + 0.5  # A drives B, not the reverse
     off = ~np.eye(4, dtype=bool)
     assert score[0, 1] == score[off].max()
     edges = np.zeros((4, 4), dtype=bool)
     edges[0, 1] = True
-    res = edge_auroc(score, edges, signed=True, n_permutations=50)
+    res = connectivity_auroc(score, edges, n_permutations=50)
     assert res["auroc"] == 1.0 and res["p_value"] < 0.2 and res["n_edges"] == 1
+    current = model_connectivity(pre, tokens, n_windows=64, method="current")
+    assert current[0, 1] > current[1, 0]  # read inside the current window: the same edge
+    with pytest.raises(ValueError, match="method"):
+        model_connectivity(pre, tokens, method="attention")
     sub = model_connectivity(pre, tokens, n_windows=8, units=vocab.ids(keys[:2]))
     assert sub.shape == (2, 2)
     with pytest.raises(ValueError, match="unit ids"):
         model_connectivity(pre, tokens, units=[0, 3])
-
-
-def test_edge_auroc_chance_and_input():
-    rng = np.random.default_rng(0)
-    edges = rng.random((12, 12)) < 0.2
-    scores = rng.standard_normal((12, 12))
-    res = edge_auroc(scores, edges, n_permutations=100)
-    assert 0.35 < res["chance"] < 0.65 and 0 < res["p_value"] <= 1
-    good = edge_auroc(edges * 3.0 + rng.standard_normal((12, 12)) * 0.1, edges)
-    assert good["auroc"] > 0.95 and good["p_value"] < 0.05
-    with pytest.raises(ValueError, match="square"):
-        edge_auroc(scores[:3], edges)
-    with pytest.raises(ValueError, match="both edges"):
-        edge_auroc(scores, np.zeros((12, 12), dtype=bool))
 
 
 def test_decoder_checkpoint_round_trip_and_clone(pretrained, tmp_path):

@@ -230,12 +230,16 @@ def _usable(y: np.ndarray, recs: Sequence[Any], windows: Any,
 
 
 def earliest(table: Any, fraction: float) -> np.ndarray:
-    """The first ``fraction`` of every recording's windows in time (at least one each)."""
-    keep = np.zeros(len(table), bool)
-    for _, rows in table.groupby("recording", sort=False).indices.items():
-        order = rows[np.argsort(table["window_start"].to_numpy(float)[rows], kind="stable")]
-        keep[order[: max(1, int(round(fraction * len(order))))]] = True
-    return keep
+    """Rows of the first ``fraction`` of every recording's labelled time (its earliest block).
+
+    The time is the union of the windows' spans (past windows included; the gaps between
+    intervals do not count), see :func:`~neurodecode.models.spikes.finetune.fraction_blocks`.
+    """
+    from ..models.spikes.finetune import fraction_blocks
+
+    return fraction_blocks(len(table), fraction, table["start"].to_numpy(float),
+                           table["stop"].to_numpy(float),
+                           groups=table["recording"].astype(str).to_numpy())
 
 
 # --------------------------------------------------------------------------- scoring
@@ -377,7 +381,9 @@ def finetune(config: FinetuneStageConfig, stores: Sequence[str | Path],
     both = pd.concat([pool.table, test.table], ignore_index=True)
     try:
         check_split(both, np.arange(len(pool)), np.arange(len(pool), len(both)),
-                    within_recording=True, gap=config.split_gap if config.split else 0.0)
+                    # the blocks are split_gap apart: windows inside them too (rounding aside)
+                    within_recording=True,
+                    gap=max(0.0, config.split_gap - 1e-6) if config.split else 0.0)
     except LeakageError as err:
         raise StageError(f"stage finetune: {err}") from None
     if config.kind == "classification":
@@ -394,7 +400,7 @@ def finetune(config: FinetuneStageConfig, stores: Sequence[str | Path],
     rows: list[dict[str, Any]] = []
     for fraction in config.fractions:
         labelled = earliest(pool.table, fraction)
-        train, y_train = pool.select(labelled), y_pool[labelled]
+        train, y_train = pool.select(labelled), y_pool[labelled]  # in time order
         base_scores: dict[str, float] = {}
         for name in config.baselines:
             X_train = count_features(train, len(vocab), units)

@@ -232,7 +232,12 @@ def _connectivity(pre: Any, recs: Sequence[Any], held: Any, n_permutations: int,
         if not true.any():
             continue
         res = connectivity_auroc(np.abs(scores), true, n_permutations=n_permutations,
-                                 seed=seed)
+                                 seed=seed)  # excitatory edges raise, inhibitory lower it
+        excitatory = coupling.T > 0
+        np.fill_diagonal(excitatory, False)
+        if excitatory.any() and not excitatory.all():
+            res["excitatory_auroc"] = connectivity_auroc(scores, excitatory, n_permutations=1,
+                                                         seed=seed)["auroc"]
         return {"recording": rec.id, **res}
     return None
 

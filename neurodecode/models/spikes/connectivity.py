@@ -7,9 +7,13 @@ is a directed ``i → j`` score (excitatory edges raise it, inhibitory ones lowe
 row holds its refractoriness or bursting). All ``U`` insertions of a window and its unaltered
 copy go through the model in one batch.
 
-:func:`edge_auroc` scores such a matrix against known edges (e.g. of
-:func:`neurodecode.simulate.simulate_coupled_spikes`), with the chance level of randomly
-permuted scores.
+With ``method="current"`` the question is asked inside the current window instead, where
+the causal self-attention learns from every pair of tokens: the log-probability that the
+token after a first token ``(i, bin 0)`` comes from unit ``j``, minus its mean over the first
+units ``i`` (what is left is ``i``'s own effect on ``j``).
+:func:`neurodecode.evaluate.spike_stats.connectivity_auroc` scores such a matrix against known
+edges (e.g. of :func:`neurodecode.simulate.simulate_coupled_spikes`) with its permutation
+chance.
 """
 
 from __future__ import annotations
@@ -18,12 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from ...data.tokens import N_SPECIAL, TokenWindows
 from .pretrainer import SpikePretrainer
 
-__all__ = ["edge_auroc", "model_connectivity"]
+__all__ = ["model_connectivity"]
 
 
 def _pick(n: int, n_windows: int) -> np.ndarray:
@@ -37,8 +40,8 @@ def _pick(n: int, n_windows: int) -> np.ndarray:
 def model_connectivity(pretrainer: SpikePretrainer, tokens: TokenWindows,
                        covariates: np.ndarray | None = None, n_windows: int = 256, *,
                        units: Sequence[int] | np.ndarray | None = None,
-                       frames: np.ndarray | None = None, batch_size: int = 1024
-                       ) -> np.ndarray:
+                       frames: np.ndarray | None = None, batch_size: int = 1024,
+                       method: str = "current") -> np.ndarray:
     """Directed influence ``score[i, j]`` of a spike of unit ``i`` on the next spike's unit ``j``.
 
     ``score[i, j]`` is the mean over windows of ``log p(first current token = j | past + one
@@ -60,6 +63,9 @@ def model_connectivity(pretrainer: SpikePretrainer, tokens: TokenWindows,
         ``(n_windows, C, H, W)``.
     batch_size : int
         Sequences per forward pass (a window takes ``len(units) + 1``).
+    method : {"current", "past"}
+        Make the spike of ``i`` the current window's first token (column-centred; the
+        default, see the module docstring), or insert it at the end of the past window.
 
     Returns
     -------
@@ -87,6 +93,8 @@ def model_connectivity(pretrainer: SpikePretrainer, tokens: TokenWindows,
     for name, arr in (("covariates", covariates), ("frames", frames)):
         if arr is not None and len(arr) != len(tokens):
             raise ValueError(f"{name} has {len(arr)} rows for {len(tokens)} windows")
+    if method not in ("past", "current"):
+        raise ValueError(f"method must be 'past' or 'current', not {method!r}")
     rows = _pick(len(tokens), int(n_windows))
     sub = tokens.select(rows)
     cov = None if covariates is None else np.asarray(covariates)[rows]
@@ -100,6 +108,19 @@ def model_connectivity(pretrainer: SpikePretrainer, tokens: TokenWindows,
     last_bin = model.n_past_dt - 1
     total = torch.zeros(u, u, dtype=torch.float64, device=device)
     try:
+        if method == "current":
+            for batch in pretrainer.batches(sub, cov, max(1, int(batch_size) // u), frames=frm):
+                b = batch["past_unit"].shape[0]
+                rep = {k: batch[k].repeat_interleave(u, 0)
+                       for k in ("past_unit", "past_dt", "past_mask", "covariates", "frames")
+                       if k in batch}
+                rep["cur_unit"] = ids_t.repeat(b)[:, None]
+                rep["cur_dt"] = torch.zeros_like(rep["cur_unit"])
+                rep["cur_mask"] = torch.ones_like(rep["cur_unit"], dtype=torch.bool)
+                logp = torch.log_softmax(model(rep)["unit_logits"][:, 1].double(), dim=-1)
+                logp = logp[:, ids_t].reshape(b, u, u)
+                total += (logp - logp.mean(1, keepdim=True)).sum(0)
+            return (total / len(rows)).cpu().numpy()
         for batch in pretrainer.batches(sub, cov, chunk, frames=frm):
             b = batch["past_unit"].shape[0]
             past_u, past_d, past_m = batch["past_unit"], batch["past_dt"], batch["past_mask"]
@@ -126,53 +147,3 @@ def model_connectivity(pretrainer: SpikePretrainer, tokens: TokenWindows,
     finally:
         model.to("cpu")
     return (total / len(rows)).cpu().numpy()
-
-
-def edge_auroc(scores: np.ndarray, edges: np.ndarray, *, signed: bool = False,
-               diagonal: bool = False, n_permutations: int = 200, seed: int = 0
-               ) -> dict[str, float]:
-    """How well a directed score matrix ranks the true edges above the non-edges.
-
-    Parameters
-    ----------
-    scores : ndarray, shape (U, U)
-        ``scores[source, target]`` (as :func:`model_connectivity` returns them).
-    edges : ndarray of bool, shape (U, U)
-        True edges in the same ``[source, target]`` orientation. (A simulation's ``[post,
-        pre]`` matrix, such as ``CoupledSpikes.channel_edges``, is its transpose.)
-    signed : bool
-        Rank by the score itself (excitatory edges only); default by its magnitude
-        (excitatory and inhibitory edges both count).
-    diagonal : bool
-        Include the self-pairs (excluded by default: they are no edge).
-    n_permutations : int
-        Random permutations of the scores for the chance level.
-    seed : int
-
-    Returns
-    -------
-    dict
-        ``auroc``, ``chance`` (mean permuted AUROC), ``chance_95`` (its 95th percentile),
-        ``p_value`` (share of permutations at least as high, with the +1 correction),
-        ``n_edges`` and ``n_pairs``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    edges = np.asarray(edges, dtype=bool)
-    if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape != edges.shape:
-        raise ValueError(f"scores {scores.shape} and edges {edges.shape} must be one square "
-                         "shape")
-    use = np.ones(scores.shape, dtype=bool) if diagonal else ~np.eye(len(scores), dtype=bool)
-    s = scores[use] if signed else np.abs(scores[use])
-    e = edges[use]
-    if e.all() or not e.any():
-        raise ValueError("edges must hold both edges and non-edges among the pairs scored")
-    if not np.isfinite(s).all():
-        raise ValueError("scores hold NaN or infinite values")
-    auroc = float(roc_auc_score(e, s))
-    rng = np.random.default_rng(seed)
-    perm = np.array([roc_auc_score(e, rng.permutation(s)) for _ in range(int(n_permutations))])
-    return {"auroc": auroc,
-            "chance": float(perm.mean()) if len(perm) else 0.5,
-            "chance_95": float(np.quantile(perm, 0.95)) if len(perm) else float("nan"),
-            "p_value": float((1 + np.sum(perm >= auroc)) / (1 + len(perm))),
-            "n_edges": int(e.sum()), "n_pairs": int(e.size)}
