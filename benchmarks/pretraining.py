@@ -5,6 +5,7 @@ Usage::
     python benchmarks/pretraining.py --quick --json outputs/pretraining_quick.json
     python benchmarks/pretraining.py --json outputs/pretraining.json       # full mode
     python benchmarks/pretraining.py --only tokenize --quick
+    python benchmarks/pretraining.py --merge A.json B.json --json OUT.json   # sections run apart
 
 Each section is one function ``section(quick, workdir) -> dict`` registered in
 :data:`SECTIONS`; :func:`main` runs the chosen ones and writes their keys side by side in one
@@ -311,7 +312,7 @@ FULL = {"width": 64, "heads": 4, "layers": 2, "past_layers": 1, "dropout": 0.1}
 
 
 def _train_run(rate: float, n_units: int, width: int, layers: int, epochs: int,
-               queue) -> None:
+               duration: float, queue) -> None:
     """One throughput run (in a child process): tokens/s and the child's peak memory."""
     import torch
 
@@ -319,10 +320,10 @@ def _train_run(rate: float, n_units: int, width: int, layers: int, epochs: int,
     from neurodecode.data.tokens import UnitVocabulary
     from neurodecode.models.spikes import SpikePretrainer
 
-    times, units = random_spikes(n_units, rate, 60.0, seed=1)
+    times, units = random_spikes(n_units, rate, duration, seed=1)
     vocab = UnitVocabulary([f"u{i}" for i in range(n_units)])
     tok = SpikeTokenizer(window=0.05, past=0.15, dt=0.005, max_tokens=400, max_past=1200)
-    tw = tok(times, units + N_SPECIAL, window_starts(0.0, 60.0, 0.05, 0.05, 0.15))
+    tw = tok(times, units + N_SPECIAL, window_starts(0.0, duration, 0.05, 0.05, 0.15))
     pre = SpikePretrainer(width=width, layers=layers, heads=4, past_layers=1,
                           max_tokens=400, max_past=1200, max_epochs=epochs, batch_size=32)
     pre.fit(tw, vocab)
@@ -340,7 +341,8 @@ def section_train(quick: bool, workdir: Path) -> dict:
     rows = []
     for rate in ((10.0, 40.0) if quick else (10.0, 20.0, 40.0, 80.0)):
         q = ctx.Queue()
-        proc = ctx.Process(target=_train_run, args=(rate, 50, 64, 2, 1 if quick else 2, q))
+        proc = ctx.Process(target=_train_run,
+                           args=(rate, 50, 64, 2, 1 if quick else 2, 15.0 if quick else 60.0, q))
         proc.start()
         row = q.get()
         proc.join()
@@ -353,9 +355,9 @@ def section_train(quick: bool, workdir: Path) -> dict:
 def _simulated(quick: bool):
     from neurodecode.simulate import simulate_coupled_spikes
 
-    return simulate_coupled_spikes(n_units=24 if quick else 40,
-                                   duration=240.0 if quick else 600.0,
-                                   sessions=("01", "02"), session_units=20 if quick else 32,
+    return simulate_coupled_spikes(n_units=20 if quick else 40,
+                                   duration=150.0 if quick else 600.0,
+                                   sessions=("01", "02"), session_units=16 if quick else 32,
                                    seed=0)
 
 
@@ -374,7 +376,13 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
         base = {}
         for name in ("ridge", "knn"):
             est = _baseline(name, kind)
-            est.fit(count_features(train, len(vocab), units), y_train)
+            try:
+                est.fit(count_features(train, len(vocab), units), y_train)
+            except ValueError as err:  # e.g. one class in a 1 % block
+                rows.append({"dataset": dataset, "variant": name, "fraction": fraction,
+                             "metric": metric, "score": None, "chance": None,
+                             "n_labelled": int(len(train)), "seed": seed, "error": str(err)})
+                continue
             pred = est.predict(count_features(test, len(vocab), units))
             sc = _scored(y_test, pred, kind, test, n_perm, seed)
             base[name] = sc["score"]
@@ -389,15 +397,21 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
                                train="units" if variant == "units" else "all",
                                max_epochs=epochs, patience=4, seed=seed)
             new = unlabelled is not None and variant != "scratch"
-            dec.fit(train.tokens, y_train, vocabulary=vocab,
-                    unlabelled=unlabelled if new else None)
+            try:
+                dec.fit(train.tokens, y_train, vocabulary=vocab,
+                        unlabelled=unlabelled if new else None)
+            except ValueError as err:  # e.g. one class in a 1 % block
+                rows.append({"dataset": dataset, "variant": variant, "fraction": fraction,
+                             "metric": metric, "score": None, "chance": None,
+                             "n_labelled": int(len(train)), "seed": seed, "error": str(err)})
+                continue
             sc = _scored(y_test, dec.predict(test.tokens), kind, test, n_perm, seed)
             rows.append({"dataset": dataset, "variant": variant, "fraction": fraction,
                          "metric": metric, **sc, "n_labelled": int(len(train)), "seed": seed,
                          "fit_seconds": round(time.perf_counter() - t0, 1)})
         for row in rows:
             if row["fraction"] == fraction:
-                row["baseline"], row["baseline_name"] = base["ridge"], "ridge"
+                row["baseline"], row["baseline_name"] = base.get("ridge"), "ridge"
     return rows
 
 
@@ -406,7 +420,7 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from neurodecode.data.samples import open_recordings
+    from neurodecode.data.samples import open_recordings, target_at
     from neurodecode.data.tokens import UnitVocabulary, spike_windows, unit_keys
     from neurodecode.evaluate.spike_stats import (
         connectivity_auroc,
@@ -415,14 +429,13 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     )
     from neurodecode.models.spikes import SpikePretrainer
     from neurodecode.models.spikes.connectivity import model_connectivity
-    from neurodecode.pipelines.finetune import _targets
     from neurodecode.pipelines.spike_pretrain import _generation, _poisson_nll, split_in_time
 
     sim = _simulated(quick)
     recs = open_recordings(sim.recordings)
     first, second = recs
     size = SMALL if quick else FULL
-    pre = SpikePretrainer(max_epochs=4 if quick else 12, patience=3, batch_size=64,
+    pre = SpikePretrainer(max_epochs=3 if quick else 12, patience=3, batch_size=64,
                           seed=0, **size)
     tok = pre._config().tokenizer()
     vocab = UnitVocabulary()
@@ -457,20 +470,20 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     conn_ccg = connectivity_auroc(np.abs(ccg.T), true, n_permutations=1000)
     print(f"  nll {nll} connectivity {conn['auroc']:.3f} (ccg {conn_ccg['auroc']:.3f})",
           flush=True)
-    gen = _generation(pre, first, test, tok, 30.0 if quick else 120.0, 0)
+    gen = _generation(pre, first, test, tok, 10.0 if quick else 120.0, 0)
     # the held-out session: new units, identified on its unlabelled training period
     new_vocab = UnitVocabulary.from_state(pre.vocabulary_.state_dict())
     pool = spike_windows([second], tok, new_vocab, intervals=["train", "valid"])
     held = spike_windows([second], tok, new_vocab, intervals=["test"], grow=False)
 
-    class _Cfg:  # the target selection of the finetune stage
-        target, labels, where = "position", None, {}
+    def position(w):  # at the centre of each current window, as the finetune stage reads it
+        centre = w.table["window_start"].to_numpy(float) + tok.window / 2
+        return np.asarray(target_at(second, "position", centre)).reshape(len(w), -1)
 
-    y_pool = _targets([second], pool, _Cfg, tok.window)
-    y_test = _targets([second], held, _Cfg, tok.window)
+    y_pool, y_test = position(pool), position(held)
     few = _few_shot_rows("sim_new_session", "r2", "regression", pool, y_pool, held, y_test,
                          new_vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
-                         4 if quick else 12, 0, unlabelled=pool.tokens)
+                         2 if quick else 12, 0, unlabelled=pool.tokens)
     recovery = {}
     for f in sorted({r["fraction"] for r in few}):
         by = {r["variant"]: r["score"] for r in few if r["fraction"] == f}
@@ -500,7 +513,7 @@ def section_real(quick: bool, workdir: Path) -> dict:
 
     torch.set_num_threads(1)
     from neurodecode.data.splits import TransductiveCleaningWarning
-    from neurodecode.data.tokens import UnitVocabulary
+    from neurodecode.data.tokens import SpikeWindows, UnitVocabulary
     from neurodecode.models.spikes import SpikePretrainer
 
     rows, info = [], {}
@@ -514,23 +527,16 @@ def section_real(quick: bool, workdir: Path) -> dict:
         table = pd.DataFrame({"recording": task.name, "window_start": task.starts,
                               "start": lo, "stop": hi})
 
-        class _W:  # the SpikeWindows interface the helpers use
-            def __init__(self, tokens, table):
-                self.tokens, self.table = tokens, table
-
-            def select(self, idx):
-                return _W(self.tokens.select(idx), self.table.iloc[idx].reset_index(drop=True))
-
         test_block = task.n_blocks - 1
         is_test = task.blocks == test_block
-        pool = _W(tw.select(~is_test), table[~is_test].reset_index(drop=True))
-        test = _W(tw.select(is_test), table[is_test].reset_index(drop=True))
+        windows = SpikeWindows(tw, table, None, [])
+        pool, test = windows.select(~is_test), windows.select(is_test)
         y_pool, y_test = task.y[~is_test], task.y[is_test]
         kind = "regression" if task.metric == "r2" else "classification"
         size = SMALL if quick else FULL
         pre = SpikePretrainer(window=tok.window, past=tok.past, dt=tok.dt,
                               max_tokens=tok.max_tokens, max_past=tok.max_past,
-                              max_epochs=3 if quick else 15, patience=3, seed=0, **size)
+                              max_epochs=2 if quick else 15, patience=3, seed=0, **size)
         n = len(pool.tokens)
         cut = int(0.85 * n)
         pre.fit(pool.tokens.select(np.arange(cut)), vocab,
@@ -539,7 +545,7 @@ def section_real(quick: bool, workdir: Path) -> dict:
             warnings.simplefilter("ignore", TransductiveCleaningWarning)
             rows += _few_shot_rows(task.name, task.metric, kind, pool, y_pool, test, y_test,
                                    vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
-                                   4 if quick else 20, 0, variants=("pretrained", "scratch"))
+                                   2 if quick else 20, 0, variants=("pretrained", "scratch"))
         info[task.name] = {"n_pool": n, "n_test": int(is_test.sum()),
                            "pretrain_epochs": len(pre.history_),
                            "pretrain_val_nll": (pre.history_[-1].get("val_nll")
@@ -563,7 +569,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smaller problems (minutes)")
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="subset to run")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="pool the JSON of runs of different sections (run apart, e.g. in "
+                             "parallel processes) into one, instead of running")
     args = parser.parse_args(argv)
+    if args.merge:
+        results = {"quick": False, "sections": {}, "few_shot": []}
+        for path in args.merge:
+            part = json.loads(path.read_text())
+            results["few_shot"] += part.pop("few_shot", [])
+            results["sections"].update(part.pop("sections", {}))
+            results["quick"] = results["quick"] or part.pop("quick", False)
+            if "peak_rss_mb" in results and "peak_rss_mb" in part:
+                part["peak_rss_mb"] = max(part["peak_rss_mb"], results["peak_rss_mb"])
+            results.update(part)
+        text = json.dumps(results, indent=2, default=float)
+        if args.json:
+            args.json.write_text(text)
+        print(text)
+        return results
     results: dict = {"quick": args.quick, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="pretraining_bench_") as tmp:
         for name in args.only or list(SECTIONS):
@@ -572,6 +596,7 @@ def main(argv: list[str] | None = None) -> dict:
             results["sections"][name] = round(time.perf_counter() - t0, 1)
             print(f"{name}: {results['sections'][name]} s", flush=True)
     results["few_shot"] = results.pop("few_shot_sim", []) + results.pop("few_shot_real", [])
+    results["peak_rss_mb"] = max(results.get("peak_rss_mb", 0.0), peak_rss_mb())  # this process
     text = json.dumps(results, indent=2, default=float)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

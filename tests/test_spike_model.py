@@ -420,7 +420,7 @@ def test_load_refuses_other_files(tmp_path):
         SpikePretrainer.load(other)
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(ValueError, match=r"notes\.pt: not a readable checkpoint"):
+    with pytest.raises(ValueError, match=r"notes\.pt: not a readable"):
         SpikePretrainer.load(text)
     damaged = tmp_path / "damaged.pt"
     torch.save({"format": "neurodecode.spike_gpt", "version": 1, "config": {}}, damaged)

@@ -7,7 +7,9 @@
 - :mod:`~neurodecode.evaluate.cv` — :func:`cross_validate` and :class:`EvaluationResult`;
 - :mod:`~neurodecode.evaluate.baselines` — band power, CSP, ERP, xDAWN, ridge, logistic and
   kNN pipelines;
-- :mod:`~neurodecode.evaluate.cleaning` — :class:`FoldClean`, cleaning fitted on training folds.
+- :mod:`~neurodecode.evaluate.cleaning` — :class:`FoldClean`, cleaning fitted on training folds;
+- :mod:`~neurodecode.evaluate.spike_stats` — the rate-only Poisson baseline of spike tokens,
+  connectivity AUROC and generated-vs-real spike statistics.
 """
 
 from neurodecode.evaluate.cleaning import FoldClean

@@ -32,8 +32,8 @@ from .adapters.lora import add_lora
 from .config import ModelConfig
 from .cross_subject import ADAPTER_PREFIX, CrossSubjectModel
 
-__all__ = ["FORMAT", "AdapterMismatchError", "check_adapters", "load_model", "load_state",
-           "read_checkpoint", "save_model", "split_state"]
+__all__ = ["FORMAT", "AdapterMismatchError", "atomic_save", "check_adapters", "load_model",
+           "load_state", "read_checkpoint", "read_payload", "save_model", "split_state"]
 
 FORMAT = "neurodecode.cross_subject"
 VERSION = 1
@@ -128,6 +128,24 @@ def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
         "lora": None if lora is None else dict(lora),
         "extra": dict(extra or {}),
     }
+    return atomic_save(payload, path)
+
+
+def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary sibling, then rename: never a half-written file.
+
+    Parameters
+    ----------
+    payload : object
+        What to save (plain types and tensors, for ``torch.load(weights_only=True)``).
+    path : path-like
+        The file (its folder is created).
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     os.close(fd)
@@ -140,22 +158,46 @@ def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict (``weights_only=True``), with its format checked."""
+def read_payload(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """A checkpoint written by :func:`atomic_save` (``weights_only=True``), format checked.
+
+    Parameters
+    ----------
+    path : path-like
+    fmt : str
+        The ``format`` the payload must have.
+    version : int
+        The newest ``version`` this code reads.
+    what : str
+        What the file is, for the errors (``"spike model checkpoint"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Naming the file: unreadable, another format, or a newer version.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model checkpoint")
+        raise FileNotFoundError(f"{path}: no such {what}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ValueError(f"{path}: not a readable model checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a neurodecode cross-subject checkpoint")
-    if payload.get("version", 0) > VERSION:
+        raise ValueError(f"{path}: not a readable {what} ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else ''})") from None
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise ValueError(f"{path}: not a {what} (format {found!r}, expected {fmt!r})")
+    if int(payload.get("version", 0)) > version:
         raise ValueError(f"{path}: checkpoint version {payload['version']} is newer than this "
-                         f"neurodecode reads ({VERSION})")
+                         f"neurodecode reads ({version})")
     return payload
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``), with its format checked."""
+    return read_payload(path, FORMAT, VERSION, "model checkpoint")
 
 
 def load_model(path: str | os.PathLike) -> tuple[CrossSubjectModel, dict[str, Any]]:

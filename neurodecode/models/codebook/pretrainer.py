@@ -19,7 +19,6 @@ Checkpoints are one ``torch.save`` file of plain types and tensors
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from sklearn.base import BaseEstimator
 from ...data.subjects import SubjectScaler, SubjectTrials, TrialDataset, subject_loader
 from .._fit import fit_lightning
 from ..adapters.base import SubjectSpec
+from ..checkpoint import atomic_save, read_payload
 from ..config import ModelConfig
 from ..cross_subject import CrossSubjectModel
 from ..decoder import TrialsLike, as_subject_dict, resolve_config, spec_of
@@ -286,29 +286,12 @@ class CodebookPretrainer(BaseEstimator):
             "extra": {"scaler": self.scaler_.state_dict(), "history": self.history_,
                       "health": self.health_, "fit_seconds": float(self.fit_seconds_),
                       "segments_per_s": self.segments_per_s_}}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **params: Any) -> CodebookPretrainer:
         """Load a pretrainer written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such pretraining checkpoint")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-            raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a codebook pretraining checkpoint (format "
-                             f"{data.get('format') if isinstance(data, dict) else None!r})")
+        data = read_payload(path, FORMAT, VERSION, "codebook pretraining checkpoint")
         cfg = ModelConfig.model_validate(data["config"])
         specs = {n: SubjectSpec.from_dict(d) for n, d in data["subjects"].items()}
         n_times = int(data["n_times"])

@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +45,7 @@ from torch import nn
 
 from ...data.tokens import N_SPECIAL, TokenWindows, UnitVocabulary
 from .._fit import fit_lightning
+from ..checkpoint import atomic_save, read_payload
 from .config import SpikeModelConfig, load_spike_config
 from .embedding import UnitEmbedding
 from .model import SpikeTransformer
@@ -788,15 +788,7 @@ class SpikeDecoder(BaseEstimator):
             "new_units": torch.from_numpy(self.new_units_.copy()),
             "extra": {"history": [dict(r) for r in self.history_],
                       "best_epoch": self.best_epoch_, "fit_seconds": float(self.fit_seconds_)}}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpikeDecoder:
@@ -808,16 +800,7 @@ class SpikeDecoder(BaseEstimator):
             Naming the file: missing, unreadable or not a spike decoder checkpoint.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such spike decoder checkpoint")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-            raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else None
-            raise ValueError(f"{path}: not a spike decoder checkpoint (format {found!r}, "
-                             f"expected {FORMAT!r})")
+        data = read_payload(path, FORMAT, VERSION, "spike decoder checkpoint")
         try:
             cfg = SpikeModelConfig.model_validate(data["config"])
             shape = data["shape"]

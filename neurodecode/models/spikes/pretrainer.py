@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from sklearn.base import BaseEstimator
 
 from ...data.tokens import N_SPECIAL, SpikeTokenizer, TokenWindows, UnitVocabulary
 from .._fit import fit_lightning
+from ..checkpoint import atomic_save, read_payload
 from .config import SpikeModelConfig, load_spike_config
 from .model import SpikeTransformer
 
@@ -442,15 +442,7 @@ class SpikePretrainer(BaseEstimator):
                       "best_epoch": getattr(self, "best_epoch_", None),
                       "fit_seconds": float(getattr(self, "fit_seconds_", 0.0)),
                       "tokens_per_s": float(getattr(self, "tokens_per_s_", 0.0))}}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **params: Any) -> SpikePretrainer:
@@ -468,19 +460,7 @@ class SpikePretrainer(BaseEstimator):
             Naming the file: missing, unreadable, or not a spike-model checkpoint.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such spike model checkpoint")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-            raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else None
-            raise ValueError(f"{path}: not a spike model checkpoint (format {found!r}, expected "
-                             f"{FORMAT!r})")
-        if int(data.get("version", -1)) > VERSION:
-            raise ValueError(f"{path}: checkpoint version {data['version']} is newer than this "
-                             f"neurodecode reads ({VERSION})")
+        data = read_payload(path, FORMAT, VERSION, "spike model checkpoint")
         try:
             cfg = SpikeModelConfig.model_validate(data["config"])
             shape = data["shape"]
