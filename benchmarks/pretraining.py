@@ -375,7 +375,7 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
         train, y_train = pool.select(keep), y_pool[keep]
         base = {}
         for name in ("ridge", "knn"):
-            est = _baseline(name, kind)
+            est = _baseline(name, kind, len(train))
             try:
                 est.fit(count_features(train, len(vocab), units), y_train)
             except ValueError as err:  # e.g. one class in a 1 % block
@@ -483,7 +483,7 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
     y_pool, y_test = position(pool), position(held)
     few = _few_shot_rows("sim_new_session", "r2", "regression", pool, y_pool, held, y_test,
                          new_vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
-                         2 if quick else 12, 0, unlabelled=pool.tokens)
+                         2 if quick else 8, 0, unlabelled=pool.tokens)
     recovery = {}
     for f in sorted({r["fraction"] for r in few}):
         by = {r["variant"]: r["score"] for r in few if r["fraction"] == f}

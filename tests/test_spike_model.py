@@ -201,7 +201,7 @@ def test_token_nll_matches_hand_computation(data):
                 if uu == EOS:
                     continue
                 for kk in range(pk.shape[1]):
-                    if kk > prev_k or (kk == prev_k and uu > prev_u):
+                    if kk > prev_k or (kk == prev_k and uu >= prev_u):
                         z = z + pu[i, uu] * pk[i, kk]
             return float(torch.log(z))
 
@@ -212,6 +212,36 @@ def test_token_nll_matches_hand_computation(data):
         if b != 1:  # the truncated window has no EOS term
             want -= float(lu[len(units), EOS]) - log_z(len(units), prev_u, prev_k)
         assert float(nll[b]) == pytest.approx(want, rel=1e-5)
+
+
+def test_every_next_token_has_a_probability_at_most_one():
+    """Two spikes of one unit in one bin (binned counts, bursts) are a valid continuation:
+    each token's conditional NLL (a prefix difference) is >= 0, also for the repeats."""
+    model = make_model()
+    units = torch.tensor([[3, 3, 3, 5, 5, 8]])
+    dts = torch.tensor([[0, 0, 0, 2, 2, 2]])
+    past = {"past_unit": torch.tensor([[4]]), "past_dt": torch.tensor([[1]]),
+            "past_mask": torch.tensor([[True]])}
+    prefix = []
+    with torch.no_grad():
+        for n in range(units.shape[1] + 1):
+            batch = {**past, "cur_unit": units[:, :max(n, 1)], "cur_dt": dts[:, :max(n, 1)],
+                     "cur_mask": torch.arange(max(n, 1))[None, :] < n,
+                     "truncated": torch.tensor([True])}
+            prefix.append(float(model.token_nll(batch)[0]))
+    steps = np.diff(prefix)
+    assert np.all(steps > 0), steps
+    # a confident model: the repeat of the last token is almost certain, and still <= 1
+    unit_logits = torch.full((1, 1, 9), -5.0)
+    unit_logits[..., :2] = float("-inf")
+    unit_logits[..., 3] = 10.0
+    dt_logits = torch.full((1, 1, 4), -5.0)
+    dt_logits[..., 0] = 10.0
+    out = {"unit_logits": unit_logits, "dt_logits": dt_logits}
+    lu, ld, log_z = SpikeTransformer.next_log_probs(out, torch.tensor([[3]]),
+                                                    torch.tensor([[0]]))
+    p_repeat = float(torch.exp(lu[0, 0, 3] + ld[0, 0, 0] - log_z[0, 0]))
+    assert 0.9 < p_repeat <= 1.0
 
 
 def test_checkpointing_same_loss_and_gradients(data):

@@ -280,12 +280,13 @@ def count_features(windows: Any, n_vocab: int, units: np.ndarray) -> np.ndarray:
     return np.sqrt(np.concatenate([cur, past], axis=1)).astype(np.float64)
 
 
-def _baseline(name: str, kind: str) -> Any:
+def _baseline(name: str, kind: str, n_train: int) -> Any:
+    """Ridge (logistic for classes) or 15-nearest-neighbours (fewer for tiny blocks)."""
     from ..evaluate import baselines
 
     if name == "ridge":
         return baselines.ridge() if kind == "regression" else baselines.logistic()
-    return baselines.knn(15, kind)
+    return baselines.knn(max(1, min(15, n_train)), kind)
 
 
 # --------------------------------------------------------------------------- the job
@@ -404,7 +405,7 @@ def finetune(config: FinetuneStageConfig, stores: Sequence[str | Path],
         base_scores: dict[str, float] = {}
         for name in config.baselines:
             X_train = count_features(train, len(vocab), units)
-            est = _baseline(name, config.kind)
+            est = _baseline(name, config.kind, len(train))
             try:
                 est.fit(X_train, y_train)
             except ValueError as err:  # e.g. one class only in a tiny labelled block

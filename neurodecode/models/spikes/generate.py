@@ -74,7 +74,7 @@ def _sample(unit_logits: torch.Tensor, dt_logits: torch.Tensor, prev_dt: torch.T
     """One (unit, dt) draw per row from the canonical-order distribution of the model.
 
     The outcomes are EOS, a later bin than ``prev_dt`` (any allowed unit) or the same bin
-    with a unit id above ``prev_unit`` (int ``(B,)`` each), weighted by the heads' product
+    with a unit id ``>= prev_unit`` (int ``(B,)`` each), weighted by the heads' product
     ``p(u) p(k)`` — the distribution whose likelihood
     :meth:`~neurodecode.models.spikes.model.SpikeTransformer.nll_from` scores. Units outside
     ``allowed`` (bool ``(V,)``) have probability zero.
@@ -85,7 +85,7 @@ def _sample(unit_logits: torch.Tensor, dt_logits: torch.Tensor, prev_dt: torch.T
     v, k = pu.shape[1], pk.shape[1]
     ids = torch.arange(v, device=pu.device)
     units = pu.masked_fill((ids == EOS)[None, :], 0.0)
-    higher = units.masked_fill(ids[None, :] <= prev_unit[:, None], 0.0)
+    higher = units.masked_fill(ids[None, :] < prev_unit[:, None], 0.0)
     bins = torch.arange(k, device=pk.device)[None, :]
     weight = torch.where(bins > prev_dt[:, None], pk * units.sum(1, keepdim=True),
                          torch.where(bins == prev_dt[:, None],

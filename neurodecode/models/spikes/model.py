@@ -344,8 +344,9 @@ class SpikeTransformer(nn.Module):
         """Log-probabilities of the next token restricted to canonical continuations.
 
         A window's tokens are in canonical order (time bin, then unit id), so after a token
-        ``(u', k')`` only EOS, a later bin ``k > k'`` (any unit) or the same bin with a higher
-        unit id can follow. The unit and dt heads give ``p(u) p(k)``; this renormalises their
+        ``(u', k')`` only EOS, a later bin ``k > k'`` (any unit) or the same bin with a unit id
+        ``>= u'`` can follow (the same unit again: two spikes in one bin, as binned counts and
+        bursts have). The unit and dt heads give ``p(u) p(k)``; this renormalises their
         product over the outcomes that can follow, so no probability is spent on orders that
         cannot occur (the sequence then codes the window's count matrix one to one).
 
@@ -376,7 +377,7 @@ class SpikeTransformer(nn.Module):
         log_units = lu.masked_fill(~not_eos, neg).logsumexp(-1)  # any unit (not EOS)
         later = bins[None, None, :] > prev_dt[..., None]
         log_later = ld.masked_fill(~later, neg).logsumexp(-1)
-        higher = (unit_ids[None, None, :] > prev_unit[..., None]) & not_eos
+        higher = (unit_ids[None, None, :] >= prev_unit[..., None]) & not_eos
         log_higher = lu.masked_fill(~higher, neg).logsumexp(-1)
         log_same = ld.gather(-1, prev_dt[..., None].clamp(0, k - 1))[..., 0]
         log_z = torch.stack([lu[..., EOS], log_units + log_later, log_same + log_higher],
