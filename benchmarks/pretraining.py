@@ -38,8 +38,8 @@ Section ``task_baselines``
     The real tasks of :mod:`neurodecode.data.spike_tasks` (rat position, Golub directions,
     calcium speed; stores under ``outputs/real_data_stores``, ingested if missing): window
     counts, and ridge (LDA for classes) and KNN on square-root counts of the current window
-    and of current + past, leave-one-block-out, with a permutation chance (10 permutations
-    quick, 50 full).
+    and of current + past, leave-one-block-out, with a permutation chance (permutations:
+    quick: 5, full: 50).
 Section ``train``
     Training throughput of :class:`~neurodecode.models.spikes.SpikePretrainer` on random
     Poisson spikes at several sequence lengths (the current window's tokens grow with the
@@ -300,7 +300,7 @@ def section_task_baselines(quick: bool, workdir: Path) -> dict:
             # calcium ΔF/F is cleaned over the whole run at ingest: the project's baseline
             # shares that caveat (see neurodecode.data.splits)
             warnings.simplefilter("ignore", TransductiveCleaningWarning)
-            rows += st.baseline_scores(task, n_permutations=10 if quick else 50, n_jobs=2)
+            rows += st.baseline_scores(task, n_permutations=5 if quick else 50, n_jobs=2)
     return {"spike_tasks": tasks, "task_baselines": rows}
 
 
@@ -518,7 +518,7 @@ def section_real(quick: bool, workdir: Path) -> dict:
 
     rows, info = [], {}
     for task in real_tasks():
-        if quick and task.name != "linear_track":
+        if quick and task.name != "linear_track_position":
             continue
         vocab = UnitVocabulary(task.unit_keys)
         tok = task.tokenizer()
