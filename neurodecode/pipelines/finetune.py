@@ -262,7 +262,7 @@ def _scored(y: np.ndarray, pred: np.ndarray, kind: str, test: Any, n_permutation
     score = float(fn(y_fit, pred))
     if n_permutations == 0:
         return {"score": score, "chance": float("nan"), "p_value": float("nan")}
-    scheme = default_scheme(y_fit if kind == "regression" else y_fit, test.table)
+    scheme = default_scheme(y_fit, test.table)
     perms = permuted_targets(y_fit, n_permutations, scheme=scheme,
                              groups=test.table["recording"].to_numpy(),
                              order=test.table["window_start"].to_numpy(float),
