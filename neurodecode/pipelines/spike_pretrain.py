@@ -207,7 +207,8 @@ def _generation(pre: Any, rec: Any, held: Any, tok: Any, seconds: float, seed: i
     where[ids] = np.arange(len(ids))
     stats = generation_stats(times[real] - t0, channels[real], gen_t - t0, where[gen_u],
                              n_units=len(ids), duration=t1 - t0)
-    return {"recording": rec.id, "start": t0, "duration": t1 - t0, "chains": chains, **stats}
+    return {"recording": rec.id, "start": round(t0, 6), "duration": round(t1 - t0, 6),
+            "chains": chains, **stats}
 
 
 def _connectivity(pre: Any, recs: Sequence[Any], held: Any, n_permutations: int, seed: int
