@@ -351,21 +351,30 @@ def load_fewshot(folder: str | os.PathLike) -> dict[str, Any]:
     ReportError
         If the folder has no ``fewshot.json``, or a row lacks one of :data:`FEWSHOT_KEYS`.
     """
-    folder = Path(folder)
-    if not folder.is_dir() or not (folder / "fewshot.json").is_file():
-        raise ReportError(
-            f"{folder}: not an adapt folder (no fewshot.json; the adapt input takes the "
-            "folders that the adapt stage writes)"
-        )
-    where = folder / "fewshot.json"
-    data = _read_json(where, "the few-shot curve of an adapt folder")
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise ReportError(f"{where}: no 'rows' list (not an adapt folder)")
-    for i, row in enumerate(data["rows"]):
-        missing = [k for k in FEWSHOT_KEYS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise ReportError(f"{where}: rows[{i}] has no {', '.join(map(repr, missing))}")
+    data, _ = _rows_file(folder, "fewshot.json", "rows", FEWSHOT_KEYS, "adapt",
+                         "the few-shot curve of an adapt folder")
     return data
+
+
+def _rows_file(folder: str | os.PathLike, name: str, key: str, keys: Sequence[str],
+               stage: str, what: str) -> tuple[dict[str, Any], Path]:
+    """A stage folder's JSON whose ``key`` is a list of rows, each with ``keys``."""
+    folder = Path(folder)
+    where = folder / name
+    article = "an" if stage[0] in "aeiou" else "a"
+    if not folder.is_dir() or not where.is_file():
+        raise ReportError(
+            f"{folder}: not {article} {stage} folder (no {name}; the {stage} input takes the "
+            f"folders that the {stage} stage writes)"
+        )
+    data = _read_json(where, what)
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise ReportError(f"{where}: no '{key}' list (not {article} {stage} folder)")
+    for i, row in enumerate(data[key]):
+        missing = [k for k in keys if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ReportError(f"{where}: {key}[{i}] has no {', '.join(map(repr, missing))}")
+    return data, where
 
 
 def load_pretrain(folder: str | os.PathLike) -> dict[str, Any]:
@@ -458,20 +467,9 @@ def load_finetune(folder: str | os.PathLike) -> dict[str, Any]:
         :data:`FINETUNE_KEYS`, a row's ``fraction`` is not a number in ``(0, 1]``, or
         ``pretrained`` is neither a mapping nor null.
     """
-    folder = Path(folder)
-    if not folder.is_dir() or not (folder / "metrics.json").is_file():
-        raise ReportError(
-            f"{folder}: not a finetune folder (no metrics.json; the finetune input takes the "
-            "folders that the finetune stage writes)"
-        )
-    where = folder / "metrics.json"
-    data = _read_json(where, "the metrics of a finetune folder")
-    if not isinstance(data, dict) or not isinstance(data.get("few_shot"), list):
-        raise ReportError(f"{where}: no 'few_shot' list (not a finetune folder)")
+    data, where = _rows_file(folder, "metrics.json", "few_shot", FINETUNE_KEYS, "finetune",
+                             "the metrics of a finetune folder")
     for i, row in enumerate(data["few_shot"]):
-        missing = [k for k in FINETUNE_KEYS if not isinstance(row, dict) or k not in row]
-        if missing:
-            raise ReportError(f"{where}: few_shot[{i}] has no {', '.join(map(repr, missing))}")
         fraction = _float(row["fraction"])
         if fraction is None or not 0 < fraction <= 1:
             raise ReportError(f"{where}: few_shot[{i}].fraction must be a number in (0, 1], "
