@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["Settings", "SimulationConfig", "get_settings"]
 
@@ -151,6 +151,15 @@ class SimulationConfig(StageConfig):
         sessions: ["01", "02"], session_units: 30}``); its sessions are written beside the
         dataset's recordings, as subject ``circuit`` unless ``subject`` is given
         (``modalities: []`` for the circuit alone).
+    vision : dict, optional
+        Also simulate an NSD-like visual fMRI experiment: keyword arguments of
+        :func:`~neurodecode.simulate_visual.simulate_visual_fmri` (``seed`` defaults to the
+        config's), plus ``images``: ``"procedural"`` (default: procedural scenes) or the path of
+        an image folder (read with :func:`~neurodecode.data.images.load_image_folder` at
+        ``image_size``). Its recordings (task ``vision``) and ``stimuli.zarr`` are written into
+        the dataset folder, so it cannot be combined with the dataset's own ``n_images``
+        stimulus images when ``modalities`` is not empty (one stimulus store per dataset);
+        ``modalities: []`` gives the visual dataset alone.
     """
 
     dataset: str = "sim"
@@ -163,6 +172,37 @@ class SimulationConfig(StageConfig):
     seed: int = 0
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     circuit: dict[str, Any] | None = None
+    vision: dict[str, Any] | None = None
+
+    @field_validator("vision")
+    @classmethod
+    def _vision_parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        import inspect
+
+        from .simulate_visual import simulate_visual_fmri
+
+        if value is None:
+            return value
+        valid = [n for n in inspect.signature(simulate_visual_fmri).parameters if n != "images"]
+        valid.append("images")
+        bad = sorted(set(value) - set(valid))
+        if bad:
+            raise ValueError(f"vision: unknown parameter(s) {', '.join(map(repr, bad))}; "
+                             f"valid parameters: {', '.join(valid)}")
+        images = value.get("images", "procedural")
+        if not isinstance(images, str | os.PathLike) or not str(images):
+            raise ValueError(f"vision.images must be 'procedural' or an image folder path, got "
+                             f"{images!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_stimulus_set(self) -> Self:
+        if self.vision is not None and self.modalities and self.n_images is not None:
+            raise ValueError(
+                "vision and n_images both ask for stimulus images, but a dataset has one "
+                "stimuli.zarr: set modalities: [] (the visual dataset alone) or n_images: null"
+            )
+        return self
 
     @field_validator("circuit")
     @classmethod

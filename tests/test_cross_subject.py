@@ -130,13 +130,14 @@ def test_shipped_model_configs_validate():
     import yaml
 
     from neurodecode.models.spikes.config import load_spike_config
+    from neurodecode.models.vision.config import load_reconstruction_config
 
+    loaders = {"spike_tokens": load_spike_config, "reconstruction": load_reconstruction_config}
     files = sorted((Path(__file__).parents[1] / "models").glob("*.yaml"))
     assert files
     for f in files:
         family = yaml.safe_load(f.read_text()).get("family", "codebook")
-        load = load_spike_config if family == "spike_tokens" else load_model_config
-        assert load(f).name == f.stem
+        assert loaders.get(family, load_model_config)(f).name == f.stem
 
 
 # --------------------------------------------------------------------------- batches

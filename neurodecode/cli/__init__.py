@@ -86,4 +86,14 @@ def _root(
     """neurodecode: brain recordings in, decoded stimuli, behaviour and images out."""
 
 
-from . import adapt, catalog, ingest, plot, pretrain, readers, stores, workflow  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    adapt,
+    catalog,
+    ingest,
+    plot,
+    pretrain,
+    readers,
+    reconstruct,
+    stores,
+    workflow,
+)

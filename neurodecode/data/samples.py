@@ -432,7 +432,8 @@ def epochs(
     Returns
     -------
     Samples
-        ``y`` holds class names; the table adds ``onset`` and ``label``. Epochs that do not fit
+        ``y`` holds class names; the table adds ``onset``, ``label`` and ``value`` (the event's
+        numeric code: the image id of a stimulus event). Epochs that do not fit
         inside their recording are left out (counted in ``table.attrs["dropped"]``).
     """
     mapping = label_map(labels)
@@ -459,7 +460,7 @@ def epochs(
             continue
         X.append(_gather(_signal(rec, picks, l_freq, h_freq), first, n))
         base = _base_row(rec)
-        for onset, label in zip(ev["onset"], ev["label"], strict=True):
+        for onset, label, value in zip(ev["onset"], ev["label"], ev["value"], strict=True):
             rows.append(
                 {
                     **base,
@@ -467,6 +468,7 @@ def epochs(
                     "stop": onset + tmax,
                     "onset": onset,
                     "label": label,
+                    "value": value,
                 }
             )
     if not rows:

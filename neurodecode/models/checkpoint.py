@@ -33,7 +33,8 @@ from .config import ModelConfig
 from .cross_subject import ADAPTER_PREFIX, CrossSubjectModel
 
 __all__ = ["FORMAT", "AdapterMismatchError", "atomic_save", "check_adapters", "load_model",
-           "load_state", "read_checkpoint", "read_payload", "save_model", "split_state"]
+           "load_state", "model_from_payload", "model_payload", "read_checkpoint",
+           "read_payload", "save_model", "split_state"]
 
 FORMAT = "neurodecode.cross_subject"
 VERSION = 1
@@ -98,15 +99,13 @@ def load_state(model: CrossSubjectModel, shared: Mapping[str, torch.Tensor],
                        f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
 
 
-def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
-               extra: Mapping[str, Any] | None = None, lora: Mapping[str, Any] | None = None
-               ) -> Path:
-    """Write a checkpoint atomically (a temporary sibling renamed into place).
+def model_payload(model: CrossSubjectModel, *, extra: Mapping[str, Any] | None = None,
+                  lora: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint payload of a model (what :func:`save_model` writes), in memory.
 
     Parameters
     ----------
     model : CrossSubjectModel
-    path : path-like
     extra : mapping, optional
         Plain data saved beside the weights (classes, scaling statistics...).
     lora : mapping, optional
@@ -114,11 +113,11 @@ def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
 
     Returns
     -------
-    Path
+    dict
+        Plain types and tensors (``torch.load(weights_only=True)``-safe).
     """
-    path = Path(path)
     shared, adapters = split_state(model)
-    payload = {
+    return {
         "format": FORMAT, "version": VERSION,
         "config": model.config.model_dump(mode="json"),
         "n_times": model.n_times, "n_outputs": model.n_outputs,
@@ -128,7 +127,25 @@ def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
         "lora": None if lora is None else dict(lora),
         "extra": dict(extra or {}),
     }
-    return atomic_save(payload, path)
+
+
+def save_model(model: CrossSubjectModel, path: str | os.PathLike, *,
+               extra: Mapping[str, Any] | None = None, lora: Mapping[str, Any] | None = None
+               ) -> Path:
+    """Write a checkpoint atomically (a temporary sibling renamed into place).
+
+    Parameters
+    ----------
+    model : CrossSubjectModel
+    path : path-like
+    extra, lora : mapping, optional
+        As in :func:`model_payload`.
+
+    Returns
+    -------
+    Path
+    """
+    return atomic_save(model_payload(model, extra=extra, lora=lora), Path(path))
 
 
 def atomic_save(payload: Any, path: str | os.PathLike) -> Path:
@@ -213,13 +230,24 @@ def load_model(path: str | os.PathLike) -> tuple[CrossSubjectModel, dict[str, An
     AdapterMismatchError
         When the stored adapters differ from the subjects declared with weights.
     """
-    payload = read_checkpoint(path)
+    return model_from_payload(read_checkpoint(path), where=str(path))
+
+
+def model_from_payload(payload: Mapping[str, Any], *, where: str = "checkpoint"
+                       ) -> tuple[CrossSubjectModel, dict[str, Any]]:
+    """Rebuild a model from a payload of :func:`model_payload` (``where`` names it in errors).
+
+    Returns
+    -------
+    model : CrossSubjectModel
+    extra : dict
+    """
     config = ModelConfig.model_validate(payload["config"])
     specs = {n: SubjectSpec.from_dict(s) for n, s in payload["subjects"].items()}
     with_weights = set(payload["with_weights"])
     unknown = sorted(with_weights - set(specs))
     if unknown:
-        raise AdapterMismatchError(f"{path}: adapter weights declared for subject(s) {unknown} "
+        raise AdapterMismatchError(f"{where}: adapter weights declared for subject(s) {unknown} "
                                    "that the checkpoint does not describe")
     # subjects declared without weights are zero-shot entries (the adapter must allow them);
     # the adapter's position frame comes from the stored buffers
@@ -231,5 +259,5 @@ def load_model(path: str | os.PathLike) -> tuple[CrossSubjectModel, dict[str, An
         model.add_subject(n, s, weights=n in with_weights)
     if payload.get("lora"):
         add_lora(model.backbone, **payload["lora"])
-    load_state(model, payload["shared"], payload["adapters"], where=str(path))
+    load_state(model, payload["shared"], payload["adapters"], where=where)
     return model, dict(payload.get("extra") or {})

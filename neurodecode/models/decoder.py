@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 from ..data.subjects import SubjectScaler, SubjectTrials, TrialDataset, subject_loader
 from ._fit import fit_lightning
 from .adapters.base import SubjectSpec
-from .checkpoint import load_model, save_model
+from .checkpoint import atomic_save, model_from_payload, model_payload, read_checkpoint
 from .config import ModelConfig, load_model_config
 from .cross_subject import CrossSubjectModel
 from .tasks.decode import DecodeTask
@@ -298,20 +298,30 @@ class CrossSubjectDecoder(BaseEstimator):
 
     # ---- persistence ----------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the decoder (model, classes, scaling statistics) to one checkpoint file."""
+    def to_payload(self) -> dict[str, Any]:
+        """The checkpoint payload :meth:`save` writes (plain types and tensors), in memory."""
         self._check_fitted()
         extra = {"classes": None if self.classes_ is None else [str(c) for c in self.classes_],
                  "scaler": self.scaler_.state_dict(), "n_times": int(self.n_times_),
                  "history": getattr(self, "history_", []),
                  "adaptations": getattr(self, "adaptations_", []),
                  "pretrained_adapters": getattr(self, "pretrained_adapters_", {})}
-        return save_model(self.model_, path, extra=extra)
+        return model_payload(self.model_, extra=extra)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the decoder (model, classes, scaling statistics) to one checkpoint file."""
+        return atomic_save(self.to_payload(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **params: Any) -> CrossSubjectDecoder:
         """Load a decoder written by :meth:`save` (``torch.load(weights_only=True)``)."""
-        model, extra = load_model(path)
+        return cls.from_payload(read_checkpoint(path), where=str(path), **params)
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any], *, where: str = "checkpoint",
+                     **params: Any) -> CrossSubjectDecoder:
+        """A decoder from a payload of :meth:`to_payload` (``where`` names it in errors)."""
+        model, extra = model_from_payload(payload, where=where)
         dec = cls(model.config, **params)
         dec.config_ = model.config
         dec.model_ = model.eval()

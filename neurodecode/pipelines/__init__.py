@@ -48,6 +48,7 @@ STAGE_MODULES = {
     "adapt": "adapt",
     "pretrain": "pretrain",
     "finetune": "finetune",
+    "reconstruct": "reconstruct",
     "report": "report",
 }
 

@@ -3,10 +3,10 @@
 It runs :func:`neurodecode.report.write_report` on the outputs of the other stages: folders of
 recording stores (``simulate``, ``ingest``), ``metrics.json`` files (``decode``), embed
 folders (``embed``), model folders (``cross_subject``), adaptation folders (``adapt``),
-pretraining folders (``pretrain``: codebook or spike-token) and few-shot fine-tuning folders
-(``finetune``), plus, optionally, the workflow's job table. Every
-input is optional, so a workflow can report on whatever it ran; each section says when it has
-nothing to show.
+pretraining folders (``pretrain``: codebook or spike-token), few-shot fine-tuning folders
+(``finetune``) and image reconstruction folders (``reconstruct``), plus, optionally, the
+workflow's job table. Every input is optional, so a workflow can report on whatever it ran;
+each section says when it has nothing to show.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class ReportStage(Stage):
                          "NLL and generation)", many=True, required=False),
         "finetune": Slot("folders written by the finetune stage (few-shot behaviour decoding)",
                          many=True, required=False),
+        "reconstruct": Slot("folders written by the reconstruct stage (image reconstruction "
+                            "scores, image grids, BrainDiVE)", many=True, required=False),
         "jobs": Slot(
             "JSON job table of the workflow run (a list of {job, stage, status, reason, "
             "seconds}, or {'jobs': [...]})",
@@ -97,6 +99,7 @@ class ReportStage(Stage):
                 adapt=inputs.get("adapt", []),
                 pretrain=inputs.get("pretrain", []),
                 finetune=inputs.get("finetune", []),
+                reconstruct=inputs.get("reconstruct", []),
                 title=config.title,
                 workflow=jobs,
                 thumbnails=config.thumbnails,

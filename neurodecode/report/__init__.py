@@ -21,6 +21,7 @@ from .html import (
     load_jobs,
     load_metrics,
     load_pretrain,
+    load_reconstruction,
     write_report,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "load_jobs",
     "load_metrics",
     "load_pretrain",
+    "load_reconstruction",
     "write_report",
 ]

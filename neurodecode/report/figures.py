@@ -18,7 +18,9 @@ embeds the bytes as ``data:image/png;base64,...`` URIs (see :func:`data_uri`).
   codebook's perplexity, its dead and used shares, and the masked-code accuracy;
 * :func:`nll_curve` — spike-token pretraining per epoch: the next-token negative
   log-likelihood on the training and validation windows, with reference levels dotted;
-* :func:`rate_scatter` — per-unit firing rates of generated spike trains against the real ones.
+* :func:`rate_scatter` — per-unit firing rates of generated spike trains against the real ones;
+* :func:`image_grid` — rows of images (seen images, their reconstructions, baselines), one
+  column per trial.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "decoding_chart",
     "embedding_scatter",
     "fewshot_curve",
+    "image_grid",
     "is_png",
     "nll_curve",
     "png_bytes",
@@ -736,3 +739,46 @@ def _num(value: Any) -> float:
 
 def _shorten(text: str, n: int) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1) :]
+
+
+def image_grid(rows: Mapping[str, Any], *, column_titles: Sequence[str] | None = None,
+               dpi: int = FIGURE_DPI) -> bytes:
+    """Rows of images, one column per trial: seen images, reconstructions, baselines.
+
+    Parameters
+    ----------
+    rows : mapping of str to array
+        Row label → images ``(n, H, W, 3)`` (or ``(n, H, W)``) in [0, 1]; every row holds the
+        same number of images.
+    column_titles : sequence of str, optional
+        A title above each column (e.g. the image id).
+    dpi : int
+
+    Returns
+    -------
+    bytes
+        PNG.
+    """
+    arrays = {k: np.clip(np.asarray(v, dtype=float), 0.0, 1.0) for k, v in rows.items()}
+    if not arrays:
+        raise ValueError("image_grid needs at least one row")
+    counts = {len(v) for v in arrays.values()}
+    if len(counts) != 1 or not counts.pop():
+        raise ValueError("every row of an image grid needs the same, non-zero number of images")
+    n_rows, n_cols = len(arrays), len(next(iter(arrays.values())))
+    fig = Figure(figsize=(0.9 * n_cols + 1.3, 0.95 * n_rows + 0.3))
+    for r, (label, images) in enumerate(arrays.items()):
+        for c in range(n_cols):
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
+            image = images[c]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(_shorten(label, 18), fontsize=7)
+            if r == 0 and column_titles is not None:
+                ax.set_title(_shorten(str(column_titles[c]), 10), fontsize=6)
+    fig.subplots_adjust(left=0.12, right=0.99, top=0.93 if column_titles else 0.99,
+                        bottom=0.01, wspace=0.05, hspace=0.08)
+    return png_bytes(fig, dpi, palette=False)

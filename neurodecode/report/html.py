@@ -2,11 +2,11 @@
 
 :func:`write_report` reads what the stages wrote — folders of recording stores (``simulate``,
 ``ingest``), ``metrics.json`` files (``decode``), embed folders (``embed``), model folders
-(``cross_subject``), adaptation folders (``adapt``), pretraining folders (``pretrain``) and
-fine-tuning folders (``finetune``) — and writes a single HTML file: CSS inline, every figure
-embedded as a base64 PNG ``data:`` URI, no script and no external URL, so it can be mailed,
-archived or opened offline. It is written to a temporary sibling and renamed into place, so a
-reader never sees half a report.
+(``cross_subject``), adaptation folders (``adapt``), pretraining folders (``pretrain``),
+fine-tuning folders (``finetune``) and reconstruction folders (``reconstruct``) — and writes
+a single HTML file: CSS inline, every figure embedded as a base64 PNG ``data:`` URI, no script
+and no external URL, so it can be mailed, archived or opened offline. It is written to a
+temporary sibling and renamed into place, so a reader never sees half a report.
 
 Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigation bar):
 
@@ -45,6 +45,17 @@ Sections (each ``<section id="...">`` with an ``<h2>``, linked from the navigati
     Per ``finetune`` folder, the few-shot curve (score against the labelled fraction, log
     scale, one line per variant and baseline, mean over seeds, chance dashed) and every row
     (variant, fraction, labelled samples, score, chance, p-value, baseline).
+``reconstruction``
+    Per ``reconstruct`` folder, its settings (model, encoder, renderer, image size, subjects,
+    images fit and tested, the sampling plan with its UNet evaluations per image, timings and
+    training throughput); one table per kind of row (trained subjects, new subjects with their
+    labelled fraction): every method (reconstruction, low-level, ridge to pixels, nearest
+    training image) × metric (PixCorr, SSIM, two-way identification in the encoder's and a
+    random CNN's space, top-1 retrieval both ways), the best method per metric and subject in
+    bold, each subject's chance levels below it; the image grids (seen images, then each
+    method) and BrainDiVE (its figure, the region's predicted activation of guided, unguided
+    and stimulus images with the permutation p-value, the encoding model's train and
+    validation r, and the ground-truth feature when the simulation has one).
 ``provenance``
     The record :func:`neurodecode.pipelines.read_provenance` finds for every input (stage, job,
     config, input fingerprints, git revision, package versions, host, times), or "no provenance
@@ -86,6 +97,7 @@ __all__ = [
     "load_jobs",
     "load_metrics",
     "load_pretrain",
+    "load_reconstruction",
     "write_report",
 ]
 
@@ -98,6 +110,7 @@ SECTIONS = (
     ("codebook", "Codebook pretraining"),
     ("spikes", "Spike-token pretraining"),
     ("finetune", "Few-shot behaviour decoding"),
+    ("reconstruction", "Image reconstruction"),
     ("provenance", "Provenance"),
     ("workflow", "Workflow"),
 )
@@ -476,6 +489,52 @@ def load_finetune(folder: str | os.PathLike) -> dict[str, Any]:
                               f"got {row['fraction']!r}")
     if data.get("pretrained") is not None and not isinstance(data["pretrained"], dict):
         raise ReportError(f"{where}: 'pretrained' must be a mapping (path, analysis) or null")
+    return data
+
+
+#: Keys every row of a reconstruct folder's ``rows`` list has.
+RECONSTRUCT_KEYS = ("subject", "kind", "methods")
+
+
+def load_reconstruction(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``metrics.json`` of a folder written by the reconstruct stage.
+
+    Parameters
+    ----------
+    folder : path-like
+
+    Returns
+    -------
+    dict
+        The file's content (see :func:`neurodecode.pipelines.reconstruct.reconstruct`): the
+        settings (``model``, ``encoder``, ``renderer``, ``image_size``, ``subjects``,
+        ``new_subjects``, image counts, ``sampling``, ``timings``), ``rows`` (one per subject
+        and, for new subjects, labelled fraction: ``methods`` maps each method to its metrics,
+        ``chance`` the chance levels), ``braindive`` (a mapping or null) and ``grids`` (grid
+        name → PNG file name in the folder).
+
+    Raises
+    ------
+    ReportError
+        If the folder has no ``metrics.json``, it is not JSON, it has no ``rows`` list, a row
+        lacks one of :data:`RECONSTRUCT_KEYS`, a row's ``methods`` does not map each method to
+        a mapping of metrics, a row's ``chance`` is not a mapping, or ``braindive``, ``grids``,
+        ``sampling`` or ``timings`` is neither a mapping nor null.
+    """
+    data, where = _rows_file(folder, "metrics.json", "rows", RECONSTRUCT_KEYS, "reconstruct",
+                             "the metrics of a reconstruct folder")
+    for i, row in enumerate(data["rows"]):
+        methods = row["methods"]
+        if not isinstance(methods, dict) or not all(isinstance(m, dict)
+                                                    for m in methods.values()):
+            raise ReportError(f"{where}: rows[{i}].methods must map each method to a mapping "
+                              "of its metrics")
+        if row.get("chance") is not None and not isinstance(row["chance"], dict):
+            raise ReportError(f"{where}: rows[{i}].chance must be a mapping of chance levels")
+    for key in ("braindive", "grids", "sampling", "timings"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ReportError(f"{where}: {key!r} must be a mapping or null, got "
+                              f"{type(data[key]).__name__}")
     return data
 
 
@@ -1643,6 +1702,259 @@ def _finetune_section(finetunes: list[tuple[_Source, dict[str, Any]]],
                    for k, (src, data) in enumerate(finetunes, 1))
 
 
+#: Methods of a reconstruct row, in table order, with their headings (others follow by key).
+RECONSTRUCT_METHODS = (
+    ("reconstruction", "reconstruction"),
+    ("lowlevel", "low-level"),
+    ("ridge_to_pixels", "ridge to pixels"),
+    ("nearest_training_image", "nearest training image"),
+)
+#: Metrics of a reconstruct row, in table order, with their headings (others follow by key).
+RECONSTRUCT_METRICS = (
+    ("pixcorr", "PixCorr"),
+    ("ssim", "SSIM"),
+    ("two_way_encoder", "two-way encoder"),
+    ("two_way_random_cnn", "two-way random CNN"),
+    ("retrieval_top1_brain_to_image", "retrieval brain→image"),
+    ("retrieval_top1_image_to_brain", "retrieval image→brain"),
+)
+#: Keys of a method's entry that are not scores.
+_RECON_NOT_SCORES = ("n_candidates",)
+#: Row kinds of a reconstruct folder, with their headings (others are named by their kind).
+_RECON_KINDS = {"trained": "trained subjects", "new": "new subjects (few-shot adaptation)"}
+
+
+def _ordered(known: Sequence[tuple[str, str]], found: Iterable[str]) -> list[tuple[str, str]]:
+    """``known`` (key, heading) pairs, then the other ``found`` keys under their own name."""
+    names = {k for k, _ in known}
+    return [*known, *((k, k) for k in dict.fromkeys(found) if k not in names)]
+
+
+def _recon_chance(chance: Mapping[str, Any], metric: str) -> Any:
+    """The chance level of ``metric`` (two-way and retrieval fall back on their shared key)."""
+    if metric in chance:
+        return chance[metric]
+    for prefix in ("two_way", "retrieval_top1"):
+        if metric.startswith(prefix):
+            return chance.get(prefix)
+    return None
+
+
+def _png_note(folder: Path, name: Any, what: str) -> tuple[bytes | None, str]:
+    """The PNG ``name`` of a stage folder, or None and a note saying why it cannot be shown."""
+    text = str(name)
+    if not text or Path(text).name != text:
+        return None, f"{what}: {text!r} is not a file name in {folder}"
+    path = folder / text
+    try:
+        png = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"{what}: {path} is missing"
+    except OSError as err:
+        return None, f"{what}: {path} cannot be read ({err.strerror or err})"
+    if not figures.is_png(png):
+        return None, f"{what}: {path} is not a PNG image"
+    return png, ""
+
+
+def _recon_settings(data: Mapping[str, Any]) -> str:
+    """The settings line: model, encoder, renderer, subjects, images, sampling, timings."""
+    s, t = _mapping(data, "sampling"), _mapping(data, "timings")
+    size = data.get("image_size")
+    subjects = ", ".join(map(str, data.get("subjects") or [])) or "—"
+    new = ", ".join(map(str, data.get("new_subjects") or [])) or "none"
+    plan = (
+        f"sampling: {_e(s.get('steps', '—'))} steps, guidance "
+        f"{_fmt_fixed(s.get('guidance_scale'), 1)}, strength {_fmt_fixed(s.get('strength'))}, "
+        f"{_e(s.get('n_samples', '—'))} samples × "
+        f"{_e(s.get('unet_evals_per_sample', '—'))} UNet evaluations = "
+        f"{_e(s.get('unet_evals_per_image', '—'))} UNet evaluations per image"
+    ) if s else "sampling: —"
+    timed = [(label, t.get(key)) for key, label in (
+        ("encoder_s", "encoder"), ("embedding_s", "embedding decoder"),
+        ("lowlevel_s", "low-level decoder"), ("diffusion_s", "diffusion")) if key in t]
+    times = [f"{label} {_fmt_seconds(v)}" for label, v in timed]
+    if "diffusion_epochs" in t or "train_images_per_s" in t:
+        times.append(f"{_fmt_int(t.get('diffusion_epochs'))} diffusion epochs at "
+                     f"{_fmt_fixed(t.get('train_images_per_s'), 1)} train images/s")
+    times.append(f"total {_fmt_seconds(t.get('total_s'))}")
+    leak = _mapping(data, "leakage")
+    leak_text = ""
+    if leak:
+        leak_text = f" · test images in the fit: {_fmt_int(leak.get('test_images_in_fit'))}"
+        if leak.get("split"):
+            leak_text += f" ({_e(leak['split'])})"
+    lines = [
+        f"model {_e(data.get('model', '—'))} · encoder {_e(data.get('encoder', '—'))} · "
+        f"renderer {_e(data.get('renderer', '—'))} · image size "
+        + (f"{_e(size)}×{_e(size)}" if size is not None else "—"),
+        f"subjects {_e(subjects)} · new subjects {_e(new)} · images: "
+        f"{_fmt_int(data.get('n_fit_images'))} fit, {_fmt_int(data.get('n_test_images'))} test "
+        f"of {_fmt_int(data.get('n_images'))}{leak_text}",
+        plan,
+        "timings: " + (", ".join(times) if t else "—"),
+    ]
+    return "".join(f'<p class="muted">{line}</p>' for line in lines)
+
+
+def _recon_table(rows: Sequence[Mapping[str, Any]], anchor: str, *, new: bool) -> str:
+    """One row per subject (and fraction): every method × metric, the best bold, chance below."""
+    methods = _ordered(RECONSTRUCT_METHODS, (m for r in rows for m in r["methods"]))
+    methods = [(k, h) for k, h in methods if any(k in r["methods"] for r in rows)]
+    metrics = _ordered(RECONSTRUCT_METRICS, (
+        k for r in rows for entry in r["methods"].values() for k in entry
+        if k not in _RECON_NOT_SCORES))
+    lead = ["subject", *(("fraction", "adapted on") if new else ()), "train trials",
+            "test images"]
+    head = (
+        "<tr>" + "".join(f'<th rowspan="2">{h}</th>' for h in lead)
+        + "".join(f'<th colspan="{len(metrics)}">{_e(h)}</th>' for _, h in methods)
+        + '<th rowspan="2">sampling</th></tr><tr>'
+        + "".join(f"<th>{_e(h)}</th>" for _ in methods for _, h in metrics) + "</tr>"
+    )
+    body = []
+    for row in rows:
+        entries = row["methods"]
+        best = {}
+        for metric, _ in metrics:
+            values = [v for v in (_float(entries.get(m, {}).get(metric)) for m, _ in methods)
+                      if v is not None and math.isfinite(v)]
+            best[metric] = max(values) if values else None
+        cells = [_e(row["subject"])]
+        if new:
+            frac = _float(row.get("fraction"))
+            cells += [f"{100 * frac:g}%" if frac is not None else "—",
+                      _fmt_seconds(row.get("adapt_seconds_of_data"))]
+        cells += [_fmt_int(row.get("n_train_trials")), _fmt_int(row.get("n_test"))]
+        tds = [f"<td>{cells[0]}</td>", *(f'<td class="num">{c}</td>' for c in cells[1:])]
+        for method, _ in methods:
+            entry = entries.get(method, {})
+            for metric, _ in metrics:
+                v = _float(entry.get(metric))
+                top = v is not None and best[metric] is not None and v == best[metric]
+                shown = "—" if entry.get(metric) is None else _a(anchor, _fmt(entry[metric]))
+                tds.append(f'<td class="{"num best" if top else "num"}">{shown}</td>')
+        speed = _float(row.get("sample_images_per_s"))
+        tds.append(f'<td class="num">{_fmt_seconds(row.get("sample_seconds"))}'
+                   + (f", {speed:.1f} images/s" if speed is not None else "")
+                   + (f", {_e(row['unet_evals_per_image'])} UNet evals/image"
+                      if row.get("unet_evals_per_image") is not None else "") + "</td>")
+        body.append("<tr>" + "".join(tds) + "</tr>")
+        chance = row.get("chance") or {}
+        n_lead = len(lead)
+        body.append(
+            f'<tr class="chance"><td>chance ({_e(row["subject"])})</td>'
+            + "".join("<td></td>" for _ in range(n_lead - 1))
+            + "".join(f'<td class="num">{_fmt(_recon_chance(chance, metric))}</td>'
+                      for _ in methods for metric, _ in metrics)
+            + "<td></td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def _stat_cell(stats: Any) -> str:
+    """``mean ± sd (n)`` of a summary mapping."""
+    if not isinstance(stats, Mapping):
+        return '<td class="num">—</td>'
+    n = f" (n={_fmt_int(stats['n'])})" if stats.get("n") is not None else ""
+    return f'<td class="num">{_fmt(stats.get("mean"))} ± {_fmt(stats.get("sd"))}{n}</td>'
+
+
+def _braindive_part(k: int, folder: Path, bd: Mapping[str, Any] | None) -> str:
+    head = f'<h4 id="recon-{k}-braindive">BrainDiVE'
+    if bd is None:
+        return head + '</h4><p class="empty">BrainDiVE was not run (braindive.scale is 0)</p>'
+    head += f": region {_e(bd.get('region', '—'))}</h4>"
+    if bd.get("error"):
+        return head + f'<p class="error">{_e(bd["error"])}</p>'
+    parts = [head, (
+        f'<p class="muted">guidance scale {_fmt_fixed(bd.get("scale"), 1)}, '
+        f"{_e(bd.get('steps', '—'))} steps, {_e(bd.get('unet_evals_per_image', '—'))} UNet "
+        f"evaluations per image · encoding model (ridge from the encoder's embedding to the "
+        f"region's mean response) fitted on {_fmt_int(bd.get('n_fit_trials'))} trials: train r "
+        f"{_fmt(bd.get('encoding_train_r'))}, validation r {_fmt(bd.get('validation_r'))}</p>"
+    )]
+    png, note = _png_note(folder, bd.get("figure") or "braindive.png", "BrainDiVE figure")
+    if png is not None:
+        parts.append(
+            f'<figure id="recon-{k}-braindive-fig">'
+            f"{_img(png, 'BrainDiVE: guided, unguided and random stimuli')}"
+            f"<figcaption>{_e(bd.get('figure') or 'braindive.png')}: images synthesised with "
+            f"the gradient of the region's predicted activation (guided), without it "
+            "(unguided, same tokens and noise), and random training stimuli.</figcaption>"
+            "</figure>")
+    else:
+        parts.append(f'<p class="empty">{_e(note)}</p>')
+    sets = ("guided", "unguided", "stimuli")
+    act = _mapping(bd, "predicted_activation")
+    parts.append(
+        "<table><tr><th>images</th><th>predicted activation (mean ± sd)</th></tr>"
+        + "".join(f"<tr><td>{s}</td>{_stat_cell(act.get(s))}</tr>" for s in sets)
+        + "</table>"
+        f"<p>guided − stimuli: {_fmt(bd.get('difference'))}, permutation p-value "
+        f"{_fmt_p(bd.get('p_value'))}</p>"
+    )
+    feature = bd.get("feature")
+    if isinstance(feature, Mapping) and feature:
+        parts.append(
+            "<table><tr><th>images</th><th>ground-truth preferred feature (mean ± sd)</th></tr>"
+            + "".join(f"<tr><td>{s}</td>{_stat_cell(feature.get(s))}</tr>" for s in sets)
+            + "</table>"
+        )
+    return "".join(parts)
+
+
+def _reconstruction_part(k: int, src: _Source, data: dict[str, Any]) -> str:
+    anchor = src.anchor
+    desc = data.get("description")
+    parts = [
+        f'<h3 id="recon-{k}">{_e(data.get("analysis") or src.path.name)}</h3>'
+        f'<p class="muted">{_e(src.path)} · provenance: '
+        f"{_a(anchor, 'record' if src.record else 'none')}"
+        + (f" · stimuli <code>{_e(data['stimuli'])}</code>" if data.get("stimuli") else "")
+        + "</p>" + (f"<p>{_e(desc)}</p>" if desc else "") + _recon_settings(data)
+    ]
+    kinds: dict[str, list[Mapping[str, Any]]] = {}
+    for row in data["rows"]:
+        kinds.setdefault(str(row["kind"]), []).append(row)
+    if not kinds:
+        parts.append('<p class="empty">no subject rows in this reconstruct folder</p>')
+    for kind, rows in kinds.items():
+        safe = _SAFE_CLASS.sub("-", kind.lower())
+        candidates = sorted({_fmt_int(e["n_candidates"]) for r in rows
+                             for e in r["methods"].values() if e.get("n_candidates") is not None})
+        among = f" among {' or '.join(candidates)} candidates" if candidates else ""
+        parts.append(
+            f'<h4 id="recon-{k}-{safe}">{_e(_RECON_KINDS.get(kind, kind))}</h4>'
+            f'<p class="muted">higher is better for every metric; bold: the best method per '
+            f"metric and subject; retrieval: top-1{among}; chance: two-way 0.5, retrieval "
+            "1/candidates, PixCorr and SSIM of shuffled pairs</p>"
+            + _recon_table(rows, anchor, new=kind == "new")
+        )
+    grids = _mapping(data, "grids")
+    if grids:
+        parts.append(f'<h4 id="recon-{k}-grids">image grids</h4><div class="grid">')
+        for i, (name, file) in enumerate(grids.items(), 1):
+            png, note = _png_note(src.path, file, f"grid {name}")
+            if png is None:
+                parts.append(f'<p class="empty">{_e(note)}</p>')
+                continue
+            parts.append(
+                f'<figure id="recon-{k}-grid-{i}">{_img(png, f"reconstructions of {name}")}'
+                f"<figcaption>{_e(name)} ({_e(file)}): first row the seen test images, then "
+                "each method's reconstruction of them.</figcaption></figure>")
+        parts.append("</div>")
+    parts.append(_braindive_part(k, src.path, data.get("braindive")))
+    return "".join(parts)
+
+
+def _reconstruction_section(folders: list[tuple[_Source, dict[str, Any]]]) -> str:
+    if not folders:
+        return _empty("image reconstruction results")
+    return "".join(_reconstruction_part(k, src, data)
+                   for k, (src, data) in enumerate(folders, 1))
+
+
 def _provenance_section(sources: _Sources) -> str:
     if not sources.items:
         return _empty("inputs")
@@ -1745,7 +2057,8 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
 th,td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#eef1f6;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.sig{font-weight:700}
+td.sig,td.best{font-weight:700}
+tr.chance td{color:var(--muted);font-style:italic}
 td.error,p.error{color:#b00020}
 a{color:var(--accent)}
 tr:target,article:target,figure:target,span:target{outline:2px solid #f0a500}
@@ -1780,6 +2093,7 @@ def write_report(
     adapt: str | os.PathLike | Iterable[str | os.PathLike] = (),
     pretrain: str | os.PathLike | Iterable[str | os.PathLike] = (),
     finetune: str | os.PathLike | Iterable[str | os.PathLike] = (),
+    reconstruct: str | os.PathLike | Iterable[str | os.PathLike] = (),
     title: str = "neurodecode report",
     workflow: Sequence[Mapping[str, Any]] | None = None,
     thumbnails: bool = True,
@@ -1805,6 +2119,8 @@ def write_report(
         Folders written by the pretrain stage (codebook or spike-token pretraining).
     finetune : path-like or iterable of path-like
         Folders written by the finetune stage (few-shot behaviour decoding).
+    reconstruct : path-like or iterable of path-like
+        Folders written by the reconstruct stage (image reconstruction, BrainDiVE).
     title : str
         The report's title.
     workflow : sequence of mapping, optional
@@ -1822,8 +2138,9 @@ def write_report(
         ``embeddings`` (embed folders), ``models`` (cross_subject folders), ``adapted``
         (adapt folders), ``fewshot_rows``, ``pretrained`` (pretrain folders, both families),
         ``spike_pretrained`` (the spike-token ones), ``finetuned`` (cross_subject folders
-        fine-tuned from one), ``finetunes`` (finetune folders), ``finetune_rows``, ``jobs``
-        and ``seconds``.
+        fine-tuned from one), ``finetunes`` (finetune folders), ``finetune_rows``,
+        ``reconstructions`` (reconstruct folders), ``reconstruction_rows``, ``jobs`` and
+        ``seconds``.
 
     Raises
     ------
@@ -1835,7 +2152,7 @@ def write_report(
     t0 = time.perf_counter()
     stores, decode, embed = _paths(stores), _paths(decode), _paths(embed)
     cross_subject, adapt, pretrain = _paths(cross_subject), _paths(adapt), _paths(pretrain)
-    finetune = _paths(finetune)
+    finetune, reconstruct = _paths(finetune), _paths(reconstruct)
     if thumbnail_seconds <= 0:
         raise ReportError(f"thumbnail_seconds must be positive, got {thumbnail_seconds}")
     jobs = None if workflow is None else _check_jobs(workflow, "workflow")
@@ -1859,6 +2176,7 @@ def write_report(
     adapted = read("adapt", adapt, load_fewshot)
     pretrains = read("pretrain", pretrain, load_pretrain)
     finetunes = read("finetune", finetune, load_finetune)
+    recons = read("reconstruct", reconstruct, load_reconstruction)
     spikes = [(src, d) for src, d in pretrains if d.get("family") == SPIKE_FAMILY]
     codebooks = [(src, d) for src, d in pretrains if d.get("family") != SPIKE_FAMILY]
     tuned = sum(isinstance(d.get("pretrained"), dict) for _, d in models)
@@ -1873,6 +2191,7 @@ def write_report(
         "codebook": _codebook_section(codebooks, models),
         "spikes": _spikes_section(spikes, by_path),
         "finetune": _finetune_section(finetunes, spikes),
+        "reconstruction": _reconstruction_section(recons),
         "provenance": _provenance_section(sources),
         "workflow": _workflow_section(jobs),
     }
@@ -1884,6 +2203,7 @@ def write_report(
         "codebook": len(codebooks) + tuned,
         "spikes": len(spikes),
         "finetune": len(finetunes),
+        "reconstruction": len(recons),
         "provenance": len(sources.items),
         "workflow": len(jobs or []),
     }
@@ -1919,6 +2239,8 @@ def write_report(
         "finetuned": tuned,
         "finetunes": len(finetunes),
         "finetune_rows": sum(len(d["few_shot"]) for _, d in finetunes),
+        "reconstructions": len(recons),
+        "reconstruction_rows": sum(len(d["rows"]) for _, d in recons),
         "jobs": len(jobs or []),
         "seconds": round(time.perf_counter() - t0, 3),
     }
