@@ -1,0 +1,245 @@
+"""The reconstruction model and the ``reconstruct`` stage, end to end on tiny simulated subjects.
+
+Everything is real (the simulator, the stores, the image encoder, the cross-subject decoders,
+the diffusers UNet, the metrics) but tiny: 16-pixel images, a few epochs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from neurodecode.cli import app
+from neurodecode.config import SimulationConfig
+from neurodecode.data.subjects import SubjectTrials
+from neurodecode.models.vision import Reconstructor, select_by_embedding
+from neurodecode.models.vision.config import load_reconstruction_config
+from neurodecode.pipelines.base import StageError
+from neurodecode.pipelines.reconstruct import (
+    ReconstructStageConfig,
+    _split_by_intervals,
+    average_repeats,
+    reconstruct,
+)
+from neurodecode.pipelines.simulate import simulate_to
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+TINY = {
+    "image_size": 16,
+    "encoder": {"params": {"grid": 4, "dim": 8, "width": 8, "max_epochs": 2}},
+    "brain": {"lowlevel_size": 4,
+              "embedding": {"train": {"max_epochs": 3}, "backbone": {"params": {"hidden": 32}},
+                            "head": {"params": {"hidden": 32}}},
+              "lowlevel": {"train": {"max_epochs": 3}, "backbone": {"params": {"hidden": 32}}}},
+    "diffusion": {"image_size": 16, "block_out_channels": [16, 32], "max_epochs": 2,
+                  "batch_size": 32},
+    "sampling": {"steps": 4, "strength": 0.5, "n_samples": 2},
+    "braindive": {"n_images": 2, "steps": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("vision")
+    simulate_to(folder, SimulationConfig(
+        dataset="vision", modalities=[], n_images=None,
+        vision={"n_subjects": 3, "n_images": 64, "n_test_images": 10, "n_voxels": [40, 60],
+                "image_size": 16, "seed": 1}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def job(stores, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("recon") / "job"
+    config = ReconstructStageConfig(analysis="tiny", params=TINY, subjects=["01", "02"],
+                                    new_subjects=["03"], fractions=[0.3], n_permutations=3,
+                                    threads=1)
+    reconstruct(config, [stores], out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def parts(stores):
+    from neurodecode.pipelines.cross_subject import subject_samples
+    from neurodecode.pipelines.decode import EpochsSamples, open_stores
+    from neurodecode.store import read_stimuli
+
+    sel = EpochsSamples(kind="epochs", modality="fmri", tmin=3.0, tmax=7.0, labels=["image"],
+                        l_freq=0.01)
+    recs = open_stores([stores], sel)
+    trials = subject_samples(recs, sel, "value")
+    images = read_stimuli(stores / "stimuli.zarr")["images"]
+    return {s: _split_by_intervals(t, recs) for s, t in trials.items()}, images
+
+
+def test_stage_scores_every_method_and_the_new_subject(job):
+    data = json.loads((job / "metrics.json").read_text())
+    kinds = [(r["subject"], r["kind"]) for r in data["rows"]]
+    assert kinds == [("01", "trained"), ("02", "trained"), ("03", "new")]
+    for row in data["rows"]:
+        assert set(row["methods"]) == {"reconstruction", "lowlevel", "ridge_to_pixels",
+                                       "nearest_training_image"}
+        for scores in row["methods"].values():
+            for key in ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
+                        "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain"):
+                assert -1.0 <= scores[key] <= 1.0
+        assert row["chance"]["two_way"] == 0.5
+        assert row["n_test"] == 10  # the repeats of each test image averaged
+        assert row["unet_evals_per_image"] <= 20
+    new = data["rows"][-1]
+    # the new subject adapts from trials that all end before its test block starts
+    assert new["adapt_last_stop"] < new["test_first_start"]
+    assert new["n_train_trials"] < data["rows"][0]["n_train_trials"]
+    assert data["sampling"]["unet_evals_per_image"] == 2 * 2 * 2  # 2 samples x 2 steps x CFG
+    assert data["n_fit_images"] + data["n_test_images"] == data["n_images"]
+    for name in data["grids"].values():
+        assert (job / name).read_bytes()[:4] == b"\x89PNG"
+    dive = data["braindive"]
+    assert dive["region"] == "V4" and (job / dive["figure"]).is_file()
+    assert set(dive["predicted_activation"]) == {"guided", "unguided", "stimuli"}
+    assert set(dive["feature"]) == {"guided", "unguided", "stimuli"}  # simulator ground truth
+
+
+def test_checkpoint_round_trips(job, parts):
+    split, _ = parts
+    test = average_repeats(split["01"]["test"])
+    a = Reconstructor.load(job / "model.pt")
+    a.save(job / "again.pt")
+    b = Reconstructor.load(job / "again.pt")
+    assert a.subjects_ == b.subjects_ == ["01", "02", "03"]
+    np.testing.assert_array_equal(a.predict_tokens(test).numpy(), b.predict_tokens(test).numpy())
+    ra, rb = a.reconstruct(test, seed=3), b.reconstruct(test, seed=3)
+    np.testing.assert_array_equal(ra.images, rb.images)
+    np.testing.assert_array_equal(ra.chosen, rb.chosen)
+    assert a.samples_["event"] == "image"
+
+
+def test_selection_cannot_see_the_target(job, parts):
+    split, _ = parts
+    model = Reconstructor.load(job / "model.pt")
+    assert list(inspect.signature(model.reconstruct).parameters) == ["trials", "seed",
+                                                                     "batch_size"]
+    assert list(inspect.signature(select_by_embedding).parameters) == ["candidate_tokens",
+                                                                       "predicted_tokens"]
+    test = average_repeats(split["02"]["test"])
+    first = model.reconstruct(test, seed=1)
+    # another subject's labels and image ids: the reconstruction reads neither
+    scrambled = SubjectTrials(test.subject, test.X, None, test.table, test.ch_names,
+                              test.positions, test.sfreq, test.coord_frame,
+                              np.roll(np.asarray(test.keys), 3))
+    second = model.reconstruct(scrambled, seed=1)
+    np.testing.assert_array_equal(first.images, second.images)
+    assert first.candidates.shape[1] == 2
+    kept = first.candidates[np.arange(len(first)), first.chosen]
+    np.testing.assert_array_equal(kept, first.images)
+
+
+def test_select_by_embedding_keeps_the_closest_candidate():
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randn(5, 12, generator=g)
+    cands = torch.randn(5, 3, 12, generator=g)
+    cands[torch.arange(5), torch.tensor([2, 0, 1, 1, 2])] = pred * 2 + 0.1
+    chosen, scores = select_by_embedding(cands, pred)
+    assert chosen.tolist() == [2, 0, 1, 1, 2]
+    assert scores.shape == (5, 3) and np.allclose(scores.max(axis=1), 1.0, atol=1e-5)
+
+
+class _Guarded(np.ndarray):
+    """An image table that fails when an image outside ``allowed`` is read."""
+
+    allowed: set[int] = set()
+
+    def __getitem__(self, index):
+        ids = np.atleast_1d(np.asarray(index)).ravel()
+        if ids.dtype.kind in "iu" and not set(ids.tolist()) <= self.allowed:
+            raise AssertionError(f"read images {sorted(set(ids.tolist()) - self.allowed)}")
+        return np.asarray(super().__getitem__(index))
+
+
+def test_fit_and_adapt_never_read_a_test_image(parts):
+    split, images = parts
+    train = {s: split[s]["train"] for s in ("01", "02")}
+    val = {s: split[s]["valid"] for s in ("01", "02")}
+    allowed = {int(k) for t in [*train.values(), *val.values()] for k in t.keys}
+    test_ids = {int(k) for k in split["01"]["test"].keys}
+    assert allowed and not allowed & test_ids
+    guarded = np.asarray(images).view(_Guarded)
+    guarded.allowed = allowed
+    config = load_reconstruction_config("reconstruction", **TINY)
+    model = Reconstructor(config).fit(train, val, guarded)
+    assert set(model.train_image_ids_.tolist()) == allowed
+    few = split["03"]["train"].fraction(0.3)
+    guarded.allowed = allowed | {int(k) for k in few.keys}
+    adapted = model.adapt(few, None, guarded, reference=train)
+    assert "03" in adapted.subjects_ and "03" not in model.subjects_
+    out = adapted.reconstruct(average_repeats(split["03"]["test"]))
+    assert out.images.shape == (10, 16, 16, 3)
+
+
+def test_too_many_unet_evaluations_are_refused(job, parts):
+    split, _ = parts
+    model = Reconstructor.load(job / "model.pt")
+    model.config_ = model.config_.model_copy(update={"sampling": model.config_.sampling
+                                                     .model_copy(update={"n_samples": 6})})
+    with pytest.raises(ValueError, match="max_unet_evals"):
+        model.reconstruct(split["01"]["test"])
+
+
+def test_bad_configs_are_named(stores, tmp_path):
+    with pytest.raises(ValueError, match="needs a local path"):
+        load_reconstruction_config("reconstruction", renderer={"kind": "pretrained"})
+    with pytest.raises(ValueError, match="unknown key"):
+        load_reconstruction_config("reconstruction", sampling={"n_sample": 3})
+    with pytest.raises(ValueError, match="task must be 'regress'"):
+        load_reconstruction_config("reconstruction", brain={
+            "lowlevel": {"task": "classify", "head": {"name": "classify"}}})
+    config = ReconstructStageConfig(analysis="x", params=TINY, new_subjects=["09"])
+    with pytest.raises(StageError, match="new subject"):
+        reconstruct(config, [stores], tmp_path / "out")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_cli_reconstructs_the_test_trials(job, stores, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    result = runner.invoke(app, ["reconstruct", "--model", str(job / "model.pt"), "--store",
+                                 str(stores), "--out", str(out), "--subject", "01", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "reconstructions.json").read_text())
+    assert data["subjects"]["01"]["n_trials"] == 10
+    assert len(list((out / "images" / "01").glob("*.png"))) == 10
+    assert 0.0 <= data["subjects"]["01"]["scores"]["two_way_encoder"] <= 1.0
+    bad = runner.invoke(app, ["reconstruct", "--model", str(tmp_path / "none.pt"), "--store",
+                              str(stores), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "no such checkpoint" in bad.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_pretrained_unclip_path_works_offline(parts, tmp_path, monkeypatch):
+    from neurodecode.models.vision.pretrained import save_tiny_unclip_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    folder = save_tiny_unclip_pipeline(tmp_path / "unclip", image_size=16, embed_dim=16)
+    split, images = parts
+    config = load_reconstruction_config("reconstruction", **{
+        **TINY, "renderer": {"kind": "pretrained", "path": str(folder)},
+        "sampling": {"steps": 3, "guidance_scale": 1.0, "n_samples": 2}})
+    model = Reconstructor(config).fit({"01": split["01"]["train"]}, {"01": split["01"]["valid"]},
+                                      images)
+    assert model.diffusion_ is None and model.token_shape_ == (1, 16)
+    out = model.reconstruct(average_repeats(split["01"]["test"]))
+    assert out.images.shape == (10, 16, 16, 3) and out.unet_evals_per_image == 6
+    model.save(tmp_path / "m.pt")
+    again = Reconstructor.load(tmp_path / "m.pt")
+    np.testing.assert_array_equal(again.reconstruct(average_repeats(split["01"]["test"])).images,
+                                  out.images)
+    assert not any((tmp_path / "hf").rglob("*.safetensors"))
