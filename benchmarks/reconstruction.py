@@ -59,16 +59,16 @@ BASELINES = ("ridge_to_pixels", "nearest_training_image", "lowlevel")
 
 def _vision_config(quick: bool) -> dict:
     if quick:
-        return {"images": "procedural", "n_subjects": 3, "n_images": 260, "n_test_images": 30,
+        return {"images": "procedural", "n_subjects": 3, "n_images": 230, "n_test_images": 30,
                 "n_voxels": [250, 450], "seed": 0}
     return {"images": "procedural", "n_subjects": 5, "n_images": 650, "n_test_images": 50,
             "n_voxels": [400, 900], "seed": 0}
 
 
 def _stage_config(quick: bool, subjects: list[str]) -> dict:
-    params = ({"diffusion": {"max_epochs": 12}, "encoder": {"params": {"max_epochs": 12}},
-               "brain": {"embedding": {"train": {"max_epochs": 40}},
-                         "lowlevel": {"train": {"max_epochs": 40}}}}
+    params = ({"diffusion": {"max_epochs": 6}, "encoder": {"params": {"max_epochs": 6}},
+               "brain": {"embedding": {"train": {"max_epochs": 30}},
+                         "lowlevel": {"train": {"max_epochs": 30}}}}
               if quick else {})
     return {"analysis": "bench_vision", "subjects": subjects[:-1], "new_subjects": subjects[-1:],
             "fractions": [0.1], "params": params, "n_permutations": 10 if quick else 50,

@@ -22,7 +22,7 @@ def test_demo_without_sample_data_leaves_the_real_steps_out(tmp_path, monkeypatc
     assert steps == {"simulate", "simulate_xsub", "decode_sim", "embed_sim",
                      "cross_subject_sim", "adapt_sim", "simulate_seeg", "pretrain_seeg",
                      "finetune_seeg", "simulate_circuit", "pretrain_spikes_sim",
-                     "finetune_spikes_sim", "report"}
+                     "finetune_spikes_sim", "simulate_vision", "reconstruct_sim", "report"}
     assert any("ingest_eegbci" in n for n in wf.notes) and any("ingest_rat" in n for n in wf.notes)
     assert any("pretrain_eegbci" in n for n in wf.notes)
     assert any("finetune_eegbci" in n for n in wf.notes)
@@ -30,9 +30,11 @@ def test_demo_without_sample_data_leaves_the_real_steps_out(tmp_path, monkeypatc
     assert wf.by_id["finetune_spikes_sim"].depends == ["pretrain_spikes_sim",
                                                         "simulate_circuit"]
     assert wf.by_id["finetune_seeg"].depends == ["pretrain_seeg", "simulate_seeg"]
+    assert wf.by_id["reconstruct_sim"].depends == ["simulate_vision"]
     report = wf.by_id["report"]
     assert report.inputs["stores"] == [str(tmp_path / "stores" / s)
-                                       for s in ("circuit", "seeg", "sim", "xsub")]
+                                       for s in ("circuit", "seeg", "sim", "vision", "xsub")]
+    assert report.inputs["reconstruct"] == [str(tmp_path / "reconstruct" / "sim")]
     assert report.inputs["cross_subject"] == [str(tmp_path / "models" / "seeg"),
                                               str(tmp_path / "models" / "xsub")]
     assert report.inputs["adapt"] == [str(tmp_path / "adapt" / "xsub")]
