@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 __all__ = ["Settings", "SimulationConfig", "get_settings"]
 
@@ -269,3 +269,29 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
         else:
             out[key] = value
     return out
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping in a YAML file; a ``ValueError`` names the file when it is not one.
+
+    Parameters
+    ----------
+    path : Path
+    what : str
+        What the file holds, for the error (``"a model config"``).
+    """
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: {what} is a mapping")
+    return data
+
+
+def validation_problems(err: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: problem; ...`` (unknown keys named so)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
+        + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+        for e in err.errors())

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 
-from ..config import deep_merge
+from ..config import deep_merge, read_yaml_mapping, validation_problems
 from . import registry
 
 __all__ = ["ModelConfig", "PartConfig", "PretrainConfig", "TrainConfig", "load_model_config"]
@@ -199,20 +198,11 @@ def load_model_config(source: str | os.PathLike | dict[str, Any], **overrides: A
         where = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model config")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a model config is a mapping")
+        data = read_yaml_mapping(path, "a model config")
     data = deep_merge(data, overrides)
     try:
         return ModelConfig.model_validate(data)
     except pydantic.ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in err.errors())
-        raise ValueError(f"{where}: {problems}") from None
+        raise ValueError(f"{where}: {validation_problems(err)}") from None
     except (KeyError, ValueError) as err:
         raise ValueError(f"{where}: {str(err).strip(chr(39))}") from None

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 
-from ...config import deep_merge
+from ...config import deep_merge, read_yaml_mapping, validation_problems
 from ...data.tokens import SpikeTokenizer
 
 __all__ = ["MODELS_DIR", "SpikeModelConfig", "load_spike_config"]
@@ -152,18 +151,9 @@ def load_spike_config(source: str | os.PathLike | dict[str, Any] | SpikeModelCon
         if not path.is_file():
             shipped = ", ".join(sorted(p.stem for p in MODELS_DIR.glob("spike*.yaml")))
             raise FileNotFoundError(f"{path}: no such spike model config (shipped: {shipped})")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a spike model config is a mapping")
+        data = read_yaml_mapping(path, "a spike model config")
     data = deep_merge(data, overrides)
     try:
         return SpikeModelConfig.model_validate(data)
     except pydantic.ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in err.errors())
-        raise ValueError(f"{where}: {problems}") from None
+        raise ValueError(f"{where}: {validation_problems(err)}") from None

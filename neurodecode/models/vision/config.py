@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 
-from ...config import deep_merge
+from ...config import deep_merge, read_yaml_mapping, validation_problems
 from ..config import ModelConfig
 from .diffusion import DiffusionConfig
 
@@ -239,18 +238,9 @@ def load_reconstruction_config(source: str | os.PathLike | dict[str, Any] | Reco
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such reconstruction config (shipped: "
                                     "reconstruction)")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a reconstruction config is a mapping")
+        data = read_yaml_mapping(path, "a reconstruction config")
     data = deep_merge(data, overrides)
     try:
         return ReconstructionConfig.model_validate(data)
     except pydantic.ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in err.errors())
-        raise ValueError(f"{where}: {problems}") from None
+        raise ValueError(f"{where}: {validation_problems(err)}") from None
