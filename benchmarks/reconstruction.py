@@ -218,8 +218,7 @@ def section_pretrained(quick: bool, workdir: Path) -> dict:
     out = renderer.render(torch.randn(n, renderer.embed_dim), steps=10,
                           generator=torch.Generator().manual_seed(0))
     seconds = time.perf_counter() - t0
-    return {"pretrained": {"folder_kind": type(renderer.pipeline).__name__
-                           if hasattr(renderer, "pipeline") else "unclip",
+    return {"pretrained": {"folder_kind": type(renderer.pipeline).__name__,
                            "seconds_per_image": seconds / n,
                            "unet_evals_per_image": out.unet_evals_per_image,
                            "embed_dim": renderer.embed_dim,

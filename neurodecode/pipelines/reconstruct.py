@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ..config import StageConfig
@@ -280,6 +279,7 @@ def reconstruct(config: ReconstructStageConfig, stores: Sequence[str | Path],
         A summary for the provenance record.
     """
     from ..data.images import as_array
+    from ..evaluate.cv import _jsonable
     from ..models.vision import Reconstructor
     from ..models.vision.features import RandomCNNFeatures
     from ..models.vision.reconstructor import trial_image_ids
@@ -394,7 +394,7 @@ def reconstruct(config: ReconstructStageConfig, stores: Sequence[str | Path],
         "leakage": {"test_images_in_fit": 0, "split": "stored intervals; test images held out"},
         "stimuli": str(stim_path),
     }
-    (out / "metrics.json").write_text(json.dumps(_plain(metrics), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
     return {"subjects": len(rows), "n_test_images": int(len(test_ids))}
 
 
@@ -436,6 +436,7 @@ def apply_model(model_path: str | Path, stores: Sequence[str | Path], out: str |
     from PIL import Image
 
     from ..data.images import as_array, resize
+    from ..evaluate.cv import _jsonable
     from ..models.vision import Reconstructor
     from ..models.vision.features import RandomCNNFeatures
     from ..report.figures import image_grid
@@ -512,14 +513,14 @@ def apply_model(model_path: str | Path, stores: Sequence[str | Path], out: str |
         if not rows:
             raise StageError(f"no trial of the stores lies in their {split!r} intervals")
         (tmp / "reconstructions.json").write_text(
-            json.dumps(_plain({**summary, "trials": rows}), indent=2) + "\n")
+            json.dumps(_jsonable({**summary, "trials": rows}), indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _plain(summary)
+    return _jsonable(summary)
 
 
 def _has_stimuli(stores: Sequence[str | Path]) -> bool:
@@ -630,22 +631,6 @@ def _merged(model: str, params: Mapping[str, Any]) -> Any:
     from ..models.vision.config import load_reconstruction_config
 
     return load_reconstruction_config(model, **params)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return str(value)
-    return value
 
 
 @register
