@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
 from neurodecode.data.samples import epochs, open_recordings, windows
@@ -33,6 +34,7 @@ from neurodecode.models.codebook import (
     random_segment_mask,
     transfer,
 )
+from neurodecode.models.codebook.probe import LinearProbe, block_folds
 from neurodecode.models.config import load_model_config
 from neurodecode.models.cross_subject import CrossSubjectModel
 from neurodecode.models.decoder import MODELS_DIR, CrossSubjectDecoder, resolve_config, spec_of
@@ -563,6 +565,107 @@ def test_fine_tuning_refuses_another_backbone(pretrainer, trials_by_subject):
     dec = CrossSubjectDecoder(cfg, pretrained=pretrainer)
     with pytest.raises(ValueError, match=r"backbone\.params\.d_model 16 vs 32"):
         dec.fit(trials_by_subject["01"], classes=list(STIM.values()))
+
+
+def test_flatten_pool_keeps_the_time_course_and_serves_a_mean_pretraining(pretrainer,
+                                                                          trials_by_subject):
+    torch.manual_seed(0)
+    for channels in ("fused", "single"):
+        params = {**codebook_config(channels)["backbone"]["params"], "pool": "flatten"}
+        bb = registry.build("backbone", "segment_transformer", params, in_features=4,
+                            n_times=N_TIMES).eval()
+        z = torch.randn(2, N_TIMES, 4)
+        assert bb.out_features == 4 * 16 and bb.d_model == 16
+        feats = bb(z)
+        assert feats.shape == (2, 64)
+        assert torch.allclose(feats.reshape(2, 4, 16).mean(dim=1), bb.pool(bb.tokens(z), z,
+                                                                            flatten=False))
+    # pooling changes no weight: a backbone pretrained with the mean serves a flatten head
+    cfg = codebook_config()
+    cfg["backbone"]["params"]["pool"] = "flatten"
+    cfg["train"]["lr"] = 1e-9
+    dec = CrossSubjectDecoder(cfg, pretrained=pretrainer).fit(
+        {n: trials_by_subject[n] for n in ("01", "02")}, classes=list(STIM.values()))
+    assert dec.model_.head.linear.in_features == 64
+    assert _state_equal(dec.model_.backbone, pretrainer.encoder_.backbone, atol=1e-5)
+
+
+def test_probe_epochs_train_the_head_alone_first(pretrainer, trials_by_subject, monkeypatch):
+    train = {n: trials_by_subject[n].first(12) for n in ("01", "02")}
+    val = {n: trials_by_subject[n].select(np.arange(12, 16)) for n in ("01", "02")}
+    cfg = codebook_config()
+    cfg["train"].update(probe_epochs=2, max_epochs=2, patience=5)
+    states: list[tuple[dict, dict]] = []
+    original = CrossSubjectDecoder._train
+
+    def recording(self, task, *args):
+        original(self, task, *args)
+        states.append(({k: v.clone() for k, v in task.model.backbone.state_dict().items()},
+                       {k: v.clone() for k, v in task.model.head.state_dict().items()}))
+
+    monkeypatch.setattr(CrossSubjectDecoder, "_train", recording)
+    dec = CrossSubjectDecoder(cfg, pretrained=pretrainer).fit(train, val,
+                                                             classes=list(STIM.values()))
+    (probe_body, probe_head), (body, _) = states
+    enc = pretrainer.encoder_.backbone.state_dict()
+    assert all(torch.equal(probe_body[k], enc[k]) for k in enc)  # frozen while probing
+    assert not all(torch.equal(body[k], enc[k]) for k in enc)  # then fine-tuned
+    assert all(p.requires_grad for p in dec.model_.parameters())
+    marks = [row.get("probe", 0.0) for row in dec.history_]
+    assert marks == [1.0, 1.0, 0.0, 0.0]
+    scratch = CrossSubjectDecoder(cfg).fit(train, val, classes=list(STIM.values()))
+    assert len(states) == 3 and len(scratch.history_) == 2  # no probe without pretraining
+
+
+def test_block_folds_cut_each_subject_into_contiguous_blocks():
+    folds = block_folds([5, 3], 2)
+    assert folds.tolist() == [0, 0, 0, 1, 1, 0, 0, 1]
+    assert block_folds([10], 5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    with pytest.raises(ValueError, match="n_folds must be >= 2"):
+        block_folds([4], 1)
+
+
+def test_linear_probe_reads_the_frozen_pretraining(pretrainer, trials_by_subject, tmp_path):
+    classes = list(STIM.values())
+    train = {n: trials_by_subject[n].first(10) for n in ("01", "02", "03")}
+    val = {n: trials_by_subject[n].select(np.arange(10, 13)) for n in ("01", "02")}
+    test = trials_by_subject["01"].select(np.arange(13, len(trials_by_subject["01"])))
+    before = {k: v.clone() for k, v in pretrainer.encoder_.state_dict().items()}
+    probe = LinearProbe(pretrainer, Cs=(0.01, 1.0), n_folds=3).fit(
+        train, val, classes=[*classes, "unseen"])
+    assert all(torch.equal(v, pretrainer.encoder_.state_dict()[k]) for k, v in before.items())
+    d = pretrainer.encoder_.backbone.d_model * pretrainer.encoder_.backbone.n_segments
+    assert probe.n_features_ == d and pretrainer.features(test).shape == (len(test), d)
+    assert probe.C_ in (0.01, 1.0) and probe.cv_scores_.shape == (2,)
+    scores = probe.decision_function(test)
+    assert scores.shape == (len(test), 3) and np.all(np.isneginf(scores[:, 2]))
+    assert set(probe.predict(test)) <= set(classes)
+    assert 0.0 <= probe.score(test) <= 1.0
+    # the same from the checkpoint, and sklearn can clone it
+    again = LinearProbe(pretrainer.save(tmp_path / "p.pt"), Cs=(0.01, 1.0), n_folds=3).fit(
+        train, val, classes=[*classes, "unseen"])
+    np.testing.assert_allclose(again.decision_function(test), scores, rtol=1e-5, atol=1e-6)
+    assert clone(probe).get_params()["Cs"] == (0.01, 1.0)
+    # tokens after the transformer are the other layer
+    tokens = LinearProbe(pretrainer, layer="tokens", Cs=(1.0,)).fit(train, classes=classes)
+    assert tokens.n_features_ == d
+
+
+def test_linear_probe_errors(pretrainer, trials_by_subject):
+    classes = list(STIM.values())
+    stranger = dataclasses.replace(trials_by_subject["01"], subject="09")
+    with pytest.raises(ValueError, match=r"subjects \['09'\] were not in the pretraining"):
+        LinearProbe(pretrainer).fit(stranger, classes=classes)
+    with pytest.raises(ValueError, match="layer must be one of"):
+        LinearProbe(pretrainer, layer="latent").fit(trials_by_subject["01"], classes=classes)
+    unlabelled = dataclasses.replace(trials_by_subject["01"], y=None)
+    with pytest.raises(ValueError, match="subject 01: trials have no labels"):
+        LinearProbe(pretrainer).fit(unlabelled)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LinearProbe(pretrainer).predict(trials_by_subject["01"])
+    with pytest.raises(ValueError, match=r"validation subjects \['02'\] have no training"):
+        LinearProbe(pretrainer).fit(trials_by_subject["01"], trials_by_subject["02"],
+                                    classes=classes)
 
 
 # --------------------------------------------------------------------------- configs

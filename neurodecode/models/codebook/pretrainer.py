@@ -42,6 +42,8 @@ __all__ = ["FORMAT", "CodebookPretrainer", "transfer"]
 
 FORMAT = "neurodecode.codebook"
 VERSION = 1
+#: layers :meth:`CodebookPretrainer.features` reads
+FEATURE_LAYERS = ("embed", "tokens")
 
 
 class CodebookPretrainer(BaseEstimator):
@@ -223,6 +225,37 @@ class CodebookPretrainer(BaseEstimator):
         return torch.cat(out).numpy()
 
     @torch.no_grad()
+    def features(self, trials: SubjectTrials, *, layer: str = "embed") -> np.ndarray:
+        """Frozen features of one subject's windows, for a linear probe.
+
+        Every segment's token side by side (``n_segments * d_model`` values per window; with
+        single-channel tokens, their mean over the subject's channels), from the pretrained
+        (masked-stage) adapter and backbone.
+
+        Parameters
+        ----------
+        trials : SubjectTrials
+            Windows of a subject of the pretraining (scaled with its pretraining statistics).
+        layer : {"embed", "tokens"}
+            The segment tokens before the transformer, or its contextual tokens after it.
+
+        Returns
+        -------
+        ndarray
+            ``(n_windows, n_segments * d_model)``, float32.
+        """
+        if layer not in FEATURE_LAYERS:
+            raise ValueError(f"layer must be one of {FEATURE_LAYERS}, got {layer!r}")
+        model = self.encoder_.eval()
+        bb = model.backbone
+        out = []
+        for b in self._batches(trials):
+            z = model.encode(b["x"], b["subject"])
+            tokens = bb.embed(z) if layer == "embed" else bb.tokens(z)
+            out.append(bb.pool(tokens, z, flatten=True))
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
     def health(self, trials: TrialsLike) -> CodebookHealth:
         """Codebook usage over windows (their codes' perplexity, codes used, dead share)."""
         model = self.tokenizer_.eval()
@@ -312,8 +345,13 @@ class CodebookPretrainer(BaseEstimator):
         return pre
 
 
+#: backbone settings that change no weight (how features are read out of the tokens)
+READOUT_PARAMS = frozenset({"pool"})
+
+
 def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:
-    """Raise unless the adapter, backbone and latent of both configs are the same."""
+    """Raise unless the adapter, backbone and latent of both configs are the same (apart from
+    :data:`READOUT_PARAMS`)."""
     diffs = []
     if pretrained.latent_dim != config.latent_dim:
         diffs.append(f"latent_dim {pretrained.latent_dim} vs {config.latent_dim}")
@@ -325,7 +363,8 @@ def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:
         pa = a.model_dump()["params"]
         pb = b.model_dump()["params"]
         for key in sorted(set(pa) | set(pb)):
-            if pa.get(key) != pb.get(key):
+            if pa.get(key) != pb.get(key) and not (kind == "backbone"
+                                                   and key in READOUT_PARAMS):
                 diffs.append(f"{kind}.params.{key} {pa.get(key)!r} vs {pb.get(key)!r}")
     if diffs:
         raise ValueError(f"the pretrained model {pretrained.name!r} does not fit model "
