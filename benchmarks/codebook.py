@@ -13,16 +13,25 @@ Two parts:
     test trial, and nothing of run 02, reaches pretraining; normalisation is fitted on the
     budget. Variants, each with several seeds (pretraining and fine-tuning seeds together):
 
-    * ``pretrained_region``: ``models/codebook_seeg.yaml`` (per-subject linear fusion of all
-      contacts into region tokens) pretrained, then fine-tuned on the budget;
+    * ``pretrained_region``: ``models/codebook_seeg_spatial.yaml`` (all contacts fused into
+      region tokens by the spatial attention over their positions) pretrained, then
+      fine-tuned on the budget;
     * ``scratch_region``: the same network from a random initialisation;
     * ``pretrained_single_channel``: ``models/codebook_seeg_single.yaml`` (every contact
       tokenized alone, BrainBERT/Brant-like) pretrained on every 30th of the same windows
       (its tokens cost ~30 times more per window: about the region model's tokens per
       epoch), once per process (the first seed), then fine-tuned with every seed, at
       fraction 0.1 only;
+    * ``pretrained_region_probe`` and ``pretrained_single_channel_probe``: the two pretrained
+      networks read out without fine-tuning, by a linear probe
+      (:class:`~neurodecode.models.codebook.probe.LinearProbe`: logistic regression pooled
+      over subjects on the frozen segment tokens, its C chosen by cross-validation over
+      contiguous blocks of the budget);
     * baselines per subject: ``erp_lda`` (decimated evoked response + shrinkage LDA) and
       ``bandpower_logistic`` (log band power incl. high gamma + logistic regression).
+
+    The fine-tuning and probe settings were chosen on a development simulation (the same
+    generator with ``--sim-seed 12``), never on this one (seed 11).
 
 ``real`` (with ``../shared/data``)
     EEG pretraining without labels on EEGBCI, eegmat and Muse; fine-tuning on EEGBCI imagery
@@ -66,20 +75,22 @@ from neurodecode.evaluate import baselines  # noqa: E402
 from neurodecode.evaluate.metrics import balanced_accuracy_rows  # noqa: E402
 from neurodecode.evaluate.permutation import fixed_prediction_null  # noqa: E402
 from neurodecode.models.codebook import CodebookPretrainer  # noqa: E402
+from neurodecode.models.codebook.probe import LinearProbe  # noqa: E402
 from neurodecode.models.decoder import CrossSubjectDecoder  # noqa: E402
 from neurodecode.models.fewshot import holdout_split  # noqa: E402
 from neurodecode.simulate import simulate_dataset  # noqa: E402
 
-REGION, SINGLE = "codebook_seeg", "codebook_seeg_single"
+REGION, SINGLE = "codebook_seeg_spatial", "codebook_seeg_single"
 SINGLE_EVERY = 30
 SINGLE_FRACTIONS = (0.1,)
 N_PERMUTATIONS = 200
+SIM_SEED = 11  # the benchmark's simulation; settings were developed on seed 12
 
 
 # ------------------------------------------------------------------------------ data
 
 
-def sim_data(quick: bool, seed: int = 11) -> dict[str, Any]:
+def sim_data(quick: bool, seed: int = SIM_SEED) -> dict[str, Any]:
     """Pretraining windows (run 01, unlabelled) and labelled trials (run 02) per subject."""
     n_subjects, duration = (4, 150.0) if quick else (6, 600.0)
     latent = {"trial_duration": 0.5, "block_duration": (0.5, 0.5), "rest_duration": (0.5, 1.0)}
@@ -138,6 +149,14 @@ def _deep(config: str, pretrained: CodebookPretrainer | None, fit: Mapping[str, 
     return {s: dec.predict(t) for s, t in tests.items()}
 
 
+def _probe(pretrained: CodebookPretrainer, fit: Mapping[str, SubjectTrials],
+           val: Mapping[str, SubjectTrials], tests: Mapping[str, SubjectTrials],
+           classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """A linear probe on the frozen pretrained features (the whole budget: C by CV in it)."""
+    probe = LinearProbe(pretrained).fit(fit, val, classes=classes)
+    return {s: probe.predict(t) for s, t in tests.items()}
+
+
 def _baseline(name: str, fit: Mapping[str, SubjectTrials], val: Mapping[str, SubjectTrials],
               tests: Mapping[str, SubjectTrials]) -> dict[str, np.ndarray]:
     """A per-subject classical model on the whole budget (fit + validation parts)."""
@@ -176,10 +195,11 @@ def tokenizer_throughput(pre: CodebookPretrainer, trials: Mapping[str, SubjectTr
     return total / best
 
 
-def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float]) -> dict[str, Any]:
+def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float],
+             sim_seed: int = SIM_SEED) -> dict[str, Any]:
     """Pretrained region tokens vs scratch vs pretrained single-channel tokens, and baselines."""
     start = time.perf_counter()
-    data = sim_data(quick)
+    data = sim_data(quick, sim_seed)
     windows_, trials, classes = data["windows"], data["trials"], data["classes"]
     held = {s: w.chronological((0.85, 0.15), names=("train", "val")) for s, w in
             windows_.items()}
@@ -231,6 +251,10 @@ def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float]) -> d
             }
             if fraction in SINGLE_FRACTIONS:  # the fine-tuning cost too grows with contacts
                 variants["pretrained_single_channel"] = partial(deep, SINGLE, single)
+            variants["pretrained_region_probe"] = partial(_probe, pres["region"], fit, val,
+                                                          tests, classes)
+            variants["pretrained_single_channel_probe"] = partial(_probe, single, fit, val,
+                                                                  tests, classes)
             if seed == seeds[0]:  # deterministic: one run
                 for name in ("erp_lda", "bandpower_logistic"):
                     variants[name] = partial(_baseline, name, fit, val, tests)
@@ -244,28 +268,47 @@ def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float]) -> d
                for key, hs in codebook.items()}
     return {"few_shot": rows, "codebook": summary, "codebook_per_seed": codebook,
             "segments_per_s": {k: float(np.mean(v)) for k, v in speed.items()},
-            "claims": claims(rows), "n_subjects": data["n_subjects"],
+            "claims": claims(rows), "n_subjects": data["n_subjects"], "sim_seed": sim_seed,
             "run_seconds": data["duration"],
             "windows_per_subject": {s: len(w) for s, w in windows_.items()},
             "trials_per_subject": {s: len(t) for s, t in trials.items()},
             "seconds": time.perf_counter() - start}
 
 
+#: per read-out: (our variant, the comparisons it must beat)
+CLAIMS = {
+    "fine_tuned": ("pretrained_region", ("scratch_region", "pretrained_single_channel")),
+    "linear_probe": ("pretrained_region_probe",
+                     ("scratch_region", "pretrained_single_channel_probe")),
+}
+
+
 def claims(rows: Sequence[Mapping[str, Any]], fraction: float = 0.1,
            margin: float = 0.10) -> dict[str, Any]:
     """The issue's target at ``fraction``: pretrained region tokens beat both comparisons by
-    ``margin`` (10 points), and by more than the seed spreads together."""
+    ``margin`` (10 points), and by more than the seed spreads together.
+
+    Checked for both read-outs of the pretrained networks: the whole network fine-tuned, and
+    a linear probe on its frozen features (against the same network trained from scratch, and
+    the single-channel model read out the same way). The keys ``vs_<comparison>`` are those of
+    the fine-tuned read-out; ``linear_probe`` holds the probe's.
+    """
     at = {r["variant"]: r for r in rows if r["fraction"] == fraction}
     out: dict[str, Any] = {"fraction": fraction, "margin": margin}
-    if "pretrained_region" not in at:
-        return out
-    ours = at["pretrained_region"]
-    for other in ("scratch_region", "pretrained_single_channel"):
-        if other in at:
-            diff = ours["score"] - at[other]["score"]
-            spread = ours["seed_spread"] + at[other]["seed_spread"]
-            out[f"vs_{other}"] = {"difference": diff, "spreads": spread,
-                                  "holds": bool(diff >= margin and diff > spread)}
+    for readout, (ours_name, others) in CLAIMS.items():
+        if ours_name not in at:
+            continue
+        ours, checked = at[ours_name], {}
+        for other in others:
+            if other in at:
+                diff = ours["score"] - at[other]["score"]
+                spread = ours["seed_spread"] + at[other]["seed_spread"]
+                checked[f"vs_{other}"] = {"difference": diff, "spreads": spread,
+                                          "holds": bool(diff >= margin and diff > spread)}
+        if readout == "fine_tuned":
+            out.update(checked)
+        else:
+            out[readout] = checked
     return out
 
 
@@ -309,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", choices=("sim", "real"))
     parser.add_argument("--data", type=Path, help="sample data folder (real part)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default 0 (quick), 0 1 2")
+    parser.add_argument("--sim-seed", type=int, default=SIM_SEED,
+                        help="seed of the simulated subjects (12: the development set)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (tiny models run fastest on one)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
@@ -334,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"quick": quick, "seeds": list(seeds), "fractions": list(fractions),
                            "torch_threads": args.threads}
     if "sim" in parts:
-        sim = sim_part(quick, seeds, fractions)
+        sim = sim_part(quick, seeds, fractions, args.sim_seed)
         out["few_shot"] = sim["few_shot"]
         out["codebook"] = sim["codebook"]["region"] | {"per_variant": sim["codebook"]}
         out["segments_per_s"] = sim["segments_per_s"]

@@ -567,56 +567,6 @@ def test_fine_tuning_refuses_another_backbone(pretrainer, trials_by_subject):
         dec.fit(trials_by_subject["01"], classes=list(STIM.values()))
 
 
-def test_flatten_pool_keeps_the_time_course_and_serves_a_mean_pretraining(pretrainer,
-                                                                          trials_by_subject):
-    torch.manual_seed(0)
-    for channels in ("fused", "single"):
-        params = {**codebook_config(channels)["backbone"]["params"], "pool": "flatten"}
-        bb = registry.build("backbone", "segment_transformer", params, in_features=4,
-                            n_times=N_TIMES).eval()
-        z = torch.randn(2, N_TIMES, 4)
-        assert bb.out_features == 4 * 16 and bb.d_model == 16
-        feats = bb(z)
-        assert feats.shape == (2, 64)
-        assert torch.allclose(feats.reshape(2, 4, 16).mean(dim=1), bb.pool(bb.tokens(z), z,
-                                                                            flatten=False))
-    # pooling changes no weight: a backbone pretrained with the mean serves a flatten head
-    cfg = codebook_config()
-    cfg["backbone"]["params"]["pool"] = "flatten"
-    cfg["train"]["lr"] = 1e-9
-    dec = CrossSubjectDecoder(cfg, pretrained=pretrainer).fit(
-        {n: trials_by_subject[n] for n in ("01", "02")}, classes=list(STIM.values()))
-    assert dec.model_.head.linear.in_features == 64
-    assert _state_equal(dec.model_.backbone, pretrainer.encoder_.backbone, atol=1e-5)
-
-
-def test_probe_epochs_train_the_head_alone_first(pretrainer, trials_by_subject, monkeypatch):
-    train = {n: trials_by_subject[n].first(12) for n in ("01", "02")}
-    val = {n: trials_by_subject[n].select(np.arange(12, 16)) for n in ("01", "02")}
-    cfg = codebook_config()
-    cfg["train"].update(probe_epochs=2, max_epochs=2, patience=5)
-    states: list[tuple[dict, dict]] = []
-    original = CrossSubjectDecoder._train
-
-    def recording(self, task, *args):
-        original(self, task, *args)
-        states.append(({k: v.clone() for k, v in task.model.backbone.state_dict().items()},
-                       {k: v.clone() for k, v in task.model.head.state_dict().items()}))
-
-    monkeypatch.setattr(CrossSubjectDecoder, "_train", recording)
-    dec = CrossSubjectDecoder(cfg, pretrained=pretrainer).fit(train, val,
-                                                             classes=list(STIM.values()))
-    (probe_body, probe_head), (body, _) = states
-    enc = pretrainer.encoder_.backbone.state_dict()
-    assert all(torch.equal(probe_body[k], enc[k]) for k in enc)  # frozen while probing
-    assert not all(torch.equal(body[k], enc[k]) for k in enc)  # then fine-tuned
-    assert all(p.requires_grad for p in dec.model_.parameters())
-    marks = [row.get("probe", 0.0) for row in dec.history_]
-    assert marks == [1.0, 1.0, 0.0, 0.0]
-    scratch = CrossSubjectDecoder(cfg).fit(train, val, classes=list(STIM.values()))
-    assert len(states) == 3 and len(scratch.history_) == 2  # no probe without pretraining
-
-
 def test_block_folds_cut_each_subject_into_contiguous_blocks():
     folds = block_folds([5, 3], 2)
     assert folds.tolist() == [0, 0, 0, 1, 1, 0, 0, 1]
@@ -634,7 +584,7 @@ def test_linear_probe_reads_the_frozen_pretraining(pretrainer, trials_by_subject
     probe = LinearProbe(pretrainer, Cs=(0.01, 1.0), n_folds=3).fit(
         train, val, classes=[*classes, "unseen"])
     assert all(torch.equal(v, pretrainer.encoder_.state_dict()[k]) for k, v in before.items())
-    d = pretrainer.encoder_.backbone.d_model * pretrainer.encoder_.backbone.n_segments
+    d = pretrainer.encoder_.backbone.out_features * pretrainer.encoder_.backbone.n_segments
     assert probe.n_features_ == d and pretrainer.features(test).shape == (len(test), d)
     assert probe.C_ in (0.01, 1.0) and probe.cv_scores_.shape == (2,)
     scores = probe.decision_function(test)

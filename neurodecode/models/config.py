@@ -58,11 +58,6 @@ class TrainConfig(_Strict):
         an adapter that has one, so that it serves subjects never seen (zero-shot).
     channel_dropout : float
         Fraction of input channels zeroed per training sample (montage augmentation).
-    probe_epochs : int
-        Epochs training the head alone on the frozen pretrained weights before the whole
-        network is fine-tuned (linear probe, then fine-tune: Kumar et al., ICLR 2022), each
-        phase with early stopping. 0 fine-tunes everything from the start. Ignored without
-        pretraining.
     seed : int
         Seed of initialisation and batch order.
     precision : str
@@ -79,7 +74,6 @@ class TrainConfig(_Strict):
     cycle_augment: bool = False
     subject_dropout: float = pydantic.Field(0.0, ge=0, lt=1)
     channel_dropout: float = pydantic.Field(0.0, ge=0, lt=1)
-    probe_epochs: int = pydantic.Field(0, ge=0)
     seed: int = 0
     precision: str = "32-true"
 

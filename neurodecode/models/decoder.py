@@ -209,30 +209,12 @@ class CrossSubjectDecoder(BaseEstimator):
                           n_outputs, None if self.classes_ is None else list(self.classes_))
         self.model_ = task.model
         self.pretrained_adapters_: dict[str, dict[str, torch.Tensor]] = {}
-        probe: list[dict[str, float]] = []
         if pre is not None:
             from .codebook.pretrainer import transfer
 
             self.pretrained_adapters_ = transfer(pre, task.model)
-            if cfg.train.probe_epochs:
-                probe = self._probe(task, train_d, val_d, cfg.train.probe_epochs)
         self._train(task, train_d, val_d, cfg.train.max_epochs, cfg.train.patience)
-        self.history_ = probe + self.history_
         return self
-
-    def _probe(self, task: DecodeTask, train: Mapping[str, SubjectTrials],
-               val: Mapping[str, SubjectTrials], epochs: int) -> list[dict[str, float]]:
-        """Train the head alone on the frozen pretrained weights; its history, marked."""
-        body = [p for n, p in task.model.named_parameters()
-                if not n.startswith("head.") and p.requires_grad]
-        for p in body:
-            p.requires_grad_(False)
-        try:
-            self._train(task, train, val, epochs, self.config_.train.patience)
-        finally:
-            for p in body:
-                p.requires_grad_(True)
-        return [{**row, "probe": 1.0} for row in self.history_]
 
     def _train(self, task: DecodeTask, train: Mapping[str, SubjectTrials],
                val: Mapping[str, SubjectTrials], max_epochs: int, patience: int) -> None:

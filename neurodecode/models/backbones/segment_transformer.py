@@ -87,10 +87,7 @@ class SegmentTransformer(Backbone):
     Attributes
     ----------
     out_features : int
-        Width of the pooled features: ``d_model``, or ``n_segments * d_model`` (``pool:
-        flatten``).
-    d_model : int
-        Width of a token.
+        ``d_model``.
     n_segments : int
         Segments (tokens) per sample and channel group.
     groups : int
@@ -108,18 +105,12 @@ class SegmentTransformer(Backbone):
             The tokenizer's convolutions.
         channels : {"fused", "single"}
             One token per segment of all channels, or one per segment of each channel.
-        pool : {"mean", "flatten"}
-            Features from the contextual tokens: their mean over segments (``d_model``), or
-            every segment's token side by side (``n_segments * d_model``: the head sees the
-            time course). It changes no weight of the backbone, so a pretrained backbone
-            serves either.
         """
 
         segment: int = pydantic.Field(25, ge=1)
         conv_channels: int = pydantic.Field(32, ge=1)
         kernel: int = pydantic.Field(5, ge=1)
         channels: Literal["fused", "single"] = "fused"
-        pool: Literal["mean", "flatten"] = "mean"
 
     def __init__(self, params: SegmentTransformer.Params, *, in_features: int, n_times: int
                  ) -> None:
@@ -142,9 +133,7 @@ class SegmentTransformer(Backbone):
             TransformerBlock(d, params.n_heads, params.mlp_ratio, params.dropout)
             for _ in range(params.n_layers))
         self.norm = nn.LayerNorm(d)
-        self.flatten = params.pool == "flatten"
-        self.d_model = d
-        self.out_features = d * self.n_segments if self.flatten else d
+        self.out_features = d
 
     def _check(self, z: torch.Tensor) -> None:
         if z.ndim != 3 or z.shape[2] != self.in_features:
@@ -217,11 +206,13 @@ class SegmentTransformer(Backbone):
             h = block(h)
         return self._scatter(self.norm(h), rows, z.shape[0])
 
-    def pool(self, tokens: torch.Tensor, z: torch.Tensor, *, flatten: bool | None = None
+    def pool(self, tokens: torch.Tensor, z: torch.Tensor, *, flatten: bool = False
              ) -> torch.Tensor:
-        """Features ``(batch, out_features)``: over segments, the mean or all side by side
-        (``flatten``, default the ``pool`` setting); then the mean over the channels present."""
-        flatten = self.flatten if flatten is None else flatten
+        """Features ``(batch, d_model)``: mean over segments, then over the channels present.
+
+        ``flatten``: every segment's token side by side instead of their mean
+        (``(batch, n_segments * d_model)``, the time course kept: a linear probe's features).
+        """
         per_group = tokens.flatten(2) if flatten else tokens.mean(dim=2)  # (batch, groups, f)
         if not self.single:
             return per_group[:, 0]
@@ -230,5 +221,5 @@ class SegmentTransformer(Backbone):
         return torch.einsum("bg,bgd->bd", weight, per_group)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Map ``z`` ``(batch, time, in_features)`` to ``(batch, out_features)``."""
+        """Map ``z`` ``(batch, time, in_features)`` to ``(batch, d_model)``."""
         return self.pool(self.tokens(z), z)

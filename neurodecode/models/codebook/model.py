@@ -90,7 +90,7 @@ class SegmentVQVAE(_Front):
                  ) -> None:
         super().__init__(config, subjects, n_times)
         pre, bb = config.pretrain, self.backbone
-        d = bb.d_model
+        d = bb.out_features
         self.to_code = nn.Linear(d, pre.code_dim)
         self.quantizer = VectorQuantizer(pre.codebook_size, pre.code_dim, update=pre.update,
                                          decay=pre.decay, commitment=pre.commitment,
@@ -222,7 +222,7 @@ class MaskedCodeModel(_Front):
     def __init__(self, config: ModelConfig, subjects: Mapping[str, SubjectSpec], n_times: int
                  ) -> None:
         super().__init__(config, subjects, n_times)
-        self.code_head = nn.Linear(self.backbone.d_model, config.pretrain.codebook_size)
+        self.code_head = nn.Linear(self.backbone.out_features, config.pretrain.codebook_size)
 
     def logits(self, x: torch.Tensor, subject: torch.Tensor, mask: torch.Tensor
                ) -> torch.Tensor:

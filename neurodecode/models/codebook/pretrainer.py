@@ -345,13 +345,8 @@ class CodebookPretrainer(BaseEstimator):
         return pre
 
 
-#: backbone settings that change no weight (how features are read out of the tokens)
-READOUT_PARAMS = frozenset({"pool"})
-
-
 def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:
-    """Raise unless the adapter, backbone and latent of both configs are the same (apart from
-    :data:`READOUT_PARAMS`)."""
+    """Raise unless the adapter, backbone and latent of both configs are the same."""
     diffs = []
     if pretrained.latent_dim != config.latent_dim:
         diffs.append(f"latent_dim {pretrained.latent_dim} vs {config.latent_dim}")
@@ -363,8 +358,7 @@ def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:
         pa = a.model_dump()["params"]
         pb = b.model_dump()["params"]
         for key in sorted(set(pa) | set(pb)):
-            if pa.get(key) != pb.get(key) and not (kind == "backbone"
-                                                   and key in READOUT_PARAMS):
+            if pa.get(key) != pb.get(key):
                 diffs.append(f"{kind}.params.{key} {pa.get(key)!r} vs {pb.get(key)!r}")
     if diffs:
         raise ValueError(f"the pretrained model {pretrained.name!r} does not fit model "
