@@ -636,13 +636,16 @@ def test_pretrain_needs_the_segment_transformer(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "adapter", "channels"), [
-    ("codebook_seeg", "subject_linear", "fused"), ("codebook_seeg_single", "channels", "single")])
+    ("codebook_seeg", "subject_linear", "fused"), ("codebook_seeg_single", "channels", "single"),
+    ("codebook_seeg_spatial", "spatial_attention", "fused")])
 def test_shipped_codebook_configs_load_and_build(name, adapter, channels):
     cfg = load_model_config(MODELS_DIR / f"{name}.yaml")
     assert resolve_config(name) == cfg
     assert cfg.pretrain is not None and cfg.backbone.name == "segment_transformer"
     assert cfg.adapter.name == adapter and cfg.backbone.params["channels"] == channels
-    specs = {"a": SubjectSpec(7), "b": SubjectSpec(12)}
+    rng = np.random.default_rng(0)
+    specs = {s: SubjectSpec(n, positions=tuple(map(tuple, rng.uniform(-0.06, 0.06, (n, 3)))))
+             for s, n in (("a", 7), ("b", 12))}
     vq = SegmentVQVAE(cfg, specs, 250)
     out = vq(*_mixed_batch(specs, n=2, n_times=250))
     groups = 1 if channels == "fused" else cfg.latent_dim

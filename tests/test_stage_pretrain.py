@@ -155,11 +155,15 @@ def test_finetuning_starts_from_the_pretraining_and_is_scored_against_scratch(ru
     assert pre["subjects"] == ["01", "02", "03"] and pre["only_in_pretraining"] == []
     assert pre["n_times"] == 125 and pre["test_samples_in_pretraining"] == 0
     for entry in data["subjects"].values():
-        for key in ("shared", "scratch"):
+        for key in ("shared", "scratch", "probe"):
             assert set(entry[key]) == {"score", "chance", "p_value"}
             assert 0.3 < entry[key]["chance"] < 0.7  # two classes
         assert entry["test_in_pretraining"] == 0
     assert data["mean"]["scratch"] is not None and data["scratch"]["epochs"] >= 1
+    # the linear probe on the frozen pretraining: C chosen among the probe's defaults
+    assert data["probe"]["layer"] == "embed" and data["probe"]["C"] in (0.001, 0.01, 0.1, 1.0)
+    assert data["probe"]["n_features"] == 32 * 5  # d_model x 5 segments of 0.1 s
+    assert data["mean"]["probe"] is not None
     dec = CrossSubjectDecoder.load(run["ft"] / "model.pt")
     assert dec.subjects_ == ["01", "02", "03"] and dec.n_times_ == 125
     assert read_provenance(run["ft"])["inputs"]["pretrained"][0]["path"] == str(run["pre"])
@@ -273,8 +277,9 @@ def test_report_has_the_codebook_section(run, tmp_path):
     assert f"{pre['reconstruction_r2']:.3f}" in text
     ft = json.loads((run["ft"] / "metrics.json").read_text())
     for entry in ft["subjects"].values():
-        for key in ("shared", "scratch"):
+        for key in ("shared", "scratch", "probe"):
             assert f'{entry[key]["score"]:.3f}' in text and f'{entry[key]["chance"]:.3f}' in text
+    assert "<th>linear probe</th>" in text
     assert "0 test samples in the pretraining's spans" in text
     assert "fine-tuned from <code>" in text  # the cross-subject table says so too
     record = run_stage("report", {"thumbnails": False},

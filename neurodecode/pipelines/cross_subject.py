@@ -237,6 +237,12 @@ class CrossSubjectConfig(StageConfig):
     scratch : bool
         With a ``pretrained`` input: also train the same model from a random initialisation
         on the same split and score it beside the fine-tuned one (ignored without one).
+    probe : bool
+        With a ``pretrained`` input and a classification task: also score a linear probe on
+        the frozen pretrained features (:class:`~neurodecode.models.codebook.probe.
+        LinearProbe`, fitted on the training and validation parts) beside the fine-tuned
+        model. Needs every subject in the pretraining; otherwise skipped, and the metrics say
+        why.
     threads : int, optional
         torch intra-op and BLAS threads (1 is fastest on a small shared machine; None: the
         libraries' defaults).
@@ -254,6 +260,7 @@ class CrossSubjectConfig(StageConfig):
     n_permutations: int = Field(200, ge=0)
     seed: int = 0
     scratch: bool = True
+    probe: bool = True
     threads: int | None = Field(1, ge=1)
 
     @field_validator("subjects", "exclude", mode="before")
@@ -620,7 +627,9 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         ``n_times``, ``health``, ``test_samples_in_pretraining``), per subject ``scratch``
         (``score``, ``chance``, ``p_value``) and ``test_in_pretraining``, ``mean.scratch``
         and ``scratch`` (``epochs``, ``best_epoch``, ``fit_seconds``) unless ``config.scratch``
-        is false; else ``pretrained`` is None.
+        is false; per subject ``probe``, ``mean.probe`` and ``probe`` (``layer``, ``C``,
+        ``n_features``; or ``skipped``: why) unless ``config.probe`` is false; else
+        ``pretrained`` is None.
 
     Raises
     ------
@@ -665,6 +674,7 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         except ValueError as err:
             raise StageError(f"stage cross_subject: model: {err}") from None
     decoder, scratch = decoders["shared"], decoders.get("scratch")
+    probe, probe_note = _fit_probe(config, model_cfg.task, pre, parts, decoder.classes_)
     folder.mkdir(parents=True, exist_ok=True)
     decoder.save(folder / "model.pt")
     (folder / "config.yaml").write_text(
@@ -683,6 +693,9 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
         }  # fmt: skip
         if scratch is not None:
             subjects[s]["scratch"] = evaluate_decoder(scratch, test)
+        if probe is not None:
+            subjects[s]["probe"] = _fixed_null(balanced_accuracy, probe.predict(test.trials),
+                                               test)
         if pre is not None:
             subjects[s]["test_in_pretraining"] = samples_in_spans(p["test"], pre.coverage)
     mean = {
@@ -692,6 +705,8 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
     }
     if scratch is not None:
         mean["scratch"] = _mean([v["scratch"]["score"] for v in subjects.values()])
+    if probe is not None:
+        mean["probe"] = _mean([v["probe"]["score"] for v in subjects.values()])
     data = {
         "analysis": config.analysis,
         "description": config.description,
@@ -725,8 +740,34 @@ def cross_subject(config: CrossSubjectConfig, stores: Sequence[str | Path], fold
     if scratch is not None:
         data["scratch"] = {"epochs": int(scratch.epochs_), "best_epoch": scratch.best_epoch_,
                            "fit_seconds": round(float(scratch.fit_seconds_), 3)}
+    if probe is not None:
+        data["probe"] = {"layer": probe.layer, "C": probe.C_, "n_features": probe.n_features_}
+    elif probe_note:
+        data["probe"] = {"skipped": probe_note}
     (folder / "metrics.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     return data
+
+
+def _fit_probe(config: CrossSubjectConfig, task: str, pre: Pretrained | None,
+               parts: Mapping[str, Mapping[str, Any]], classes: Any
+               ) -> tuple[Any, str | None]:
+    """The linear probe on the frozen pretraining (or None), and why it was skipped."""
+    if pre is None or not config.probe:
+        return None, None
+    if task != "classify":
+        return None, f"a linear probe classifies; this model's task is {task!r}"
+    missing = sorted(set(parts) - set(pre.pretrainer.subjects_))
+    if missing:
+        return None, f"subjects {missing} were not in the pretraining"
+    from ..models.codebook.probe import LinearProbe
+
+    try:
+        probe = LinearProbe(pre.pretrainer).fit({s: p["train"] for s, p in parts.items()},
+                                                {s: p["val"] for s, p in parts.items()},
+                                                classes=None if classes is None else list(classes))
+    except ValueError as err:
+        raise StageError(f"stage cross_subject: linear probe: {err}") from None
+    return probe, None
 
 
 @register

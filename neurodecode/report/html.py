@@ -1280,21 +1280,25 @@ def _finetuned_part(k: int, src: _Source, data: dict[str, Any],
     head = (
         f"<tr><th>subject</th><th>test samples</th><th>fine-tuned {_e(metric)}</th>"
         "<th>chance</th><th>p-value</th><th>scratch</th><th>chance</th><th>p-value</th>"
-        "<th>baseline</th></tr>"
+        "<th>linear probe</th><th>chance</th><th>p-value</th><th>baseline</th></tr>"
     )
     rows, bars = [], []
     for subject, entry in data["subjects"].items():
         base = entry.get("baseline") if isinstance(entry.get("baseline"), dict) else {}
         scratch = entry.get("scratch") if isinstance(entry.get("scratch"), dict) else None
+        probe = entry.get("probe") if isinstance(entry.get("probe"), dict) else None
         rows.append(
             f"<tr><td>{_e(subject)}</td>"
             f'<td class="num">{_a(anchor, _fmt_int(entry.get("n_test")))}</td>'
             f"{_score_cells(entry['shared'], anchor)}"
             + (_score_cells(scratch, anchor) if scratch is not None
                else '<td class="muted" colspan="3">not trained</td>')
+            + (_score_cells(probe, anchor) if probe is not None
+               else '<td class="muted" colspan="3">not fitted</td>')
             + f'<td class="num">{_a(anchor, _fmt(base.get("score")))}</td></tr>'
         )
-        for label, result in (("fine-tuned", entry["shared"]), ("scratch", scratch)):
+        for label, result in (("fine-tuned", entry["shared"]), ("scratch", scratch),
+                              ("probe", probe)):
             if result is not None and _float(result.get("score")) is not None:
                 bars.append({"label": f"sub-{subject} {label}", "metric": metric,
                              "score": result.get("score"), "chance": result.get("chance"),
@@ -1304,8 +1308,16 @@ def _finetuned_part(k: int, src: _Source, data: dict[str, Any],
         f'<tr><th>mean</th><td></td><td class="num">{_a(anchor, _fmt(mean.get("shared")))}</td>'
         f'<td class="num">{_a(anchor, _fmt(mean.get("chance")))}</td><td></td>'
         f'<td class="num">{_a(anchor, _fmt(mean.get("scratch")))}</td><td></td><td></td>'
+        f'<td class="num">{_a(anchor, _fmt(mean.get("probe")))}</td><td></td><td></td>'
         f'<td class="num">{_a(anchor, _fmt(mean.get("baseline")))}</td></tr>'
     )
+    probe_info = data.get("probe") if isinstance(data.get("probe"), dict) else {}
+    probe_text = (f" Linear probe: skipped ({_e(probe_info['skipped'])})."
+                  if probe_info.get("skipped") else
+                  " Linear probe: a logistic regression on the frozen pretrained features "
+                  f"({_e(probe_info.get('layer'))} tokens, C {_fmt(probe_info.get('C'))} "
+                  "chosen by cross-validation over contiguous blocks of the training part)."
+                  if probe_info else "")
     parts = [
         f'<h3 id="finetuned-{k}">{_e(data.get("analysis") or src.path.name)}: fine-tuned '
         "vs scratch</h3>"
@@ -1316,14 +1328,15 @@ def _finetuned_part(k: int, src: _Source, data: dict[str, Any],
         "<p>Each subject's test part, scored by the model fine-tuned from the codebook "
         "pretraining and by the same config trained from scratch on the same split; chance: "
         "the same predictions against permuted test targets; baseline: a logistic regression "
-        "on the subject's training part.</p>"
+        f"on the subject's training part.{probe_text}</p>"
         f"<table>{head}{''.join(rows)}</table>"
     ]
     if bars:
         parts.append(
             f'<figure id="finetuned-{k}-bars">'
             f"{_img(figures.decoding_chart(bars), 'fine-tuned and scratch scores')}"
-            f"<figcaption>{_e(metric)} per subject, fine-tuned and from scratch; red: the "
+            f"<figcaption>{_e(metric)} per subject, fine-tuned, from scratch and by the linear "
+            "probe; red: the "
             "permutation chance level.</figcaption></figure>"
         )
     return "".join(parts)
