@@ -652,9 +652,12 @@ def _codebook_folders(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
         "subjects": {"01": {"n_train": 60, "n_val": 12, "n_test": 14, "n_channels": 17,
                             "shared": result, "baseline": {"name": "logistic", "score": 0.55},
                             "scratch": {"score": 0.4375, "chance": 0.502, "p_value": 0.7},
+                            "probe": {"score": 0.6875, "chance": 0.49, "p_value": 0.01},
                             "test_in_pretraining": 3}},
-        "mean": {"shared": 0.625, "chance": 0.498, "baseline": 0.55, "scratch": 0.4375},
+        "mean": {"shared": 0.625, "chance": 0.498, "baseline": 0.55, "scratch": 0.4375,
+                 "probe": 0.6875},
         "pretrained": {"path": str(pre), "test_samples_in_pretraining": 3},
+        "probe": {"layer": "embed", "C": 0.1, "n_features": 640},
     }))  # fmt: skip
     return pre, tuned, history
 
@@ -679,8 +682,11 @@ def test_codebook_section_draws_the_health_and_compares_finetuned_with_scratch(t
     assert rfig.data_uri(rfig.codebook_curves(history, codebook_size=64)) != curves
     dom.row_with("01", "300 / 50", "17")
     # fine-tuned against scratch with both chance levels; the leak is flagged
-    dom.row_with("01", "14", "0.625", "0.498", "0.02", "0.438", "0.502", "0.7", "0.550")
-    dom.row_with("mean", "", "0.625", "0.498", "", "0.438", "", "", "0.550")
+    dom.row_with("01", "14", "0.625", "0.498", "0.02", "0.438", "0.502", "0.7", "0.688", "0.490",
+                 "0.01", "0.550")
+    dom.row_with("mean", "", "0.625", "0.498", "", "0.438", "", "", "0.688", "", "", "0.550")
+    assert "Linear probe: a logistic regression on the frozen pretrained features (embed " \
+           "tokens, C 0.100 chosen" in text
     assert "3 test samples lie in spans the pretraining windows covered" in text
     pre_anchor = next(a for a, tag in dom.ids.items() if tag == "article"
                       and f"<code>{pre}</code>" in text[text.index(f'id="{a}"'):][:400])
@@ -689,7 +695,9 @@ def test_codebook_section_draws_the_health_and_compares_finetuned_with_scratch(t
         {"label": "sub-01 fine-tuned", "metric": "balanced_accuracy", "score": 0.625,
          "chance": 0.498, "p_value": 0.02},
         {"label": "sub-01 scratch", "metric": "balanced_accuracy", "score": 0.4375,
-         "chance": 0.502, "p_value": 0.7}])  # fmt: skip
+         "chance": 0.502, "p_value": 0.7},
+        {"label": "sub-01 probe", "metric": "balanced_accuracy", "score": 0.6875,
+         "chance": 0.49, "p_value": 0.01}])  # fmt: skip
     assert f'<figure id="finetuned-1-bars"><img src="{rfig.data_uri(bars)}"' in text
     # nothing to show is said; a folder that is not a pretrain folder is named
     write_report(tmp_path / "e.html", thumbnails=False)

@@ -298,3 +298,20 @@ def test_shipped_configs_validate():
     lo, hi = fine["samples"]["crop"]  # the trials have the windows' 160 samples at 160 Hz
     assert round((hi - lo) * 160) + 1 == round(pre["length"] * 160) == 160
     assert "14" not in pre["runs"] and "14" in fine["samples"]["runs"]
+
+
+def test_linear_probe_is_skipped_with_a_reason():
+    from types import SimpleNamespace
+
+    from neurodecode.pipelines.cross_subject import CrossSubjectConfig, _fit_probe
+
+    config = CrossSubjectConfig.model_validate(FINETUNE)
+    pre = SimpleNamespace(pretrainer=SimpleNamespace(subjects_=["01", "02"]))
+    parts = {"01": {}, "03": {}}
+    assert _fit_probe(config, "classify", None, parts, None) == (None, None)
+    off = CrossSubjectConfig.model_validate({**FINETUNE, "probe": False})
+    assert _fit_probe(off, "classify", pre, parts, None) == (None, None)
+    assert _fit_probe(config, "regress", pre, parts, None) == (
+        None, "a linear probe classifies; this model's task is 'regress'")
+    assert _fit_probe(config, "classify", pre, parts, None) == (
+        None, "subjects ['03'] were not in the pretraining")
