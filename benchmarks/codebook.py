@@ -205,8 +205,10 @@ def sim_part(quick: bool, seeds: Sequence[int], fractions: Sequence[float],
             windows_.items()}
     pre_train = {s: h["train"] for s, h in held.items()}
     pre_val = {s: h["val"] for s, h in held.items()}
+    # 40 + 40 epochs (early stopping on validation windows): at 20 + 20 both stages ran to
+    # the cap, and 40 read better on the development simulation
     epochs_over = ({"tokenizer_epochs": 6, "masked_epochs": 4} if quick
-                   else {"tokenizer_epochs": 20, "masked_epochs": 20})
+                   else {"tokenizer_epochs": 40, "masked_epochs": 40})
     fine_epochs = 15 if quick else None
     # single-channel tokens cost ~n_contacts times more per window: that model pretrains on
     # every SINGLE_EVERY-th window (about twice the region model's tokens per epoch)
