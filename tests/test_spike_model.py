@@ -317,8 +317,10 @@ def test_growing_vocabulary_keeps_old_logits(data):
     assert model.n_vocab == 14
     out = model(batch)
     assert out["unit_logits"].shape[-1] == 14
-    assert torch.equal(out["unit_logits"][..., :9], ref["unit_logits"])
-    assert torch.equal(out["dt_logits"], ref["dt_logits"])
+    # equal up to float rounding: a wider output matrix may take another BLAS kernel
+    torch.testing.assert_close(out["unit_logits"][..., :9], ref["unit_logits"], rtol=0,
+                               atol=1e-6)
+    torch.testing.assert_close(out["dt_logits"], ref["dt_logits"], rtol=0, atol=1e-6)
 
 
 def test_new_session_trains_only_new_rows(fitted, tmp_path):
