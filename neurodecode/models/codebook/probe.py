@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -166,7 +165,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         scores = self.decision_function(trials)
         return self.classes_[np.argmax(scores, axis=1)]
 
-    def score(self, trials: SubjectTrials, y: Any = None) -> float:
+    def score(self, trials: SubjectTrials) -> float:
         """Balanced accuracy on one subject's labelled trials."""
         return float(balanced_accuracy(_labels(trials), self.predict(trials)))
 
