@@ -136,7 +136,8 @@ def high_gamma_envelope(trials: SubjectTrials, bin_seconds: float = 0.1) -> Subj
     x = trials.X[:, : n_bins * width].reshape(len(trials), n_bins, width, -1)
     power = np.log((x.astype(np.float64) ** 2).mean(axis=2) + 1e-30).astype(np.float32)
     return SubjectTrials(trials.subject, power, trials.y, trials.table, trials.ch_names,
-                         trials.positions, trials.sfreq / width, trials.coord_frame, trials.keys)
+                         trials.positions, trials.sfreq / width, trials.coord_frame, trials.keys,
+                         trials.regions)
 
 
 # ------------------------------------------------------------------------------ protocol

@@ -59,6 +59,12 @@ class SubjectTrials:
     positions : ndarray or None
         ``(n_channels, 3)`` channel positions in the recordings' frame (NaN where unknown).
     sfreq : float
+    coord_frame : str
+        Frame of ``positions``.
+    keys : ndarray or None
+        Values pairing samples across subjects (e.g. the image shown).
+    regions : list of str or None
+        Anatomical label of every channel (the stores' ``region``; ``""`` where unknown).
     """
 
     subject: str
@@ -70,6 +76,7 @@ class SubjectTrials:
     sfreq: float = 1.0
     coord_frame: str = "unknown"
     keys: np.ndarray | None = field(default=None, repr=False)
+    regions: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.X.ndim != 3:
@@ -79,6 +86,9 @@ class SubjectTrials:
             raise ValueError(f"subject {self.subject}: X, y and table differ in length")
         if len(self.ch_names) != self.X.shape[2]:
             raise ValueError(f"subject {self.subject}: {len(self.ch_names)} channel names for "
+                             f"{self.X.shape[2]} channels")
+        if self.regions is not None and len(self.regions) != self.X.shape[2]:
+            raise ValueError(f"subject {self.subject}: {len(self.regions)} region labels for "
                              f"{self.X.shape[2]} channels")
 
     def __len__(self) -> int:
@@ -101,7 +111,8 @@ class SubjectTrials:
         return SubjectTrials(
             self.subject, self.X[index], None if self.y is None else self.y[index],
             self.table.iloc[index].reset_index(drop=True), self.ch_names, self.positions,
-            self.sfreq, self.coord_frame, None if self.keys is None else self.keys[index])
+            self.sfreq, self.coord_frame, None if self.keys is None else self.keys[index],
+            self.regions)
 
     def first(self, n: int) -> SubjectTrials:
         """The first ``n`` samples in time (the "first minutes" of a new subject)."""
@@ -174,8 +185,10 @@ class SubjectTrials:
                 for v in pd.unique(self.table[column])}
 
 
-def channel_positions(recording: Recording, ch_names: Sequence[str]) -> tuple[np.ndarray, str]:
-    """Positions ``(n, 3)`` of the named channels of a recording, and its coordinate frame."""
+def channel_positions(recording: Recording, ch_names: Sequence[str]
+                      ) -> tuple[np.ndarray, str, list[str]]:
+    """Positions ``(n, 3)`` of the named channels of a recording, its coordinate frame, and
+    the channels' anatomical labels (``""`` where unknown)."""
     ds = recording.ds
     names = [str(v) for v in ds["channel"].values]
     where = {n: i for i, n in enumerate(names)}
@@ -184,7 +197,9 @@ def channel_positions(recording: Recording, ch_names: Sequence[str]) -> tuple[np
         raise ValueError(f"{recording.id}: no channel(s) {missing[:5]}")
     idx = np.array([where[c] for c in ch_names], dtype=int)
     xyz = np.column_stack([np.asarray(ds[k].values, dtype=np.float64)[idx] for k in "xyz"])
-    return xyz, str(ds.attrs.get("coord_frame", "unknown"))
+    labels = ([str(v) for v in np.asarray(ds["region"].values)[idx]] if "region" in ds.coords
+              else [""] * len(idx))
+    return xyz, str(ds.attrs.get("coord_frame", "unknown")), labels
 
 
 def by_subject(samples: Samples, recordings: Sequence[Recording] | None = None,
@@ -212,14 +227,14 @@ def by_subject(samples: Samples, recordings: Sequence[Recording] | None = None,
         order = np.lexsort((samples.table["start"].to_numpy()[rows],
                             samples.table["recording"].to_numpy()[rows]))
         rows = rows[order]
-        positions, frame = None, "unknown"
+        positions, frame, regions = None, "unknown", None
         rec_id = str(samples.table["recording"].iloc[rows[0]])
         if rec_id in by_rec:
-            positions, frame = channel_positions(by_rec[rec_id], samples.ch_names)
+            positions, frame, regions = channel_positions(by_rec[rec_id], samples.ch_names)
         out[str(subject)] = SubjectTrials(
             str(subject), X[rows], None if samples.y is None else samples.y[rows],
             samples.table.iloc[rows].reset_index(drop=True), list(samples.ch_names), positions,
-            samples.sfreq, frame)
+            samples.sfreq, frame, regions=regions)
     return out
 
 

@@ -53,8 +53,9 @@ def as_subject_dict(trials: TrialsLike | None) -> dict[str, SubjectTrials]:
 
 
 def spec_of(trials: SubjectTrials) -> SubjectSpec:
-    """The adapter spec (channel count, positions, names) of a subject's samples."""
-    return SubjectSpec.from_arrays(trials.n_channels, trials.positions, trials.ch_names)
+    """The adapter spec (channel count, positions, names, regions) of a subject's samples."""
+    return SubjectSpec.from_arrays(trials.n_channels, trials.positions, trials.ch_names,
+                                   trials.regions)
 
 
 def resolve_config(config: str | os.PathLike | ModelConfig | Mapping[str, Any]) -> ModelConfig:

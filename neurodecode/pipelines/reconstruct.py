@@ -146,7 +146,7 @@ def average_repeats(trials: Any) -> Any:
     table["n_repeats"] = [int((keys == keys[i]).sum()) for i in order]
     return SubjectTrials(trials.subject, X, None if trials.y is None else trials.y[order], table,
                          trials.ch_names, trials.positions, trials.sfreq, trials.coord_frame,
-                         keys[order])
+                         keys[order], trials.regions)
 
 
 def _split_by_intervals(trials: Any, recordings: Sequence[Any]) -> dict[str, Any]:

@@ -31,11 +31,15 @@ class SubjectSpec:
         adapters. NaN rows are channels without a position.
     ch_names : tuple of str
         Channel names (informative; checked in length only).
+    regions : tuple of str
+        Anatomical label of each channel (``""`` where unknown), or empty when not known;
+        needed by region-wise adapters.
     """
 
     n_channels: int
     positions: tuple[tuple[float, float, float], ...] | None = None
     ch_names: tuple[str, ...] = field(default=())
+    regions: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.n_channels < 1:
@@ -44,28 +48,32 @@ class SubjectSpec:
             raise ValueError(f"{len(self.positions)} positions for {self.n_channels} channels")
         if self.ch_names and len(self.ch_names) != self.n_channels:
             raise ValueError(f"{len(self.ch_names)} channel names for {self.n_channels} channels")
+        if self.regions and len(self.regions) != self.n_channels:
+            raise ValueError(f"{len(self.regions)} region labels for {self.n_channels} channels")
 
     @classmethod
     def from_arrays(cls, n_channels: int, positions: Any = None,
-                    ch_names: Sequence[str] = ()) -> SubjectSpec:
+                    ch_names: Sequence[str] = (), regions: Sequence[str] | None = ()
+                    ) -> SubjectSpec:
         """Build from array-likes (positions ``(n_channels, 3)``)."""
         pos = None
         if positions is not None:
             arr = np.asarray(positions, dtype=np.float64).reshape(n_channels, 3)
             pos = tuple(tuple(float(v) for v in row) for row in arr)
-        return cls(int(n_channels), pos, tuple(str(c) for c in ch_names))
+        return cls(int(n_channels), pos, tuple(str(c) for c in ch_names),
+                   tuple(str(r) for r in regions or ()))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML form (what a checkpoint's hyper-parameters hold)."""
         return {"n_channels": self.n_channels,
                 "positions": None if self.positions is None else [list(p) for p in self.positions],
-                "ch_names": list(self.ch_names)}
+                "ch_names": list(self.ch_names), "regions": list(self.regions)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubjectSpec:
         """Inverse of :meth:`to_dict`."""
         return cls.from_arrays(data["n_channels"], data.get("positions"),
-                               data.get("ch_names") or ())
+                               data.get("ch_names") or (), data.get("regions"))
 
     def position_array(self) -> np.ndarray | None:
         """Positions as float32 ``(n_channels, 3)``, or None."""
@@ -169,3 +177,11 @@ class SubjectAdapter(nn.Module, ABC):
     def decode(self, z: torch.Tensor, subject: str) -> torch.Tensor:
         """Map latents ``(batch, time, latent)`` back into ``subject``'s channel space."""
         raise NotImplementedError(f"the {self.part_name} adapter is not invertible")
+
+    def present_slots(self, name: str) -> torch.Tensor:
+        """bool ``(latent_dim,)``: the latent slots that carry subject ``name``'s signal.
+
+        All of them, unless the adapter leaves some at zero for this subject (the channel slots
+        beyond its channel count, the regions it has no electrode in).
+        """
+        return torch.ones(self.latent_dim, dtype=torch.bool)

@@ -57,3 +57,7 @@ class Channels(SubjectAdapter):
     def decode(self, z: torch.Tensor, subject: str) -> torch.Tensor:
         """The subject's channels of a latent (the inverse of :meth:`forward`)."""
         return z[..., : self.specs[subject].n_channels]
+
+    def present_slots(self, name: str) -> torch.Tensor:
+        """The first ``n_channels`` slots."""
+        return torch.arange(self.latent_dim) < self.specs[name].n_channels

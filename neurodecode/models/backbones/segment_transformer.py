@@ -1,4 +1,4 @@
-"""Segment tokens and a transformer over them (Du-IN's encoder), fused or one channel at a time.
+"""Segment tokens and a transformer over them (Du-IN's encoder), fused, per region or per channel.
 
 The time axis is cut into segments of ``segment`` steps (the last one zero-padded). A 1-D
 convolutional tokenizer turns each segment into one token of width ``d_model``; its
@@ -11,10 +11,18 @@ Two layouts of the latent's channels:
 * ``channels: fused`` (Du-IN's region tokens): all latent channels of a time segment make one
   multivariate token, so the adapter before the backbone (a per-subject linear fusion, or the
   spatial attention over electrode positions) decides which electrodes a token sees;
+* ``channels: grouped`` (region tokens, one sequence per region): the latent's channels are cut
+  into consecutive groups of ``group_width`` (the virtual channels of one region, from the
+  ``region_linear`` adapter); each group is tokenized alone by the same tokenizer, the
+  transformer attends over time within a group, and the features of the groups are laid side
+  by side (the groups are the same regions in every subject; a group that is exactly zero,
+  a region without electrodes, gives zero features);
 * ``channels: single`` (BrainBERT/Brant-like single-channel tokens, Du-IN's comparison): every
   channel is tokenized alone by the same tokenizer and the transformer attends over time within
   a channel; features are pooled over segments, then averaged over the channels present (a
   channel that is exactly zero over the whole sample, as padding is, does not count).
+
+In the grouped and single layouts a sequence that is exactly zero throughout is not computed.
 """
 
 from __future__ import annotations
@@ -87,11 +95,16 @@ class SegmentTransformer(Backbone):
     Attributes
     ----------
     out_features : int
-        ``d_model``.
+        ``d_model`` (``groups * d_model`` when grouped).
+    d_model : int
+        Token width.
     n_segments : int
         Segments (tokens) per sample and channel group.
+    width : int
+        Latent channels per token: ``in_features`` (fused), ``group_width`` (grouped), 1
+        (single).
     groups : int
-        Token sequences per sample: 1 (fused) or ``in_features`` (single).
+        Token sequences per sample: ``in_features / width``.
     """
 
     class Params(TransformerParams):
@@ -103,14 +116,18 @@ class SegmentTransformer(Backbone):
             Time steps per token (clipped to ``n_times``).
         conv_channels, kernel : int
             The tokenizer's convolutions.
-        channels : {"fused", "single"}
-            One token per segment of all channels, or one per segment of each channel.
+        channels : {"fused", "grouped", "single"}
+            One token per segment of all channels, of each group of ``group_width``
+            channels, or of each channel.
+        group_width : int
+            Channels per group (``channels: grouped``).
         """
 
         segment: int = pydantic.Field(25, ge=1)
         conv_channels: int = pydantic.Field(32, ge=1)
         kernel: int = pydantic.Field(5, ge=1)
-        channels: Literal["fused", "single"] = "fused"
+        channels: Literal["fused", "grouped", "single"] = "fused"
+        group_width: int = pydantic.Field(1, ge=1)
 
     def __init__(self, params: SegmentTransformer.Params, *, in_features: int, n_times: int
                  ) -> None:
@@ -121,9 +138,16 @@ class SegmentTransformer(Backbone):
         self.segment = min(params.segment, self.n_times)
         self.n_segments = math.ceil(self.n_times / self.segment)
         self.single = params.channels == "single"
-        self.groups = self.in_features if self.single else 1
-        self.tokenizer = SegmentTokenizer(1 if self.single else self.in_features, self.segment,
-                                          d, params.conv_channels, params.kernel)
+        self.grouped = params.channels == "grouped"
+        self.width = (1 if self.single else params.group_width if self.grouped
+                      else self.in_features)
+        if self.in_features % self.width:
+            raise ValueError(f"segment_transformer: {self.in_features} latent channels do not "
+                             f"make groups of {self.width}")
+        self.groups = self.in_features // self.width
+        self.d_model = d
+        self.tokenizer = SegmentTokenizer(self.width, self.segment, d, params.conv_channels,
+                                          params.kernel)
         self.mask_token = nn.Parameter(torch.zeros(d))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.position = nn.Parameter(torch.zeros(1, self.n_segments, d))
@@ -133,7 +157,7 @@ class SegmentTransformer(Backbone):
             TransformerBlock(d, params.n_heads, params.mlp_ratio, params.dropout)
             for _ in range(params.n_layers))
         self.norm = nn.LayerNorm(d)
-        self.out_features = d
+        self.out_features = d * self.groups if self.grouped else d
 
     def _check(self, z: torch.Tensor) -> None:
         if z.ndim != 3 or z.shape[2] != self.in_features:
@@ -146,29 +170,29 @@ class SegmentTransformer(Backbone):
     def segments(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` padded and laid out per token sequence: ``(batch * groups, n_seg * segment, C)``.
 
-        ``C`` is the latent width (fused) or 1 (single); this is also what a decoder
-        reconstructs, segment by segment.
+        ``C`` is :attr:`width`; this is also what a decoder reconstructs, segment by segment.
         """
         self._check(z)
         pad = self.n_segments * self.segment - z.shape[1]
         if pad:
             z = F.pad(z, (0, 0, 0, pad))
-        if self.single:
-            batch, n_times, channels = z.shape
-            z = z.transpose(1, 2).reshape(batch * channels, n_times, 1)
+        if self.groups > 1:
+            batch, n_times, _ = z.shape
+            z = (z.reshape(batch, n_times, self.groups, self.width).permute(0, 2, 1, 3)
+                 .reshape(batch * self.groups, n_times, self.width))
         return z
 
     def _present(self, seqs: torch.Tensor) -> torch.Tensor | None:
-        """Rows of :meth:`segments` with any signal (single: padding channels are all zero)."""
-        if not self.single:
+        """Rows of :meth:`segments` with any signal (padding channels, absent regions: none)."""
+        if self.groups == 1:
             return None
         return torch.nonzero(seqs.abs().amax(dim=(1, 2)) > 0).squeeze(1)
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """Segment tokens before the transformer: ``(batch, groups, n_segments, d_model)``.
 
-        Single-channel sequences that are zero throughout (padding) are not computed: their
-        tokens are zero.
+        Sequences that are zero throughout (padding channels, absent regions) are not
+        computed: their tokens are zero.
         """
         seqs = self.segments(z)
         rows = self._present(seqs)
@@ -208,12 +232,15 @@ class SegmentTransformer(Backbone):
 
     def pool(self, tokens: torch.Tensor, z: torch.Tensor, *, flatten: bool = False
              ) -> torch.Tensor:
-        """Features ``(batch, d_model)``: mean over segments, then over the channels present.
+        """Features ``(batch, out_features)``: mean over segments, then (single) over the
+        channels present, or (grouped) the groups side by side.
 
         ``flatten``: every segment's token side by side instead of their mean
-        (``(batch, n_segments * d_model)``, the time course kept: a linear probe's features).
+        (``n_segments`` times more features, the time course kept: a linear probe's features).
         """
         per_group = tokens.flatten(2) if flatten else tokens.mean(dim=2)  # (batch, groups, f)
+        if self.grouped:
+            return per_group.flatten(1)
         if not self.single:
             return per_group[:, 0]
         present = (z.abs().amax(dim=1) > 0).to(per_group.dtype)  # (batch, channels)

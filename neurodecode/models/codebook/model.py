@@ -90,7 +90,7 @@ class SegmentVQVAE(_Front):
                  ) -> None:
         super().__init__(config, subjects, n_times)
         pre, bb = config.pretrain, self.backbone
-        d = bb.out_features
+        d = bb.d_model
         self.to_code = nn.Linear(d, pre.code_dim)
         self.quantizer = VectorQuantizer(pre.codebook_size, pre.code_dim, update=pre.update,
                                          decay=pre.decay, commitment=pre.commitment,
@@ -102,8 +102,7 @@ class SegmentVQVAE(_Front):
         self.dec_blocks = nn.ModuleList(TransformerBlock(d, heads, bb.params.mlp_ratio, 0.0)
                                         for _ in range(pre.decoder_layers))
         self.dec_norm = nn.LayerNorm(d)
-        width = 1 if bb.single else config.latent_dim
-        self.to_signal = nn.Linear(d, bb.segment * width)
+        self.to_signal = nn.Linear(d, bb.segment * bb.width)
         self.readout = nn.ModuleDict()
         for name, spec in self.specs.items():
             self._add_readout(name, spec)
@@ -126,11 +125,15 @@ class SegmentVQVAE(_Front):
         dict
             ``vectors`` ``(batch, groups, n_segments, code_dim)`` before quantisation,
             ``quantized`` (same shape, the codes with the straight-through gradient), ``index``
-            int64 ``(batch, groups, n_segments)`` and ``vq_loss``.
+            int64 ``(batch, groups, n_segments)``, ``valid`` (:func:`valid_groups`: the
+            sequences of real channels, the only ones the codebook learns from and counts) and
+            ``vq_loss``.
         """
         vectors = self.to_code(self.backbone.tokens(self.encode(x, subject)))
-        quantized, index, vq_loss = self.quantizer(vectors)
-        return {"vectors": vectors, "quantized": quantized, "index": index, "vq_loss": vq_loss}
+        valid = valid_groups(self, subject, vectors.shape[:-1]).to(vectors.device)
+        quantized, index, vq_loss = self.quantizer(vectors, valid)
+        return {"vectors": vectors, "quantized": quantized, "index": index, "valid": valid,
+                "vq_loss": vq_loss}
 
     def decode(self, quantized: torch.Tensor) -> torch.Tensor:
         """Latent signal ``(batch, n_segments * segment, latent_dim)`` from quantised tokens."""
@@ -139,10 +142,9 @@ class SegmentVQVAE(_Front):
         for block in self.dec_blocks:
             h = block(h)
         seg = self.to_signal(self.dec_norm(h))  # (batch * groups, n_seg, segment * width)
-        steps = n_seg * self.backbone.segment
-        if self.backbone.single:
-            return seg.reshape(batch, groups, steps).transpose(1, 2)
-        return seg.reshape(batch, steps, -1)
+        steps, width = n_seg * self.backbone.segment, self.backbone.width
+        return (seg.reshape(batch, groups, steps, width).transpose(1, 2)
+                .reshape(batch, steps, groups * width))
 
     def reconstruct(self, latent: torch.Tensor, name: str) -> torch.Tensor:
         """Subject ``name``'s channels ``(batch, time, n_channels)`` from a decoded latent."""
@@ -186,13 +188,17 @@ def valid_groups(model: _Front, subject: torch.Tensor, shape: torch.Size) -> tor
     """bool ``shape`` ``(batch, groups, n_segments)``: the token sequences of real channels.
 
     Every sequence for fused tokens; for single-channel tokens those of the channels each
-    sample's subject has (not the padding).
+    sample's subject has (not the padding); for grouped tokens those of the groups with a
+    latent slot that carries the subject's signal (:meth:`SubjectAdapter.present_slots`: not
+    the regions it has no electrode in).
     """
-    if not model.backbone.single:
+    bb = model.backbone
+    if bb.groups == 1:
         return torch.ones(shape, dtype=torch.bool)
-    n_ch = torch.as_tensor([model.adapter.specs[model.subject_names[int(s)]].n_channels
-                            for s in subject.tolist()])
-    return (torch.arange(shape[1])[None, :] < n_ch[:, None])[..., None].expand(shape)
+    present = {s: model.adapter.present_slots(model.subject_names[s])
+               .reshape(bb.groups, bb.width).any(dim=1) for s in torch.unique(subject).tolist()}
+    rows = torch.stack([present[s] for s in subject.tolist()])  # (batch, groups)
+    return rows[..., None].expand(shape)
 
 
 def random_segment_mask(shape: tuple[int, ...], ratio: float, *,
@@ -222,7 +228,7 @@ class MaskedCodeModel(_Front):
     def __init__(self, config: ModelConfig, subjects: Mapping[str, SubjectSpec], n_times: int
                  ) -> None:
         super().__init__(config, subjects, n_times)
-        self.code_head = nn.Linear(self.backbone.out_features, config.pretrain.codebook_size)
+        self.code_head = nn.Linear(self.backbone.d_model, config.pretrain.codebook_size)
 
     def logits(self, x: torch.Tensor, subject: torch.Tensor, mask: torch.Tensor
                ) -> torch.Tensor:

@@ -187,7 +187,8 @@ class CodebookPretrainer(BaseEstimator):
 
     def _segments_per_window(self) -> int:
         bb = self.tokenizer_.backbone
-        width = max(s.n_channels for s in self.tokenizer_.specs.values()) if bb.single else 1
+        width = (max(s.n_channels for s in self.tokenizer_.specs.values()) if bb.single
+                 else bb.groups)
         return bb.n_segments * width
 
     def _run(self, task: Any, train: Mapping[str, SubjectTrials],
@@ -229,8 +230,9 @@ class CodebookPretrainer(BaseEstimator):
         """Frozen features of one subject's windows, for a linear probe.
 
         Every segment's token side by side (``n_segments * d_model`` values per window; with
-        single-channel tokens, their mean over the subject's channels), from the pretrained
-        (masked-stage) adapter and backbone.
+        single-channel tokens, their mean over the subject's channels; with grouped tokens,
+        those of every group side by side), from the pretrained (masked-stage) adapter and
+        backbone.
 
         Parameters
         ----------
@@ -242,7 +244,7 @@ class CodebookPretrainer(BaseEstimator):
         Returns
         -------
         ndarray
-            ``(n_windows, n_segments * d_model)``, float32.
+            ``(n_windows, n_features)``, float32.
         """
         if layer not in FEATURE_LAYERS:
             raise ValueError(f"layer must be one of {FEATURE_LAYERS}, got {layer!r}")

@@ -127,8 +127,17 @@ class VectorQuantizer(nn.Module):
         """Index of the nearest code of each unit vector ``z`` ``(..., dim)``."""
         return (F.normalize(z, dim=-1) @ self.normalized_codes().T).argmax(dim=-1)
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, valid: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Quantise ``z`` ``(..., dim)``.
+
+        Parameters
+        ----------
+        z : Tensor
+        valid : Tensor, optional
+            bool ``z.shape[:-1]``: the vectors to learn from (default all). The others (e.g.
+            the tokens of padding channels) are quantised too, but take no part in the loss,
+            the codebook's initialisation, its updates or its usage counts.
 
         Returns
         -------
@@ -140,21 +149,20 @@ class VectorQuantizer(nn.Module):
             Commitment loss (+ the codebook loss under straight-through updates).
         """
         flat = F.normalize(z.reshape(-1, self.dim).float(), dim=1)
-        codes = self.normalized_codes()
-        index = (flat @ codes.T).argmax(dim=1)
-        chosen = codes[index]
-        loss = self.commitment * F.mse_loss(flat, chosen.detach())
-        if self.update == "straight_through":
-            loss = loss + F.mse_loss(chosen, flat.detach())
-        if self.training and not bool(self.initialized):
-            self._init_from(flat.detach())
-            index = (flat @ self.normalized_codes().T).argmax(dim=1)
-            chosen = self.normalized_codes()[index]
-            loss = self.commitment * F.mse_loss(flat, chosen.detach())
+        use = (torch.ones(len(flat), dtype=torch.bool, device=flat.device) if valid is None
+               else valid.reshape(-1).to(flat.device))
+        if self.training and not bool(self.initialized) and use.any():
+            self._init_from(flat.detach()[use])
+        index = (flat @ self.normalized_codes().T).argmax(dim=1)
+        chosen = self.normalized_codes()[index]
+        if use.any():
+            loss = self.commitment * F.mse_loss(flat[use], chosen[use].detach())
             if self.update == "straight_through":
-                loss = loss + F.mse_loss(chosen, flat.detach())
-        if self.training:
-            self._track(flat.detach(), index)
+                loss = loss + F.mse_loss(chosen[use], flat[use].detach())
+        else:
+            loss = (flat * 0).sum()
+        if self.training and use.any():
+            self._track(flat.detach()[use], index[use])
         quantized = flat + (chosen - flat).detach()
         return (quantized.reshape(z.shape).to(z.dtype), index.reshape(z.shape[:-1]),
                 loss)

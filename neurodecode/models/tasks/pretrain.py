@@ -49,7 +49,7 @@ class TokenizerTask(L.LightningModule):
         x, subject = batch["x"], batch["subject"]
         out = self.model(x, subject)
         if (self.global_step + 1) % self.config.pretrain.restart_every == 0:
-            self.model.quantizer.restart_dead(out["vectors"].detach())
+            self.model.quantizer.restart_dead(out["vectors"].detach()[out["valid"]])
         recon = out["recon_loss"]
         self.log("recon_loss", recon, on_step=False, on_epoch=True, batch_size=len(x))
         return recon + out["vq_loss"]
