@@ -8,6 +8,7 @@ part in the codebook's learning or its usage counts.
 from __future__ import annotations
 
 from copy import deepcopy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -275,3 +276,29 @@ def test_shipped_region_config_builds():
     assert cfg.backbone.params["channels"] == "grouped"
     regions = cfg.adapter.params["regions"]
     assert cfg.latent_dim == len(regions) * cfg.backbone.params["group_width"]
+
+
+def test_single_channel_tokens_pooled_by_region(windows_by_subject):
+    from tests.test_codebook import codebook_config
+
+    cfg = codebook_config("single")
+    pre = CodebookPretrainer(cfg, tokenizer_epochs=1, masked_epochs=1).fit(windows_by_subject)
+    t = windows_by_subject["02"].first(20)
+    n = t.n_channels
+    split = replace(t, regions=["A"] * 3 + ["B"] * (n - 3))
+    whole, width = pre.features(t), pre.features(t).shape[1]
+    a_b_c = pre.features(split, regions=["A", "B", "C"])
+    assert a_b_c.shape == (20, 3 * width)
+    assert np.count_nonzero(a_b_c[:, 2 * width:]) == 0  # no channel in C
+    # the mean over all channels is the channel-weighted mean of the regions' means
+    np.testing.assert_allclose((3 * a_b_c[:, :width] + (n - 3) * a_b_c[:, width:2 * width]) / n,
+                               whole, rtol=1e-4, atol=1e-5)
+    probe = LinearProbe(pre, regions=["A", "B"], Cs=(0.1,))
+    assert probe.get_params()["regions"] == ["A", "B"]
+    with pytest.raises(ValueError, match="no region labels"):
+        pre.features(replace(t, regions=None), regions=["A"])
+
+
+def test_region_pooling_needs_single_channel_tokens(region_pretrainer, windows_by_subject):
+    with pytest.raises(ValueError, match="not single-channel"):
+        region_pretrainer.features(windows_by_subject["01"], regions=["FFA"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +226,8 @@ class CodebookPretrainer(BaseEstimator):
         return torch.cat(out).numpy()
 
     @torch.no_grad()
-    def features(self, trials: SubjectTrials, *, layer: str = "embed") -> np.ndarray:
+    def features(self, trials: SubjectTrials, *, layer: str = "embed",
+                 regions: Sequence[str] | None = None) -> np.ndarray:
         """Frozen features of one subject's windows, for a linear probe.
 
         Every segment's token side by side (``n_segments * d_model`` values per window; with
@@ -240,6 +241,10 @@ class CodebookPretrainer(BaseEstimator):
             Windows of a subject of the pretraining (scaled with its pretraining statistics).
         layer : {"embed", "tokens"}
             The segment tokens before the transformer, or its contextual tokens after it.
+        regions : sequence of str, optional
+            Single-channel tokens only: their mean over the channels of each of these regions
+            (the trials' anatomical labels), side by side (zero for a region the subject has
+            no channel in), instead of their mean over all channels.
 
         Returns
         -------
@@ -250,11 +255,16 @@ class CodebookPretrainer(BaseEstimator):
             raise ValueError(f"layer must be one of {FEATURE_LAYERS}, got {layer!r}")
         model = self.encoder_.eval()
         bb = model.backbone
+        weight = None if regions is None else _region_weights(trials, regions, bb)
         out = []
         for b in self._batches(trials):
             z = model.encode(b["x"], b["subject"])
             tokens = bb.embed(z) if layer == "embed" else bb.tokens(z)
-            out.append(bb.pool(tokens, z, flatten=True))
+            if weight is None:
+                out.append(bb.pool(tokens, z, flatten=True))
+            else:  # (batch, channels, f) -> (batch, regions, f)
+                pooled = torch.einsum("cr,bcf->brf", weight, tokens.flatten(2))
+                out.append(pooled.flatten(1))
         return torch.cat(out).numpy()
 
     @torch.no_grad()
@@ -365,6 +375,23 @@ def _compatible(pretrained: ModelConfig, config: ModelConfig) -> None:
     if diffs:
         raise ValueError(f"the pretrained model {pretrained.name!r} does not fit model "
                          f"{config.name!r}: " + "; ".join(diffs))
+
+
+def _region_weights(trials: SubjectTrials, regions: Sequence[str], backbone: Any
+                    ) -> torch.Tensor:
+    """``(channel slots, regions)``: weights of each region's mean over a subject's channels."""
+    if not backbone.single:
+        raise ValueError("regions= pools single-channel tokens by region; this model's tokens "
+                         "are not single-channel")
+    if trials.regions is None:
+        raise ValueError(f"subject {trials.subject}: the trials have no region labels (the "
+                         "stores' 'region')")
+    labels = np.array(trials.regions)
+    weight = torch.zeros(backbone.groups, len(regions))
+    for k, r in enumerate(regions):
+        hit = np.flatnonzero(labels == r)
+        weight[hit, k] = 1.0 / max(len(hit), 1)
+    return weight
 
 
 def transfer(pretrainer: CodebookPretrainer, model: CrossSubjectModel

@@ -61,6 +61,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         subject to decode must have been in its pretraining (its adapter is used frozen).
     layer : {"embed", "tokens"}
         Which features (:meth:`CodebookPretrainer.features`).
+    regions : sequence of str, optional
+        Single-channel models: pool the channels' tokens within each of these anatomical
+        regions (:meth:`CodebookPretrainer.features`) instead of over all channels.
     Cs : sequence of float
         Inverse L2 strengths tried.
     n_folds : int
@@ -83,16 +86,18 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, pretrained: CodebookPretrainer | str | os.PathLike, *,
-                 layer: str = "embed", Cs: Sequence[float] = (0.001, 0.01, 0.1, 1.0),
-                 n_folds: int = 5, max_iter: int = 2000) -> None:
+                 layer: str = "embed", regions: Sequence[str] | None = None,
+                 Cs: Sequence[float] = (0.001, 0.01, 0.1, 1.0), n_folds: int = 5,
+                 max_iter: int = 2000) -> None:
         self.pretrained = pretrained
         self.layer = layer
+        self.regions = regions
         self.Cs = Cs
         self.n_folds = n_folds
         self.max_iter = max_iter
 
     def _features(self, trials: SubjectTrials) -> np.ndarray:
-        return self.pretrainer_.features(trials, layer=self.layer)
+        return self.pretrainer_.features(trials, layer=self.layer, regions=self.regions)
 
     def fit(self, train: TrialsLike, val: TrialsLike | None = None, *,
             classes: Sequence[str] | None = None) -> LinearProbe:
