@@ -13,7 +13,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from neurodecode.data.samples import epochs, open_recordings, windows
 from neurodecode.data.subjects import per_subject
@@ -25,20 +24,12 @@ from neurodecode.models.codebook.probe import LinearProbe
 from neurodecode.models.config import load_model_config
 from neurodecode.models.decoder import CrossSubjectDecoder, spec_of
 from neurodecode.simulate import SHAPE_FAMILIES, simulate_dataset
+from tests.test_codebook import _one_thread, codebook_config  # noqa: F401 (autouse fixture)
 
 N_TIMES = 100
 STIM = {f"stim/{f}": f for f in SHAPE_FAMILIES[:2]}
 #: the tiny model's regions: two every subject has, one no subject has
 REGIONS = ["FFA", "white_matter", "nowhere"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
 
 
 def region_config(width: int = 2) -> dict:
@@ -279,8 +270,6 @@ def test_shipped_region_config_builds():
 
 
 def test_single_channel_tokens_pooled_by_region(windows_by_subject):
-    from tests.test_codebook import codebook_config
-
     cfg = codebook_config("single")
     pre = CodebookPretrainer(cfg, tokenizer_epochs=1, masked_epochs=1).fit(windows_by_subject)
     t = windows_by_subject["02"].first(20)
