@@ -19,8 +19,8 @@ class _RegionMap(nn.Module):
 
     def __init__(self, block: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("block", block)  # (n_channels, latent_dim), 1 where allowed
-        fan_in = block.sum(dim=0).clamp_min(1.0)  # channels feeding every slot
+        self.register_buffer("block", block)  # bool (n_channels, latent_dim): allowed weights
+        fan_in = block.sum(dim=0).clamp_min(1)  # channels feeding every slot
         weight = (torch.rand(block.shape) * 2 - 1) * math.sqrt(3.0) / fan_in.sqrt()
         self.weight = nn.Parameter(weight * block)
 
@@ -85,7 +85,7 @@ class RegionLinear(SubjectAdapter):
             found = sorted(set(spec.regions))
             raise ValueError(f"none of this subject's channel regions {found} is among the "
                              f"adapter's regions {list(self.params.regions)}")
-        return _RegionMap(block.float())
+        return _RegionMap(block)
 
     def add_subject(self, name: str, spec: SubjectSpec, *, weights: bool = True) -> None:
         try:
@@ -101,4 +101,4 @@ class RegionLinear(SubjectAdapter):
 
     def present_slots(self, name: str) -> torch.Tensor:
         """The slots of the regions in which subject ``name`` has channels."""
-        return self._slots(self.specs[name]).any(dim=0)
+        return self.subjects[name].block.any(dim=0)

@@ -6,7 +6,7 @@ convolutions run inside the segment only, so a token carries nothing of its neig
 samples (what masked modelling needs: a masked segment leaks nothing through the tokens
 around it). ``n_layers`` pre-norm transformer blocks follow, over the segments of a sample.
 
-Two layouts of the latent's channels:
+Three layouts of the latent's channels:
 
 * ``channels: fused`` (Du-IN's region tokens): all latent channels of a time segment make one
   multivariate token, so the adapter before the backbone (a per-subject linear fusion, or the

@@ -151,17 +151,18 @@ class VectorQuantizer(nn.Module):
         flat = F.normalize(z.reshape(-1, self.dim).float(), dim=1)
         use = (torch.ones(len(flat), dtype=torch.bool, device=flat.device) if valid is None
                else valid.reshape(-1).to(flat.device))
-        if self.training and not bool(self.initialized) and use.any():
+        learn = bool(use.any())
+        if self.training and not bool(self.initialized) and learn:
             self._init_from(flat.detach()[use])
         index = (flat @ self.normalized_codes().T).argmax(dim=1)
         chosen = self.normalized_codes()[index]
-        if use.any():
+        if learn:
             loss = self.commitment * F.mse_loss(flat[use], chosen[use].detach())
             if self.update == "straight_through":
                 loss = loss + F.mse_loss(chosen[use], flat[use].detach())
         else:
             loss = (flat * 0).sum()
-        if self.training and use.any():
+        if self.training and learn:
             self._track(flat.detach()[use], index[use])
         quantized = flat + (chosen - flat).detach()
         return (quantized.reshape(z.shape).to(z.dtype), index.reshape(z.shape[:-1]),
