@@ -180,6 +180,32 @@ def test_img2img_small_strength_stays_near_init(trained):
     assert near.unet_evals_per_image == 2 < far.unet_evals_per_image == 20
 
 
+def test_lowpass_conditioning_keeps_the_reference_low_frequencies(trained):
+    model, pair, tokens, _ = trained
+    torch.manual_seed(1)
+    ref = 0.3 + 0.4 * torch.rand(2, 3, SIZE, SIZE)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    pool = lambda x: torch.nn.functional.adaptive_avg_pool2d(x, 4)  # noqa: E731
+    kept = sample(model, tokens, steps=6, lowpass=ref, lowpass_size=4, generator=gen())
+    free = sample(model, tokens, steps=6, generator=gen())
+    off = sample(model, tokens, steps=6, lowpass=ref, lowpass_weight=0.0, generator=gen())
+    # exact before the final clamp to [0, 1], which the detail drawn on top reaches here
+    kept_err = float((pool(kept.images) - pool(ref)).abs().mean())
+    free_err = float((pool(free.images) - pool(ref)).abs().mean())
+    assert kept_err < 0.06 and kept_err < 0.2 * free_err
+    torch.testing.assert_close(off.images, free.images)  # weight 0: no conditioning at all
+    # the detail above the low-pass scale is the model's, not the reference's (which has none
+    # that follows the tokens): the two samples still differ as their tokens do
+    assert float((kept.images[0] - kept.images[1]).abs().mean()) > 0.05
+    assert kept.unet_evals_per_image == free.unet_evals_per_image
+    with pytest.raises(ValueError, match="lowpass of shape"):
+        sample(model, tokens, lowpass=ref[:1])
+    with pytest.raises(ValueError, match="lowpass_size"):
+        sample(model, tokens, lowpass=ref, lowpass_size=SIZE + 1)
+    with pytest.raises(ValueError, match="lowpass_weight"):
+        sample(model, tokens, lowpass=ref, lowpass_weight=1.5)
+
+
 def redness(images: torch.Tensor) -> torch.Tensor:
     return images[:, 0].mean(dim=(1, 2)) - images[:, 1].mean(dim=(1, 2))
 

@@ -40,7 +40,7 @@ TINY = {
               "lowlevel": {"train": {"max_epochs": 3}, "backbone": {"params": {"hidden": 32}}}},
     "diffusion": {"image_size": 16, "block_out_channels": [16, 32], "max_epochs": 2,
                   "batch_size": 32},
-    "sampling": {"steps": 4, "strength": 0.5, "n_samples": 2},
+    "sampling": {"steps": 4, "strength": 0.5, "n_samples": 2, "lowpass_size": 8},
     "braindive": {"n_images": 2, "steps": 3},
 }
 
@@ -119,7 +119,35 @@ def test_checkpoint_round_trips(job, parts):
     ra, rb = a.reconstruct(test, seed=3), b.reconstruct(test, seed=3)
     np.testing.assert_array_equal(ra.images, rb.images)
     np.testing.assert_array_equal(ra.chosen, rb.chosen)
+    np.testing.assert_array_equal(a.predict_lowlevel(test).numpy(),
+                                  b.predict_lowlevel(test).numpy())
+    assert a.lowlevel_weights_ == b.lowlevel_weights_
     assert a.samples_["event"] == "image"
+
+
+def test_lowlevel_blends_the_network_with_each_subjects_ridge(job, parts):
+    import torch.nn.functional as F
+
+    from neurodecode.models.vision.reconstructor import _apply_ridge
+
+    split, _ = parts
+    model = Reconstructor.load(job / "model.pt")
+    # a ridge map for every served subject, the new one's fitted on its adaptation trials
+    assert sorted(model.lowlevel_ridge_) == sorted(model.lowlevel_weights_) == ["01", "02", "03"]
+    grid = np.round(np.linspace(0, 1, 11), 2)  # "auto": chosen on validation trials
+    assert model.lowlevel_weights_["01"] == model.lowlevel_weights_["02"] in grid
+    assert model.lowlevel_weights_["03"] in grid  # on the new subject's own held-out trials
+    s = model.config_.brain.lowlevel_size
+    for subject in ("01", "03"):
+        w = model.lowlevel_weights_[subject]
+        test = average_repeats(split[subject]["test"])
+        net = np.asarray(model.lowlevel_.decision_function(test))
+        ridge = _apply_ridge(model.lowlevel_ridge_[subject], test)
+        blend = torch.as_tensor((1 - w) * net + w * ridge, dtype=torch.float32)
+        expected = F.interpolate(blend.reshape(-1, 3, s, s), size=(16, 16), mode="bilinear",
+                                 align_corners=False).clamp(0, 1)
+        np.testing.assert_allclose(model.predict_lowlevel(test).numpy(), expected.numpy(),
+                                   atol=1e-5)
 
 
 def test_selection_cannot_see_the_target(job, parts):
@@ -201,6 +229,10 @@ def test_bad_configs_are_named(stores, tmp_path):
     with pytest.raises(ValueError, match="task must be 'regress'"):
         load_reconstruction_config("reconstruction", brain={
             "lowlevel": {"task": "classify", "head": {"name": "classify"}}})
+    with pytest.raises(ValueError, match="lowlevel_ridge must be in"):
+        load_reconstruction_config("reconstruction", brain={"lowlevel_ridge": 1.5})
+    with pytest.raises(ValueError, match="lowpass_size .* is larger than image_size"):
+        load_reconstruction_config("reconstruction", sampling={"lowpass_size": 64})
     config = ReconstructStageConfig(analysis="x", params=TINY, new_subjects=["09"])
     with pytest.raises(StageError, match="new subject"):
         reconstruct(config, [stores], tmp_path / "out")

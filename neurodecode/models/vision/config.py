@@ -94,11 +94,26 @@ class BrainConfig(_Strict):
         A cross-subject model config (task ``regress``) predicting the coarse image.
     lowlevel_size : int
         Side in pixels of the coarse image the low-level branch predicts.
+    lowlevel_ridge : float or "auto"
+        Weight of a per-subject ridge regression (on the trial's time-averaged responses,
+        :class:`~neurodecode.evaluate.image_baselines.RidgeToPixels` at ``lowlevel_size``) in
+        the low-level branch's coarse image, beside the network's ``1 - weight`` (0: the
+        network alone, as Brain-Diffuser's linear low-level decoder at 1). ``"auto"``: the
+        weight in 0, 0.1, ..., 1 with the lowest squared error on the trained subjects'
+        validation trials (the network alone without validation trials).
     """
 
     embedding: dict[str, Any]
     lowlevel: dict[str, Any]
     lowlevel_size: int = pydantic.Field(8, ge=2, le=64)
+    lowlevel_ridge: float | Literal["auto"] = "auto"
+
+    @pydantic.field_validator("lowlevel_ridge")
+    @classmethod
+    def _weight(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"lowlevel_ridge must be in [0, 1] or 'auto', got {value}")
+        return value
 
     @pydantic.field_validator("embedding", "lowlevel")
     @classmethod
@@ -128,6 +143,12 @@ class SamplingConfig(_Strict):
         diffusion config's).
     img2img : bool
         Start from the low-level branch's coarse image (img2img) instead of pure noise.
+    lowpass_size : int, optional
+        Low-frequency conditioning (ILVR) on the coarse image: every step keeps its content
+        below this side (an area average to ``lowpass_size`` squared, upsampled back), so
+        the renderer draws only the finer detail (None: off). Trained renderer only.
+    lowpass_weight : float
+        How much of the coarse image's low frequencies every step takes (1: all).
     max_unet_evals : int
         UNet evaluations allowed per reconstructed image, every sample drawn for it included
         (a config that needs more is refused before sampling).
@@ -138,6 +159,8 @@ class SamplingConfig(_Strict):
     guidance_scale: float | None = pydantic.Field(None, ge=1.0)
     strength: float | None = pydantic.Field(None, gt=0.0, le=1.0)
     img2img: bool = True
+    lowpass_size: int | None = pydantic.Field(None, ge=1)
+    lowpass_weight: float = pydantic.Field(1.0, ge=0.0, le=1.0)
     max_unet_evals: int = pydantic.Field(20, ge=1)
 
 
@@ -199,6 +222,10 @@ class ReconstructionConfig(_Strict):
         if self.diffusion.image_size != self.image_size:
             raise ValueError(f"diffusion.image_size ({self.diffusion.image_size}) differs from "
                              f"image_size ({self.image_size})")
+        lowpass = self.sampling.lowpass_size
+        if lowpass is not None and lowpass > self.image_size:
+            raise ValueError(f"sampling.lowpass_size ({lowpass}) is larger than image_size "
+                             f"({self.image_size})")
         return self
 
 

@@ -9,11 +9,14 @@ trials of several subjects and the images they saw:
    of the training images only.
 2. **Brain → embedding**: a :class:`~neurodecode.models.decoder.CrossSubjectDecoder` (per-subject
    adapters into a shared latent, a shared backbone, a contrastive + regression head) predicts
-   the tokens; a second one (regression head) predicts a coarse image (the low-level branch).
-   Each subject's channels are standardised on its own training trials.
+   the tokens; a second one (regression head) predicts a coarse image (the low-level branch),
+   blended with a per-subject ridge regression from the time-averaged responses (the weight
+   chosen on validation trials). Each subject's channels are standardised on its own training
+   trials.
 3. **Rendering**: a conditional ``UNet2DConditionModel`` trained on the training images with
    cross-attention on their tokens (classifier-free guidance, DPM-Solver++) renders the
-   predicted tokens, starting from the coarse image (img2img); or a pretrained unCLIP pipeline
+   predicted tokens, starting from the coarse image (img2img) and keeping its low frequencies
+   at every step (ILVR), so that the UNet draws the detail; or a pretrained unCLIP pipeline
    from a local folder renders the predicted image embedding.
 
 :meth:`Reconstructor.reconstruct` draws ``n_samples`` images per trial and keeps the one whose
@@ -43,6 +46,7 @@ from ...data.images import as_array, as_batch, resize
 from ...data.subjects import SubjectTrials
 from ..checkpoint import atomic_save, read_payload
 from ..decoder import CrossSubjectDecoder, as_subject_dict
+from ..fewshot import holdout_split
 from .config import ReconstructionConfig, load_reconstruction_config
 
 __all__ = ["Reconstructions", "Reconstructor", "select_by_embedding", "trial_image_ids"]
@@ -132,6 +136,31 @@ class Reconstructions:
         return len(self.images)
 
 
+def _ridge_map(parts: list[SubjectTrials], images: Any, size: int
+               ) -> dict[str, torch.Tensor]:
+    """A subject's ridge from time-averaged responses to the coarse image, as tensors."""
+    from ...evaluate.image_baselines import RidgeToPixels
+
+    ids = np.concatenate([trial_image_ids(t) for t in parts])
+    ridge = RidgeToPixels(size=size).fit(np.concatenate([_time_mean(t) for t in parts]),
+                                         images[ids])
+    return {"mean": torch.as_tensor(ridge.scaler_.mean_, dtype=torch.float32),
+            "scale": torch.as_tensor(ridge.scaler_.scale_, dtype=torch.float32),
+            "coef": torch.as_tensor(ridge.ridge_.coef_, dtype=torch.float32),
+            "intercept": torch.as_tensor(ridge.ridge_.intercept_, dtype=torch.float32)}
+
+
+def _time_mean(trials: SubjectTrials) -> np.ndarray:
+    X = np.asarray(trials.X, np.float64)
+    return X.mean(axis=1) if X.ndim == 3 else X.reshape(len(X), -1)
+
+
+def _apply_ridge(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
+    x = torch.as_tensor(_time_mean(trials), dtype=torch.float32)
+    z = (x - weights["mean"]) / weights["scale"]
+    return (z @ weights["coef"].T + weights["intercept"]).clamp(0.0, 1.0).numpy()
+
+
 def _with_targets(trials: SubjectTrials, targets: np.ndarray) -> SubjectTrials:
     ids = trial_image_ids(trials)
     return dataclasses.replace(trials, y=np.asarray(targets[ids], np.float32))
@@ -176,6 +205,13 @@ class Reconstructor(BaseEstimator):
         Brain → standardised embedding tokens (flattened).
     lowlevel_ : CrossSubjectDecoder
         Brain → coarse image (flattened ``3 × s × s``).
+    lowlevel_ridge_ : dict of str to dict of Tensor
+        Per subject, the ridge map from time-averaged responses to the coarse image
+        (``mean``, ``scale``, ``coef``, ``intercept``).
+    lowlevel_weights_ : dict of str to float
+        Per subject, the weight of its ridge map in the low-level branch: one weight for the
+        trained subjects (chosen on their validation trials), its own for a new subject
+        (chosen on the last part of its adaptation trials).
     diffusion_ : ConditionalDiffusion or None
         The trained renderer (None with a pretrained renderer).
     renderer_ : PretrainedRenderer or None
@@ -307,6 +343,11 @@ class Reconstructor(BaseEstimator):
         self.lowlevel_ = self._decoder("lowlevel").fit(
             {n: _with_targets(t, coarse) for n, t in train_d.items()},
             {n: _with_targets(t, coarse) for n, t in val_d.items()})
+        self.lowlevel_ridge_ = {n: _ridge_map([t], stimuli, cfg.brain.lowlevel_size)
+                                for n, t in train_d.items()}
+        self.lowlevel_weights_ = {}
+        weight = self._choose_ridge_weight(self.lowlevel_, self.lowlevel_ridge_, val_d, coarse)
+        self.lowlevel_weights_ = dict.fromkeys(train_d, weight)
         timings["lowlevel_s"] = time.perf_counter() - start
 
         self.diffusion_ = None
@@ -331,6 +372,30 @@ class Reconstructor(BaseEstimator):
         self.timings_ = timings
         return self
 
+    def _choose_ridge_weight(self, decoder: CrossSubjectDecoder,
+                             ridges: Mapping[str, Mapping[str, torch.Tensor]],
+                             val: Mapping[str, SubjectTrials], coarse: np.ndarray) -> float:
+        """The configured ridge weight, or the one of least error on ``val`` (``auto``).
+
+        Without validation trials: the weight of :meth:`fit` (0, the network alone, in
+        :meth:`fit` itself).
+        """
+        setting = self.config_.brain.lowlevel_ridge
+        if setting != "auto":
+            return float(setting)
+        if not any(len(t) for t in val.values()):
+            return float(np.mean(list(getattr(self, "lowlevel_weights_", {}).values()) or [0]))
+        grid = np.round(np.linspace(0.0, 1.0, 11), 2)
+        errors = np.zeros(len(grid))
+        for name, trials in val.items():
+            if not len(trials):
+                continue
+            net = decoder.decision_function(trials)
+            ridge = _apply_ridge(ridges[name], trials)
+            truth = coarse[trial_image_ids(trials)]
+            errors += [np.sum(((1 - w) * net + w * ridge - truth) ** 2) for w in grid]
+        return float(grid[int(np.argmin(errors))])
+
     # ---- prediction -----------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
@@ -349,10 +414,19 @@ class Reconstructor(BaseEstimator):
         return self._unstandardise(self.embedding_.decision_function(trials))
 
     def predict_lowlevel(self, trials: SubjectTrials) -> torch.Tensor:
-        """The low-level branch's coarse images, upsampled: ``(n, 3, H, W)`` in [0, 1]."""
+        """The low-level branch's coarse images, upsampled: ``(n, 3, H, W)`` in [0, 1].
+
+        The network's prediction blended with the subject's ridge map (its weight in
+        ``lowlevel_weights_``).
+        """
         self._check_fitted()
         s = self.config_.brain.lowlevel_size
-        coarse = torch.as_tensor(self.lowlevel_.decision_function(trials)).reshape(-1, 3, s, s)
+        flat = np.asarray(self.lowlevel_.decision_function(trials), np.float32)
+        ridge = getattr(self, "lowlevel_ridge_", {}).get(trials.subject)
+        w = getattr(self, "lowlevel_weights_", {}).get(trials.subject, 0.0)
+        if ridge is not None and w > 0:
+            flat = (1 - w) * flat + w * _apply_ridge(ridge, trials)
+        coarse = torch.as_tensor(flat).reshape(-1, 3, s, s)
         size = self.config_.image_size
         up = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
         return up.clamp(0.0, 1.0)
@@ -368,8 +442,10 @@ class Reconstructor(BaseEstimator):
         img2img = s.img2img and not self.pretrained_renderer
         strength = (s.strength or d.strength) if img2img else 1.0
         _, per_sample = unet_evals(steps, guidance, strength, img2img=img2img)
+        lowpass = None if self.pretrained_renderer else s.lowpass_size
         return {"steps": steps, "guidance_scale": guidance, "strength": strength,
-                "img2img": img2img,
+                "img2img": img2img, "lowpass_size": lowpass,
+                "lowpass_weight": s.lowpass_weight if lowpass else None,
                 "n_samples": s.n_samples, "unet_evals_per_sample": per_sample,
                 "unet_evals_per_image": per_sample * s.n_samples}
 
@@ -423,6 +499,9 @@ class Reconstructor(BaseEstimator):
                                  guidance_scale=plan["guidance_scale"],
                                  init=init if plan["img2img"] else None,
                                  strength=plan["strength"], generator=generator,
+                                 lowpass=init if plan["lowpass_size"] else None,
+                                 lowpass_size=plan["lowpass_size"] or 1,
+                                 lowpass_weight=plan["lowpass_weight"] or 0.0,
                                  max_unet_evals=plan["unet_evals_per_sample"])
                 rows.append(resize(out.images, self.config_.image_size))
             cands.append(torch.stack(rows, dim=1))
@@ -454,8 +533,11 @@ class Reconstructor(BaseEstimator):
               **options: Any) -> Reconstructor:
         """A copy that also serves a new subject, adapted from a few of its trials.
 
-        Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`; the
-        image encoder and the renderer are shared and unchanged.
+        Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`, the
+        low-level branch a ridge map fitted on the subject's ``train`` and ``val`` trials,
+        blended with a weight chosen on ``val`` (default: the last part in time of ``train``,
+        :func:`~neurodecode.models.fewshot.holdout_split`); the image encoder and the renderer
+        are shared and unchanged.
 
         Parameters
         ----------
@@ -495,6 +577,16 @@ class Reconstructor(BaseEstimator):
                 _with_targets(train, table), None if val is None else _with_targets(val, table),
                 strategy=strategy, reference=ref, **options)
             setattr(new, name, decoder)
+        table, size = _ImageTable(n_images, ids, seen), self.config_.brain.lowlevel_size
+        # the blend weight: ridge fitted on the adaptation trials, scored on the held-out ones
+        # (``val``, else the last part in time of ``train``, as the decoders' early stopping)
+        fit, held = (train, val) if val is not None else holdout_split(train)
+        choice = {} if held is None else {train.subject: held}
+        weight = self._choose_ridge_weight(new.lowlevel_, {train.subject: _ridge_map(
+            [fit], table, size)}, choice, coarse)
+        new.lowlevel_ridge_ = {**getattr(self, "lowlevel_ridge_", {}), train.subject: _ridge_map(
+            [train, *([] if val is None else [val])], table, size)}
+        new.lowlevel_weights_ = {**getattr(self, "lowlevel_weights_", {}), train.subject: weight}
         return new
 
     # ---- persistence ----------------------------------------------------------------------
@@ -508,6 +600,8 @@ class Reconstructor(BaseEstimator):
             "encoder": self.encoder_.state_dict(),
             "embedding": self.embedding_.to_payload(),
             "lowlevel": self.lowlevel_.to_payload(),
+            "lowlevel_ridge": dict(getattr(self, "lowlevel_ridge_", {})),
+            "lowlevel_weights": dict(getattr(self, "lowlevel_weights_", {})),
             "diffusion": None if self.diffusion_ is None else self.diffusion_.to_state(),
             "token_shape": list(self.token_shape_),
             "target_mean": torch.as_tensor(self.target_mean_),
@@ -533,6 +627,9 @@ class Reconstructor(BaseEstimator):
                                                           where=f"{path} (embedding)")
         rec.lowlevel_ = CrossSubjectDecoder.from_payload(payload["lowlevel"],
                                                          where=f"{path} (lowlevel)")
+        rec.lowlevel_ridge_ = dict(payload.get("lowlevel_ridge", {}))
+        rec.lowlevel_weights_ = {str(k): float(v) for k, v in
+                                 payload.get("lowlevel_weights", {}).items()}
         rec.diffusion_ = (None if payload["diffusion"] is None
                           else ConditionalDiffusion.from_state(payload["diffusion"]).eval())
         rec.renderer_ = None
