@@ -101,18 +101,24 @@ class BrainConfig(_Strict):
         network alone, as Brain-Diffuser's linear low-level decoder at 1). ``"auto"``: the
         weight in 0, 0.1, ..., 1 with the lowest squared error on the trained subjects'
         validation trials (the network alone without validation trials).
+    lowlevel_ridge_new : float or "auto"
+        The same for a subject added by :meth:`Reconstructor.adapt`. Default 0: the network
+        alone, whose aligned adapter draws on the trained subjects, where a ridge has only the
+        subject's few trials (``"auto"`` chooses on the last part in time of them: a handful of
+        trials, a noisy choice).
     """
 
     embedding: dict[str, Any]
     lowlevel: dict[str, Any]
     lowlevel_size: int = pydantic.Field(8, ge=2, le=64)
     lowlevel_ridge: float | Literal["auto"] = "auto"
+    lowlevel_ridge_new: float | Literal["auto"] = 0.0
 
-    @pydantic.field_validator("lowlevel_ridge")
+    @pydantic.field_validator("lowlevel_ridge", "lowlevel_ridge_new")
     @classmethod
-    def _weight(cls, value: float | str) -> float | str:
+    def _weight(cls, value: float | str, info: pydantic.ValidationInfo) -> float | str:
         if not isinstance(value, str) and not 0.0 <= value <= 1.0:
-            raise ValueError(f"lowlevel_ridge must be in [0, 1] or 'auto', got {value}")
+            raise ValueError(f"{info.field_name} must be in [0, 1] or 'auto', got {value}")
         return value
 
     @pydantic.field_validator("embedding", "lowlevel")

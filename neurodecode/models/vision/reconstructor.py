@@ -210,8 +210,8 @@ class Reconstructor(BaseEstimator):
         (``mean``, ``scale``, ``coef``, ``intercept``).
     lowlevel_weights_ : dict of str to float
         Per subject, the weight of its ridge map in the low-level branch: one weight for the
-        trained subjects (chosen on their validation trials), its own for a new subject
-        (chosen on the last part of its adaptation trials).
+        trained subjects (chosen on their validation trials), ``brain.lowlevel_ridge_new``
+        for a new subject.
     diffusion_ : ConditionalDiffusion or None
         The trained renderer (None with a pretrained renderer).
     renderer_ : PretrainedRenderer or None
@@ -346,7 +346,8 @@ class Reconstructor(BaseEstimator):
         self.lowlevel_ridge_ = {n: _ridge_map([t], stimuli, cfg.brain.lowlevel_size)
                                 for n, t in train_d.items()}
         self.lowlevel_weights_ = {}
-        weight = self._choose_ridge_weight(self.lowlevel_, self.lowlevel_ridge_, val_d, coarse)
+        weight = self._choose_ridge_weight(cfg.brain.lowlevel_ridge, self.lowlevel_,
+                                           self.lowlevel_ridge_, val_d, coarse)
         self.lowlevel_weights_ = dict.fromkeys(train_d, weight)
         timings["lowlevel_s"] = time.perf_counter() - start
 
@@ -372,7 +373,7 @@ class Reconstructor(BaseEstimator):
         self.timings_ = timings
         return self
 
-    def _choose_ridge_weight(self, decoder: CrossSubjectDecoder,
+    def _choose_ridge_weight(self, setting: float | str, decoder: CrossSubjectDecoder,
                              ridges: Mapping[str, Mapping[str, torch.Tensor]],
                              val: Mapping[str, SubjectTrials], coarse: np.ndarray) -> float:
         """The configured ridge weight, or the one of least error on ``val`` (``auto``).
@@ -380,7 +381,6 @@ class Reconstructor(BaseEstimator):
         Without validation trials: the weight of :meth:`fit` (0, the network alone, in
         :meth:`fit` itself).
         """
-        setting = self.config_.brain.lowlevel_ridge
         if setting != "auto":
             return float(setting)
         if not any(len(t) for t in val.values()):
@@ -535,7 +535,8 @@ class Reconstructor(BaseEstimator):
 
         Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`, the
         low-level branch a ridge map fitted on the subject's ``train`` and ``val`` trials,
-        blended with a weight chosen on ``val`` (default: the last part in time of ``train``,
+        blended with the weight ``brain.lowlevel_ridge_new`` (0 by default; ``"auto"``: chosen
+        on ``val``, else on the last part in time of ``train``,
         :func:`~neurodecode.models.fewshot.holdout_split`); the image encoder and the renderer
         are shared and unchanged.
 
@@ -582,8 +583,9 @@ class Reconstructor(BaseEstimator):
         # (``val``, else the last part in time of ``train``, as the decoders' early stopping)
         fit, held = (train, val) if val is not None else holdout_split(train)
         choice = {} if held is None else {train.subject: held}
-        weight = self._choose_ridge_weight(new.lowlevel_, {train.subject: _ridge_map(
-            [fit], table, size)}, choice, coarse)
+        setting = self.config_.brain.lowlevel_ridge_new
+        weight = self._choose_ridge_weight(setting, new.lowlevel_, {} if setting != "auto" else {
+            train.subject: _ridge_map([fit], table, size)}, choice, coarse)
         new.lowlevel_ridge_ = {**getattr(self, "lowlevel_ridge_", {}), train.subject: _ridge_map(
             [train, *([] if val is None else [val])], table, size)}
         new.lowlevel_weights_ = {**getattr(self, "lowlevel_weights_", {}), train.subject: weight}
