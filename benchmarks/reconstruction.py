@@ -19,7 +19,8 @@ Section ``simulation``
     Per subject (``subjects``) and for the new subject (``new_subject``): ``pixcorr``,
     ``ssim``, ``two_way_encoder``, ``two_way_random_cnn``, ``retrieval_top1`` (brain → image;
     ``retrieval_top1_image_to_brain`` beside) with ``n_candidates``, and the same for the
-    baselines (``ridge_to_pixels``, ``nearest_training_image``, ``lowlevel``); the top-level
+    baselines (``ridge_to_pixels``, on the flattened trial, and ``ridge_time_mean``, on its
+    time average; ``nearest_training_image``, ``lowlevel``); the top-level
     keys are the means over trained subjects. Also ``train_images_per_s`` (the diffusion
     UNet's training), ``sample_images_per_s``, ``unet_evals_per_image`` and ``braindive``.
 
@@ -54,7 +55,7 @@ from measure import peak_rss_mb  # noqa: E402
 
 METRIC_KEYS = ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
                "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain", "n_candidates")
-BASELINES = ("ridge_to_pixels", "nearest_training_image", "lowlevel")
+BASELINES = ("ridge_to_pixels", "ridge_time_mean", "nearest_training_image", "lowlevel")
 
 
 def _vision_config(quick: bool) -> dict:

@@ -86,7 +86,7 @@ def test_stage_scores_every_method_and_the_new_subject(job):
     assert kinds == [("01", "trained"), ("02", "trained"), ("03", "new")]
     for row in data["rows"]:
         assert set(row["methods"]) == {"reconstruction", "lowlevel", "ridge_to_pixels",
-                                       "nearest_training_image"}
+                                       "nearest_training_image", "ridge_time_mean"}
         for scores in row["methods"].values():
             for key in ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
                         "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain"):

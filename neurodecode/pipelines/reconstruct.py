@@ -16,7 +16,8 @@ belongs to the interval that holds its whole span; the split is checked for leak
    scores them with the field's metrics (:mod:`neurodecode.evaluate.reconstruction`): PixCorr,
    SSIM, two-way identification in the encoder's space and in a fixed random CNN's, top-1
    retrieval both ways among ``n_candidates``; beside the same metrics for the baselines
-   (``ridge_to_pixels`` fitted per subject, the embedding-only ``nearest_training_image``, and
+   (``ridge_to_pixels`` fitted per subject, on the flattened trial or its time average
+   ``ridge_time_mean``, the embedding-only ``nearest_training_image``, and
    the ``lowlevel`` branch alone) and the chance levels (shuffled pairs);
 4. BrainDiVE: an encoding model of one ``braindive.region`` (ridge from the encoder's embedding
    to the region's mean response, fitted on training trials, scored on validation trials)
@@ -214,7 +215,7 @@ def _subject_result(rec_model: Any, test: Any, train: Any, stimuli: np.ndarray,
 
     from ..data.images import as_array, resize
     from ..evaluate.image_baselines import RidgeToPixels, nearest_training_image
-    from ..models.vision.reconstructor import trial_image_ids
+    from ..models.vision.reconstructor import time_mean, trial_image_ids
 
     size = rec_model.config_.image_size
     ids = trial_image_ids(test)
@@ -226,6 +227,9 @@ def _subject_result(rec_model: Any, test: Any, train: Any, stimuli: np.ndarray,
     train_ids = trial_image_ids(train)
     ridge = RidgeToPixels().fit(train.X.reshape(len(train), -1), stimuli[train_ids])
     ridge_images = as_array(ridge.predict(test.X.reshape(len(test), -1)))
+    # the same on each trial's time-averaged response (fewer features: often stronger)
+    ridge_mean = RidgeToPixels().fit(time_mean(train), stimuli[train_ids])
+    ridge_mean_images = as_array(ridge_mean.predict(time_mean(test)))
     bank = np.unique(rec_model.train_image_ids_)
     bank_tokens = rec_model.image_tokens(stimuli[bank]).reshape(len(bank), -1)
     pred_tokens = torch.as_tensor(recon.tokens).reshape(len(recon), -1)
@@ -238,11 +242,13 @@ def _subject_result(rec_model: Any, test: Any, train: Any, stimuli: np.ndarray,
         return rec_model.image_tokens(images).reshape(len(images), -1).numpy()
 
     methods = {"reconstruction": recon.images, "lowlevel": recon.lowlevel,
-               "ridge_to_pixels": ridge_images, "nearest_training_image": near_images}
+               "ridge_to_pixels": ridge_images, "nearest_training_image": near_images,
+               "ridge_time_mean": ridge_mean_images}
     embeddings = {"reconstruction": (pred_tokens.numpy(), target_tokens),
                   "lowlevel": (own(recon.lowlevel), target_tokens),
                   "ridge_to_pixels": (own(ridge_images), target_tokens),
-                  "nearest_training_image": (own(near_images), target_tokens)}
+                  "nearest_training_image": (own(near_images), target_tokens),
+                  "ridge_time_mean": (own(ridge_mean_images), target_tokens)}
     scores = _score(methods, target, features=features, embeddings=embeddings,
                     n_candidates=config.n_candidates)
     row = {"subject": test.subject, "kind": kind, "fraction": fraction,

@@ -1721,6 +1721,7 @@ RECONSTRUCT_METHODS = (
     ("lowlevel", "low-level"),
     ("ridge_to_pixels", "ridge to pixels"),
     ("nearest_training_image", "nearest training image"),
+    ("ridge_time_mean", "ridge (time-averaged)"),
 )
 #: Metrics of a reconstruct row, in table order, with their headings (others follow by key).
 RECONSTRUCT_METRICS = (

@@ -49,7 +49,8 @@ from ..decoder import CrossSubjectDecoder, as_subject_dict
 from ..fewshot import holdout_split
 from .config import ReconstructionConfig, load_reconstruction_config
 
-__all__ = ["Reconstructions", "Reconstructor", "select_by_embedding", "trial_image_ids"]
+__all__ = ["Reconstructions", "Reconstructor", "select_by_embedding", "time_mean",
+           "trial_image_ids"]
 
 FORMAT = "neurodecode.reconstruction"
 VERSION = 1
@@ -142,7 +143,7 @@ def _ridge_map(parts: list[SubjectTrials], images: Any, size: int
     from ...evaluate.image_baselines import RidgeToPixels
 
     ids = np.concatenate([trial_image_ids(t) for t in parts])
-    ridge = RidgeToPixels(size=size).fit(np.concatenate([_time_mean(t) for t in parts]),
+    ridge = RidgeToPixels(size=size).fit(np.concatenate([time_mean(t) for t in parts]),
                                          images[ids])
     return {"mean": torch.as_tensor(ridge.scaler_.mean_, dtype=torch.float32),
             "scale": torch.as_tensor(ridge.scaler_.scale_, dtype=torch.float32),
@@ -150,13 +151,14 @@ def _ridge_map(parts: list[SubjectTrials], images: Any, size: int
             "intercept": torch.as_tensor(ridge.ridge_.intercept_, dtype=torch.float32)}
 
 
-def _time_mean(trials: SubjectTrials) -> np.ndarray:
+def time_mean(trials: SubjectTrials) -> np.ndarray:
+    """Each trial's response averaged over its time points: ``(n, n_channels)`` float64."""
     X = np.asarray(trials.X, np.float64)
     return X.mean(axis=1) if X.ndim == 3 else X.reshape(len(X), -1)
 
 
 def _apply_ridge(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
-    x = torch.as_tensor(_time_mean(trials), dtype=torch.float32)
+    x = torch.as_tensor(time_mean(trials), dtype=torch.float32)
     z = (x - weights["mean"]) / weights["scale"]
     return (z @ weights["coef"].T + weights["intercept"]).clamp(0.0, 1.0).numpy()
 
