@@ -194,9 +194,6 @@ def test_lowpass_conditioning_keeps_the_reference_low_frequencies(trained):
     free_err = float((pool(free.images) - pool(ref)).abs().mean())
     assert kept_err < 0.06 and kept_err < 0.2 * free_err
     torch.testing.assert_close(off.images, free.images)  # weight 0: no conditioning at all
-    # the detail above the low-pass scale is the model's, not the reference's (which has none
-    # that follows the tokens): the two samples still differ as their tokens do
-    assert float((kept.images[0] - kept.images[1]).abs().mean()) > 0.05
     assert kept.unet_evals_per_image == free.unet_evals_per_image
     with pytest.raises(ValueError, match="lowpass of shape"):
         sample(model, tokens, lowpass=ref[:1])

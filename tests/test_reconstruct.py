@@ -150,6 +150,22 @@ def test_lowlevel_blends_the_network_with_each_subjects_ridge(job, parts):
                                    atol=1e-5)
 
 
+def test_a_new_subjects_auto_ridge_weight_is_chosen_on_its_own_held_out_trials(job, parts):
+    import dataclasses
+
+    split, images = parts
+    model = Reconstructor.load(job / "model.pt")
+    brain = model.config_.brain.model_copy(update={"lowlevel_ridge_new": "auto"})
+    model.config_ = model.config_.model_copy(update={"brain": brain})
+    few = dataclasses.replace(split["03"]["train"], subject="03b")  # one more new subject
+    new = model.adapt(few, None, images)
+    assert new.lowlevel_weights_["03b"] in np.round(np.linspace(0, 1, 11), 2)
+    assert "03b" in new.lowlevel_ridge_ and "03b" not in model.lowlevel_ridge_
+    test = dataclasses.replace(average_repeats(split["03"]["test"]), subject="03b")
+    low = new.predict_lowlevel(test)
+    assert low.shape == (len(test), 3, 16, 16) and 0 <= float(low.min()) <= float(low.max()) <= 1
+
+
 def test_selection_cannot_see_the_target(job, parts):
     split, _ = parts
     model = Reconstructor.load(job / "model.pt")

@@ -581,13 +581,16 @@ class Reconstructor(BaseEstimator):
                 strategy=strategy, reference=ref, **options)
             setattr(new, name, decoder)
         table, size = _ImageTable(n_images, ids, seen), self.config_.brain.lowlevel_size
-        # the blend weight: ridge fitted on the adaptation trials, scored on the held-out ones
-        # (``val``, else the last part in time of ``train``, as the decoders' early stopping)
-        fit, held = (train, val) if val is not None else holdout_split(train)
-        choice = {} if held is None else {train.subject: held}
         setting = self.config_.brain.lowlevel_ridge_new
-        weight = self._choose_ridge_weight(setting, new.lowlevel_, {} if setting != "auto" else {
-            train.subject: _ridge_map([fit], table, size)}, choice, coarse)
+        ridges: dict[str, dict[str, torch.Tensor]] = {}
+        choice: dict[str, SubjectTrials] = {}
+        if setting == "auto":  # a ridge of the adaptation trials, scored on the held-out ones
+            # (``val``, else the last part in time of ``train``, as the decoders' early stopping)
+            fit, held = (train, val) if val is not None else holdout_split(train)
+            if held is not None:
+                ridges, choice = {train.subject: _ridge_map([fit], table, size)}, {
+                    train.subject: held}
+        weight = self._choose_ridge_weight(setting, new.lowlevel_, ridges, choice, coarse)
         new.lowlevel_ridge_ = {**getattr(self, "lowlevel_ridge_", {}), train.subject: _ridge_map(
             [train, *([] if val is None else [val])], table, size)}
         new.lowlevel_weights_ = {**getattr(self, "lowlevel_weights_", {}), train.subject: weight}
