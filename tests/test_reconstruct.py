@@ -121,49 +121,65 @@ def test_checkpoint_round_trips(job, parts):
     np.testing.assert_array_equal(ra.chosen, rb.chosen)
     np.testing.assert_array_equal(a.predict_lowlevel(test).numpy(),
                                   b.predict_lowlevel(test).numpy())
-    assert a.lowlevel_weights_ == b.lowlevel_weights_
+    assert a.inversion_weights_ == b.inversion_weights_
     assert a.samples_["event"] == "image"
 
 
-def test_lowlevel_blends_the_network_with_each_subjects_ridge(job, parts):
+def test_both_decoders_blend_the_network_with_each_subjects_inversion(job, parts):
     import torch.nn.functional as F
 
-    from neurodecode.models.vision.reconstructor import _apply_ridge
+    from neurodecode.models.vision.reconstructor import _apply_inversion
 
     split, _ = parts
     model = Reconstructor.load(job / "model.pt")
-    # a ridge map for every served subject, the new one's fitted on its adaptation trials
-    assert sorted(model.lowlevel_ridge_) == sorted(model.lowlevel_weights_) == ["01", "02", "03"]
+    # an inversion per served subject and decoder, the new one's fitted on its adaptation trials
+    assert sorted(model.inversion_) == sorted(model.inversion_weights_) == ["01", "02", "03"]
     grid = np.round(np.linspace(0, 1, 11), 2)  # "auto": chosen on validation trials
-    assert model.lowlevel_weights_["01"] == model.lowlevel_weights_["02"] in grid
-    assert model.lowlevel_weights_["03"] == 0.0  # lowlevel_ridge_new: the network alone
+    for part in ("embedding", "lowlevel"):
+        assert model.inversion_weights_["01"][part] == model.inversion_weights_["02"][part]
+        assert model.inversion_weights_["01"][part] in grid
+        assert model.inversion_weights_["03"][part] == 0.75  # inversion.weight_new
     s = model.config_.brain.lowlevel_size
     for subject in ("01", "03"):
-        w = model.lowlevel_weights_[subject]
         test = average_repeats(split[subject]["test"])
+        weights, maps = model.inversion_weights_[subject], model.inversion_[subject]
+        w = weights["lowlevel"]
         net = np.asarray(model.lowlevel_.decision_function(test))
-        ridge = _apply_ridge(model.lowlevel_ridge_[subject], test)
-        blend = torch.as_tensor((1 - w) * net + w * ridge, dtype=torch.float32)
+        blend = torch.as_tensor((1 - w) * net + w * _apply_inversion(maps["lowlevel"], test),
+                                dtype=torch.float32).clamp(0, 1)
         expected = F.interpolate(blend.reshape(-1, 3, s, s), size=(16, 16), mode="bilinear",
                                  align_corners=False).clamp(0, 1)
         np.testing.assert_allclose(model.predict_lowlevel(test).numpy(), expected.numpy(),
                                    atol=1e-5)
+        w = weights["embedding"]
+        net = np.asarray(model.embedding_.decision_function(test))
+        blend = (1 - w) * net + w * _apply_inversion(maps["embedding"], test)
+        tokens = blend * model.target_std_ + model.target_mean_
+        np.testing.assert_allclose(model.predict_tokens(test).numpy().reshape(len(test), -1),
+                                   tokens, rtol=1e-4, atol=1e-4)
 
 
-def test_a_new_subjects_auto_ridge_weight_is_chosen_on_its_own_held_out_trials(job, parts):
+def test_a_new_subjects_inversion_weight_is_set_and_zero_is_the_network_alone(job, parts):
     import dataclasses
 
     split, images = parts
     model = Reconstructor.load(job / "model.pt")
-    brain = model.config_.brain.model_copy(update={"lowlevel_ridge_new": "auto"})
+    inversion = model.config_.brain.inversion.model_copy(update={"weight_new": 0.0})
+    brain = model.config_.brain.model_copy(update={"inversion": inversion})
     model.config_ = model.config_.model_copy(update={"brain": brain})
     few = dataclasses.replace(split["03"]["train"], subject="03b")  # one more new subject
     new = model.adapt(few, None, images)
-    assert new.lowlevel_weights_["03b"] in np.round(np.linspace(0, 1, 11), 2)
-    assert "03b" in new.lowlevel_ridge_ and "03b" not in model.lowlevel_ridge_
+    assert new.inversion_weights_["03b"] == {"embedding": 0.0, "lowlevel": 0.0}
+    assert "03b" in new.inversion_ and "03b" not in model.inversion_
     test = dataclasses.replace(average_repeats(split["03"]["test"]), subject="03b")
+    net = np.asarray(new.lowlevel_.decision_function(test), np.float32)
     low = new.predict_lowlevel(test)
     assert low.shape == (len(test), 3, 16, 16) and 0 <= float(low.min()) <= float(low.max()) <= 1
+    s = model.config_.brain.lowlevel_size
+    coarse = torch.as_tensor(np.clip(net, 0, 1)).reshape(-1, 3, s, s)
+    np.testing.assert_allclose(low.numpy(), torch.nn.functional.interpolate(
+        coarse, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1).numpy(),
+        atol=1e-6)
 
 
 def test_selection_cannot_see_the_target(job, parts):
@@ -245,8 +261,8 @@ def test_bad_configs_are_named(stores, tmp_path):
     with pytest.raises(ValueError, match="task must be 'regress'"):
         load_reconstruction_config("reconstruction", brain={
             "lowlevel": {"task": "classify", "head": {"name": "classify"}}})
-    with pytest.raises(ValueError, match="lowlevel_ridge must be in"):
-        load_reconstruction_config("reconstruction", brain={"lowlevel_ridge": 1.5})
+    with pytest.raises(ValueError, match="weight must be in"):
+        load_reconstruction_config("reconstruction", brain={"inversion": {"weight": 1.5}})
     with pytest.raises(ValueError, match="lowpass_size .* is larger than image_size"):
         load_reconstruction_config("reconstruction", sampling={"lowpass_size": 64})
     config = ReconstructStageConfig(analysis="x", params=TINY, new_subjects=["09"])

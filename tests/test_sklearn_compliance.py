@@ -25,6 +25,7 @@ from neurodecode.evaluate import baselines as bl
 from neurodecode.evaluate.cleaning import FoldClean
 from neurodecode.models.adapters.alignment import FunctionalAlignment
 from neurodecode.models.contrastive import ContrastiveEmbedding
+from neurodecode.models.inversion import EncodingInversion
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -53,6 +54,7 @@ ESTIMATORS = [
     bl.MNEVerbose(CSP(n_components=2)),
     bl.MNEVerbose(XdawnTransformer(n_components=1)),
     FoldClean(),
+    EncodingInversion(),
     ContrastiveEmbedding(conditional="time", receptive_field=5, **SMALL),
     ContrastiveEmbedding(conditional="discrete", receptive_field=1, **SMALL),
     ContrastiveEmbedding(conditional="time_delta", hybrid=True, receptive_field=1,

@@ -23,6 +23,7 @@ __all__ = [
     "BrainConfig",
     "BrainDiveConfig",
     "EncoderChoice",
+    "InversionConfig",
     "ReconstructionConfig",
     "RendererChoice",
     "SamplingConfig",
@@ -82,6 +83,44 @@ class RendererChoice(_Strict):
         return self
 
 
+class InversionConfig(_Strict):
+    """The per-subject encoding-model inversions beside the decoders' networks.
+
+    Each subject gets, per decoder (embedding tokens, coarse image), an
+    :class:`~neurodecode.models.inversion.EncodingInversion`: a linear encoding model of its
+    time-averaged responses from the targets' leading principal components (of the training
+    images), inverted by Bayes' rule under the Gaussian prior of those components. Its
+    prediction is blended with the network's, ``weight`` beside ``1 - weight``.
+
+    Attributes
+    ----------
+    n_components : int
+        Principal components of the prior (at most half the subject's trials are used).
+    alpha : float
+        Ridge penalty of the encoding model (on whitened components).
+    weight : float or "auto"
+        The inversion's weight for the trained subjects (0: the network alone, 1: the
+        inversion alone). ``"auto"``: per decoder, the weight in 0, 0.1, ..., 1 of least squared
+        error on the trained subjects' validation trials (0 without validation trials).
+    weight_new : float
+        The weight for a subject added by :meth:`Reconstructor.adapt`, fixed: its few trials
+        leave none for choosing. Default 0.75, the best on simulated development datasets
+        (seeds 7 and 11, not the demo's).
+    """
+
+    n_components: int = pydantic.Field(32, ge=1)
+    alpha: float = pydantic.Field(20.0, gt=0)
+    weight: float | Literal["auto"] = "auto"
+    weight_new: float = pydantic.Field(0.75, ge=0.0, le=1.0)
+
+    @pydantic.field_validator("weight")
+    @classmethod
+    def _weight(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
+            raise ValueError(f"weight must be in [0, 1] or 'auto', got {value}")
+        return value
+
+
 class BrainConfig(_Strict):
     """The two cross-subject decoders (subject adapters → shared backbone → head).
 
@@ -94,32 +133,14 @@ class BrainConfig(_Strict):
         A cross-subject model config (task ``regress``) predicting the coarse image.
     lowlevel_size : int
         Side in pixels of the coarse image the low-level branch predicts.
-    lowlevel_ridge : float or "auto"
-        Weight of a per-subject ridge regression (on the trial's time-averaged responses,
-        :class:`~neurodecode.evaluate.image_baselines.RidgeToPixels` at ``lowlevel_size``) in
-        the low-level branch's coarse image, beside the network's ``1 - weight`` (0: the
-        network alone, as Brain-Diffuser's linear low-level decoder at 1). ``"auto"``: the
-        weight in 0, 0.1, ..., 1 with the lowest squared error on the trained subjects'
-        validation trials (the network alone without validation trials).
-    lowlevel_ridge_new : float or "auto"
-        The same for a subject added by :meth:`Reconstructor.adapt`. Default 0: the network
-        alone, whose aligned adapter draws on the trained subjects, where a ridge has only the
-        subject's few trials (``"auto"`` chooses on the last part in time of them: a handful of
-        trials, a noisy choice).
+    inversion : InversionConfig
+        The per-subject encoding-model inversions blended into both decoders' predictions.
     """
 
     embedding: dict[str, Any]
     lowlevel: dict[str, Any]
     lowlevel_size: int = pydantic.Field(8, ge=2, le=64)
-    lowlevel_ridge: float | Literal["auto"] = "auto"
-    lowlevel_ridge_new: float | Literal["auto"] = 0.0
-
-    @pydantic.field_validator("lowlevel_ridge", "lowlevel_ridge_new")
-    @classmethod
-    def _weight(cls, value: float | str, info: pydantic.ValidationInfo) -> float | str:
-        if not isinstance(value, str) and not 0.0 <= value <= 1.0:
-            raise ValueError(f"{info.field_name} must be in [0, 1] or 'auto', got {value}")
-        return value
+    inversion: InversionConfig = InversionConfig()
 
     @pydantic.field_validator("embedding", "lowlevel")
     @classmethod

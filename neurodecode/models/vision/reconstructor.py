@@ -9,10 +9,12 @@ trials of several subjects and the images they saw:
    of the training images only.
 2. **Brain → embedding**: a :class:`~neurodecode.models.decoder.CrossSubjectDecoder` (per-subject
    adapters into a shared latent, a shared backbone, a contrastive + regression head) predicts
-   the tokens; a second one (regression head) predicts a coarse image (the low-level branch),
-   blended with a per-subject ridge regression from the time-averaged responses (the weight
-   chosen on validation trials). Each subject's channels are standardised on its own training
-   trials.
+   the tokens; a second one (regression head) predicts a coarse image (the low-level branch).
+   Each decoder's prediction is blended with a per-subject inverted encoding model
+   (:class:`~neurodecode.models.inversion.EncodingInversion`: time-averaged responses as a
+   linear function of the targets' principal components, inverted under their prior; the
+   weight chosen on validation trials). Each subject's channels are standardised on its own
+   training trials.
 3. **Rendering**: a conditional ``UNet2DConditionModel`` trained on the training images with
    cross-attention on their tokens (classifier-free guidance, DPM-Solver++) renders the
    predicted tokens, starting from the coarse image (img2img) and keeping its low frequencies
@@ -46,14 +48,13 @@ from ...data.images import as_array, as_batch, resize
 from ...data.subjects import SubjectTrials
 from ..checkpoint import atomic_save, read_payload
 from ..decoder import CrossSubjectDecoder, as_subject_dict
-from ..fewshot import holdout_split
 from .config import ReconstructionConfig, load_reconstruction_config
 
 __all__ = ["Reconstructions", "Reconstructor", "select_by_embedding", "time_mean",
            "trial_image_ids"]
 
 FORMAT = "neurodecode.reconstruction"
-VERSION = 1
+VERSION = 2  # 2: encoding-model inversions replace the low-level ridge
 
 
 def trial_image_ids(trials: SubjectTrials) -> np.ndarray:
@@ -137,30 +138,28 @@ class Reconstructions:
         return len(self.images)
 
 
-def _ridge_map(parts: list[SubjectTrials], images: Any, size: int
-               ) -> dict[str, torch.Tensor]:
-    """A subject's ridge from time-averaged responses to the coarse image, as tensors."""
-    from ...evaluate.image_baselines import RidgeToPixels
-
-    ids = np.concatenate([trial_image_ids(t) for t in parts])
-    ridge = RidgeToPixels(size=size).fit(np.concatenate([time_mean(t) for t in parts]),
-                                         images[ids])
-    return {"mean": torch.as_tensor(ridge.scaler_.mean_, dtype=torch.float32),
-            "scale": torch.as_tensor(ridge.scaler_.scale_, dtype=torch.float32),
-            "coef": torch.as_tensor(ridge.ridge_.coef_, dtype=torch.float32),
-            "intercept": torch.as_tensor(ridge.ridge_.intercept_, dtype=torch.float32)}
-
-
 def time_mean(trials: SubjectTrials) -> np.ndarray:
     """Each trial's response averaged over its time points: ``(n, n_channels)`` float64."""
     X = np.asarray(trials.X, np.float64)
     return X.mean(axis=1) if X.ndim == 3 else X.reshape(len(X), -1)
 
 
-def _apply_ridge(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
+def _inversion_map(parts: list[SubjectTrials], targets: np.ndarray, prior: np.ndarray,
+                   config: Any) -> dict[str, torch.Tensor]:
+    """A subject's :class:`~neurodecode.models.inversion.EncodingInversion` (time-averaged
+    responses → targets), as the tensors of its linear map."""
+    from ..inversion import EncodingInversion
+
+    ids = np.concatenate([trial_image_ids(t) for t in parts])
+    inv = EncodingInversion(n_components=config.n_components, alpha=config.alpha).fit(
+        np.concatenate([time_mean(t) for t in parts]), targets[ids], prior=prior)
+    return {"coef": torch.as_tensor(inv.coef_, dtype=torch.float32),
+            "intercept": torch.as_tensor(inv.intercept_, dtype=torch.float32)}
+
+
+def _apply_inversion(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
     x = torch.as_tensor(time_mean(trials), dtype=torch.float32)
-    z = (x - weights["mean"]) / weights["scale"]
-    return (z @ weights["coef"].T + weights["intercept"]).clamp(0.0, 1.0).numpy()
+    return (x @ weights["coef"].T + weights["intercept"]).numpy()
 
 
 def _with_targets(trials: SubjectTrials, targets: np.ndarray) -> SubjectTrials:
@@ -207,12 +206,13 @@ class Reconstructor(BaseEstimator):
         Brain → standardised embedding tokens (flattened).
     lowlevel_ : CrossSubjectDecoder
         Brain → coarse image (flattened ``3 × s × s``).
-    lowlevel_ridge_ : dict of str to dict of Tensor
-        Per subject, the ridge map from time-averaged responses to the coarse image
-        (``mean``, ``scale``, ``coef``, ``intercept``).
-    lowlevel_weights_ : dict of str to float
-        Per subject, the weight of its ridge map in the low-level branch: one weight for the
-        trained subjects (chosen on their validation trials), ``brain.lowlevel_ridge_new``
+    inversion_ : dict of str to dict of str to dict of Tensor
+        Per subject and decoder (``embedding``, ``lowlevel``), the linear map of its
+        encoding-model inversion from time-averaged responses to the decoder's targets
+        (``coef``, ``intercept``).
+    inversion_weights_ : dict of str to dict of str to float
+        Per subject and decoder, the inversion's weight beside the network's: one per decoder
+        for the trained subjects (``brain.inversion.weight``), ``brain.inversion.weight_new``
         for a new subject.
     diffusion_ : ConditionalDiffusion or None
         The trained renderer (None with a pretrained renderer).
@@ -345,12 +345,7 @@ class Reconstructor(BaseEstimator):
         self.lowlevel_ = self._decoder("lowlevel").fit(
             {n: _with_targets(t, coarse) for n, t in train_d.items()},
             {n: _with_targets(t, coarse) for n, t in val_d.items()})
-        self.lowlevel_ridge_ = {n: _ridge_map([t], stimuli, cfg.brain.lowlevel_size)
-                                for n, t in train_d.items()}
-        self.lowlevel_weights_ = {}
-        weight = self._choose_ridge_weight(cfg.brain.lowlevel_ridge, self.lowlevel_,
-                                           self.lowlevel_ridge_, val_d, coarse)
-        self.lowlevel_weights_ = dict.fromkeys(train_d, weight)
+        self._fit_inversions(train_d, val_d, {"embedding": targets, "lowlevel": coarse}, seen)
         timings["lowlevel_s"] = time.perf_counter() - start
 
         self.diffusion_ = None
@@ -375,28 +370,50 @@ class Reconstructor(BaseEstimator):
         self.timings_ = timings
         return self
 
-    def _choose_ridge_weight(self, setting: float | str, decoder: CrossSubjectDecoder,
-                             ridges: Mapping[str, Mapping[str, torch.Tensor]],
-                             val: Mapping[str, SubjectTrials], coarse: np.ndarray) -> float:
-        """The configured ridge weight, or the one of least error on ``val`` (``auto``).
+    def _fit_inversions(self, train: Mapping[str, SubjectTrials],
+                        val: Mapping[str, SubjectTrials], tables: Mapping[str, np.ndarray],
+                        prior_ids: np.ndarray) -> None:
+        """Every trained subject's encoding-model inversions and their weights.
 
-        Without validation trials: the weight of :meth:`fit` (0, the network alone, in
-        :meth:`fit` itself).
+        One :class:`~neurodecode.models.inversion.EncodingInversion` per subject and decoder
+        (tokens, coarse image), on the subject's training trials, with the prior of the targets
+        of ``prior_ids`` (the training images); one weight per decoder for all trained
+        subjects (``brain.inversion.weight``; ``auto``: the least squared error on ``val``).
         """
+        cfg = self.config_.brain.inversion
+        self.inversion_ = {n: {part: _inversion_map([t], table, table[prior_ids], cfg)
+                               for part, table in tables.items()} for n, t in train.items()}
+        weights = {part: self._choose_weight(cfg.weight, part, val, table)
+                   for part, table in tables.items()}
+        self.inversion_weights_ = {n: dict(weights) for n in train}
+
+    def _choose_weight(self, setting: float | str, part: str,
+                       val: Mapping[str, SubjectTrials], table: np.ndarray) -> float:
+        """The configured inversion weight of a decoder, or the one of least squared error on
+        ``val`` (``auto``; the network alone without validation trials)."""
         if setting != "auto":
             return float(setting)
         if not any(len(t) for t in val.values()):
-            return float(np.mean(list(getattr(self, "lowlevel_weights_", {}).values()) or [0]))
+            return 0.0
         grid = np.round(np.linspace(0.0, 1.0, 11), 2)
         errors = np.zeros(len(grid))
         for name, trials in val.items():
             if not len(trials):
                 continue
-            net = decoder.decision_function(trials)
-            ridge = _apply_ridge(ridges[name], trials)
-            truth = coarse[trial_image_ids(trials)]
-            errors += [np.sum(((1 - w) * net + w * ridge - truth) ** 2) for w in grid]
+            net = np.asarray(getattr(self, f"{part}_").decision_function(trials))
+            inv = _apply_inversion(self.inversion_[name][part], trials)
+            truth = table[trial_image_ids(trials)]
+            errors += [np.sum(((1 - w) * net + w * inv - truth) ** 2) for w in grid]
         return float(grid[int(np.argmin(errors))])
+
+    def _blend(self, part: str, trials: SubjectTrials) -> np.ndarray:
+        """A decoder's prediction: the network blended with the subject's inversion."""
+        net = np.asarray(getattr(self, f"{part}_").decision_function(trials), np.float32)
+        w = getattr(self, "inversion_weights_", {}).get(trials.subject, {}).get(part, 0.0)
+        if w > 0:
+            inv = _apply_inversion(self.inversion_[trials.subject][part], trials)
+            net = ((1 - w) * net + w * inv).astype(np.float32)
+        return net
 
     # ---- prediction -----------------------------------------------------------------------
 
@@ -413,21 +430,17 @@ class Reconstructor(BaseEstimator):
     def predict_tokens(self, trials: SubjectTrials) -> torch.Tensor:
         """Brain-predicted embedding tokens ``(n, n_tokens, dim)``, in the encoder's units."""
         self._check_fitted()
-        return self._unstandardise(self.embedding_.decision_function(trials))
+        return self._unstandardise(self._blend("embedding", trials))
 
     def predict_lowlevel(self, trials: SubjectTrials) -> torch.Tensor:
         """The low-level branch's coarse images, upsampled: ``(n, 3, H, W)`` in [0, 1].
 
-        The network's prediction blended with the subject's ridge map (its weight in
-        ``lowlevel_weights_``).
+        The network's prediction blended with the subject's encoding-model inversion (its
+        weight in ``inversion_weights_``).
         """
         self._check_fitted()
         s = self.config_.brain.lowlevel_size
-        flat = np.asarray(self.lowlevel_.decision_function(trials), np.float32)
-        ridge = getattr(self, "lowlevel_ridge_", {}).get(trials.subject)
-        w = getattr(self, "lowlevel_weights_", {}).get(trials.subject, 0.0)
-        if ridge is not None and w > 0:
-            flat = (1 - w) * flat + w * _apply_ridge(ridge, trials)
+        flat = np.clip(self._blend("lowlevel", trials), 0.0, 1.0)
         coarse = torch.as_tensor(flat).reshape(-1, 3, s, s)
         size = self.config_.image_size
         up = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
@@ -535,12 +548,11 @@ class Reconstructor(BaseEstimator):
               **options: Any) -> Reconstructor:
         """A copy that also serves a new subject, adapted from a few of its trials.
 
-        Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`, the
-        low-level branch a ridge map fitted on the subject's ``train`` and ``val`` trials,
-        blended with the weight ``brain.lowlevel_ridge_new`` (0 by default; ``"auto"``: chosen
-        on ``val``, else on the last part in time of ``train``,
-        :func:`~neurodecode.models.fewshot.holdout_split`); the image encoder and the renderer
-        are shared and unchanged.
+        Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`, and
+        each an encoding-model inversion fitted on the subject's ``train`` and ``val``
+        trials (the prior: the images of every trial given here, ``reference`` included),
+        blended with the weight ``brain.inversion.weight_new``; the image encoder and the
+        renderer are shared and unchanged.
 
         Parameters
         ----------
@@ -580,20 +592,14 @@ class Reconstructor(BaseEstimator):
                 _with_targets(train, table), None if val is None else _with_targets(val, table),
                 strategy=strategy, reference=ref, **options)
             setattr(new, name, decoder)
-        table, size = _ImageTable(n_images, ids, seen), self.config_.brain.lowlevel_size
-        setting = self.config_.brain.lowlevel_ridge_new
-        ridges: dict[str, dict[str, torch.Tensor]] = {}
-        choice: dict[str, SubjectTrials] = {}
-        if setting == "auto":  # a ridge of the adaptation trials, scored on the held-out ones
-            # (``val``, else the last part in time of ``train``, as the decoders' early stopping)
-            fit, held = (train, val) if val is not None else holdout_split(train)
-            if held is not None:
-                ridges, choice = {train.subject: _ridge_map([fit], table, size)}, {
-                    train.subject: held}
-        weight = self._choose_ridge_weight(setting, new.lowlevel_, ridges, choice, coarse)
-        new.lowlevel_ridge_ = {**getattr(self, "lowlevel_ridge_", {}), train.subject: _ridge_map(
-            [train, *([] if val is None else [val])], table, size)}
-        new.lowlevel_weights_ = {**getattr(self, "lowlevel_weights_", {}), train.subject: weight}
+        # the subject's inversions, with the prior of every image read here (training images)
+        own = [train, *([] if val is None else [val])]
+        cfg = self.config_.brain.inversion
+        new.inversion_ = {**getattr(self, "inversion_", {}), train.subject: {
+            part: _inversion_map(own, table, table[ids], cfg)
+            for part, table in (("embedding", targets), ("lowlevel", coarse))}}
+        new.inversion_weights_ = {**getattr(self, "inversion_weights_", {}), train.subject:
+                                  dict.fromkeys(("embedding", "lowlevel"), cfg.weight_new)}
         return new
 
     # ---- persistence ----------------------------------------------------------------------
@@ -607,8 +613,8 @@ class Reconstructor(BaseEstimator):
             "encoder": self.encoder_.state_dict(),
             "embedding": self.embedding_.to_payload(),
             "lowlevel": self.lowlevel_.to_payload(),
-            "lowlevel_ridge": dict(getattr(self, "lowlevel_ridge_", {})),
-            "lowlevel_weights": dict(getattr(self, "lowlevel_weights_", {})),
+            "inversion": dict(getattr(self, "inversion_", {})),
+            "inversion_weights": dict(getattr(self, "inversion_weights_", {})),
             "diffusion": None if self.diffusion_ is None else self.diffusion_.to_state(),
             "token_shape": list(self.token_shape_),
             "target_mean": torch.as_tensor(self.target_mean_),
@@ -634,9 +640,9 @@ class Reconstructor(BaseEstimator):
                                                           where=f"{path} (embedding)")
         rec.lowlevel_ = CrossSubjectDecoder.from_payload(payload["lowlevel"],
                                                          where=f"{path} (lowlevel)")
-        rec.lowlevel_ridge_ = dict(payload.get("lowlevel_ridge", {}))
-        rec.lowlevel_weights_ = {str(k): float(v) for k, v in
-                                 payload.get("lowlevel_weights", {}).items()}
+        rec.inversion_ = dict(payload["inversion"])
+        rec.inversion_weights_ = {str(k): {part: float(w) for part, w in v.items()}
+                                  for k, v in payload["inversion_weights"].items()}
         rec.diffusion_ = (None if payload["diffusion"] is None
                           else ConditionalDiffusion.from_state(payload["diffusion"]).eval())
         rec.renderer_ = None
