@@ -409,7 +409,7 @@ class Reconstructor(BaseEstimator):
     def _blend(self, part: str, trials: SubjectTrials) -> np.ndarray:
         """A decoder's prediction: the network blended with the subject's inversion."""
         net = np.asarray(getattr(self, f"{part}_").decision_function(trials), np.float32)
-        w = getattr(self, "inversion_weights_", {}).get(trials.subject, {}).get(part, 0.0)
+        w = self.inversion_weights_.get(trials.subject, {}).get(part, 0.0)
         if w > 0:
             inv = _apply_inversion(self.inversion_[trials.subject][part], trials)
             net = ((1 - w) * net + w * inv).astype(np.float32)
@@ -595,10 +595,10 @@ class Reconstructor(BaseEstimator):
         # the subject's inversions, with the prior of every image read here (training images)
         own = [train, *([] if val is None else [val])]
         cfg = self.config_.brain.inversion
-        new.inversion_ = {**getattr(self, "inversion_", {}), train.subject: {
+        new.inversion_ = {**self.inversion_, train.subject: {
             part: _inversion_map(own, table, table[ids], cfg)
             for part, table in (("embedding", targets), ("lowlevel", coarse))}}
-        new.inversion_weights_ = {**getattr(self, "inversion_weights_", {}), train.subject:
+        new.inversion_weights_ = {**self.inversion_weights_, train.subject:
                                   dict.fromkeys(("embedding", "lowlevel"), cfg.weight_new)}
         return new
 
@@ -613,8 +613,8 @@ class Reconstructor(BaseEstimator):
             "encoder": self.encoder_.state_dict(),
             "embedding": self.embedding_.to_payload(),
             "lowlevel": self.lowlevel_.to_payload(),
-            "inversion": dict(getattr(self, "inversion_", {})),
-            "inversion_weights": dict(getattr(self, "inversion_weights_", {})),
+            "inversion": dict(self.inversion_),
+            "inversion_weights": dict(self.inversion_weights_),
             "diffusion": None if self.diffusion_ is None else self.diffusion_.to_state(),
             "token_shape": list(self.token_shape_),
             "target_mean": torch.as_tensor(self.target_mean_),
