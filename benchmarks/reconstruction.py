@@ -20,7 +20,8 @@ Section ``simulation``
     ``ssim``, ``two_way_encoder``, ``two_way_random_cnn``, ``retrieval_top1`` (brain → image;
     ``retrieval_top1_image_to_brain`` beside) with ``n_candidates``, and the same for the
     baselines (``ridge_to_pixels``, on the flattened trial, and ``ridge_time_mean``, on its
-    time average; ``nearest_training_image``, ``lowlevel``); the top-level
+    time average; ``nearest_training_image``, ``lowlevel``; and ``best_sample``, the sample
+    the brain-predicted tokens choose, while the reconstruction is the samples' mean); the top-level
     keys are the means over trained subjects. Also ``train_images_per_s`` (the diffusion
     UNet's training), ``sample_images_per_s``, ``unet_evals_per_image`` and ``braindive``.
 
@@ -56,6 +57,8 @@ from measure import peak_rss_mb  # noqa: E402
 METRIC_KEYS = ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
                "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain", "n_candidates")
 BASELINES = ("ridge_to_pixels", "ridge_time_mean", "nearest_training_image", "lowlevel")
+#: Scored beside the baselines: the brain-chosen sample (the reconstruction is the samples' mean)
+COMPARED = (*BASELINES, "best_sample")
 
 
 def _vision_config(quick: bool) -> dict:
@@ -80,7 +83,7 @@ def _flat(methods: dict) -> dict:
     ours = methods["reconstruction"]
     out = {k: ours.get(k) for k in METRIC_KEYS}
     out["retrieval_top1"] = ours.get("retrieval_top1_brain_to_image")
-    for b in BASELINES:
+    for b in (b for b in COMPARED if b in BASELINES or b in methods):
         m = methods.get(b, {})
         out[b] = {**{k: m.get(k) for k in METRIC_KEYS},
                   "retrieval_top1": m.get("retrieval_top1_brain_to_image")}
@@ -117,7 +120,7 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
         b: {k: float(np.mean([v[b][k] for v in per_subject.values() if v[b][k] is not None]))
             for k in ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
                       "retrieval_top1")}
-        for b in BASELINES}
+        for b in COMPARED if any(b in r["methods"] for r in data["rows"])}
     if new:
         r = new[-1]
         result["new_subject"] = {"subject": r["subject"], "fraction": r["fraction"],

@@ -85,8 +85,9 @@ def test_stage_scores_every_method_and_the_new_subject(job):
     kinds = [(r["subject"], r["kind"]) for r in data["rows"]]
     assert kinds == [("01", "trained"), ("02", "trained"), ("03", "new")]
     for row in data["rows"]:
-        assert set(row["methods"]) == {"reconstruction", "lowlevel", "ridge_to_pixels",
-                                       "nearest_training_image", "ridge_time_mean"}
+        assert set(row["methods"]) == {"reconstruction", "best_sample", "lowlevel",
+                                       "ridge_to_pixels", "nearest_training_image",
+                                       "ridge_time_mean"}
         for scores in row["methods"].values():
             for key in ("pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
                         "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain"):
@@ -197,9 +198,28 @@ def test_selection_cannot_see_the_target(job, parts):
                               np.roll(np.asarray(test.keys), 3))
     second = model.reconstruct(scrambled, seed=1)
     np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.selected, second.selected)
     assert first.candidates.shape[1] == 2
     kept = first.candidates[np.arange(len(first)), first.chosen]
-    np.testing.assert_array_equal(kept, first.images)
+    np.testing.assert_array_equal(kept, first.selected)
+
+
+def test_reconstruction_is_the_mean_or_the_selected_sample(job, parts):
+    split, _ = parts
+    test = average_repeats(split["01"]["test"])
+    model = Reconstructor.load(job / "model.pt")
+    assert model.sampling_plan()["combine"] == "mean"
+    mean = model.reconstruct(test, seed=2)
+    np.testing.assert_allclose(mean.images, mean.candidates.mean(axis=1), atol=1e-6)
+    assert not np.allclose(mean.images, mean.selected)  # the two samples differ
+    model.config_ = model.config_.model_copy(update={"sampling": model.config_.sampling
+                                                     .model_copy(update={"combine": "select"})})
+    select = model.reconstruct(test, seed=2)
+    np.testing.assert_array_equal(select.candidates, mean.candidates)  # same seed, same draws
+    np.testing.assert_array_equal(select.images, select.selected)
+    np.testing.assert_array_equal(select.selected, mean.selected)
+    with pytest.raises(ValueError, match="combine"):
+        load_reconstruction_config("reconstruction", sampling={"combine": "best"})
 
 
 def test_select_by_embedding_keeps_the_closest_candidate():

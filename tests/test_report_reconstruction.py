@@ -41,6 +41,7 @@ def _row(subject: str, kind: str, fraction: float | None, shift: float) -> dict[
         "n_test": 50,
         "methods": {
             "reconstruction": _scores(0.41 + shift, 0.52, 0.91),
+            "best_sample": _scores(0.36, 0.47, 0.90),
             "lowlevel": _scores(0.38, 0.57 + shift, 0.74),
             "ridge_to_pixels": _scores(0.45, 0.31, 0.66, retrieval=False),
             "nearest_training_image": _scores(None, 0.28, 0.83),
@@ -197,12 +198,14 @@ def test_section_settings_and_counts(recon):
 
 def test_tables_numbers_best_and_chance(recon):
     dom = recon["dom"]
-    methods = ["reconstruction", "lowlevel", "ridge_to_pixels", "nearest_training_image"]
+    methods = ["reconstruction", "best_sample", "lowlevel", "ridge_to_pixels",
+               "nearest_training_image"]
     keys = ["pixcorr", "ssim", "two_way_encoder", "two_way_random_cnn",
             "retrieval_top1_brain_to_image", "retrieval_top1_image_to_brain"]
     headers = next(r for r in dom.rows if r and r[0][0] == "subject")
-    assert [c for c, _ in headers][_LEAD_TRAINED : _LEAD_TRAINED + 4] == [
-        "reconstruction", "low-level", "ridge to pixels", "nearest training image"]
+    assert [c for c, _ in headers][_LEAD_TRAINED : _LEAD_TRAINED + 5] == [
+        "reconstruction", "best sample (brain-chosen)", "low-level", "ridge to pixels",
+        "nearest training image"]
     for source in METRICS["rows"]:
         lead = _LEAD_NEW if source["kind"] == "new" else _LEAD_TRAINED
         row = dom.row(source["subject"])
@@ -223,8 +226,8 @@ def test_tables_numbers_best_and_chance(recon):
         assert levels[: len(keys)] == levels[len(keys) : 2 * len(keys)]
     # subject 01: ridge has the best PixCorr, the low-level branch the best SSIM
     row = dom.row("01")[_LEAD_TRAINED:]
-    assert row[2 * 6][0] == "0.450" and "best" in row[2 * 6][1]
-    assert row[6 + 1][0] == "0.570" and "best" in row[6 + 1][1]
+    assert row[3 * 6][0] == "0.450" and "best" in row[3 * 6][1]
+    assert row[2 * 6 + 1][0] == "0.570" and "best" in row[2 * 6 + 1][1]
     # the new subject: labelled fraction and the seconds of data it was adapted on
     new = [c for c, _ in dom.row("05")]
     assert new[:5] == ["05", "10%", "3 min 20 s", "340", "50"]

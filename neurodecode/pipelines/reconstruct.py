@@ -15,7 +15,9 @@ belongs to the interval that holds its whole span; the split is checked for leak
 3. reconstructs every subject's test images (repeats of an image averaged, as NSD does) and
    scores them with the field's metrics (:mod:`neurodecode.evaluate.reconstruction`): PixCorr,
    SSIM, two-way identification in the encoder's space and in a fixed random CNN's, top-1
-   retrieval both ways among ``n_candidates``; beside the same metrics for the baselines
+   retrieval both ways among ``n_candidates`` (the reconstruction, and with ``combine: mean``
+   also the ``best_sample`` chosen by the brain-predicted tokens); beside the same metrics for
+   the baselines
    (``ridge_to_pixels`` fitted per subject, on the flattened trial or its time average
    ``ridge_time_mean``, the embedding-only ``nearest_training_image``, and
    the ``lowlevel`` branch alone) and the chance levels (shuffled pairs);
@@ -241,10 +243,14 @@ def _subject_result(rec_model: Any, test: Any, train: Any, stimuli: np.ndarray,
     def own(images: np.ndarray) -> np.ndarray:
         return rec_model.image_tokens(images).reshape(len(images), -1).numpy()
 
-    methods = {"reconstruction": recon.images, "lowlevel": recon.lowlevel,
+    # with ``combine: mean`` the brain-selected sample is scored beside the samples' mean
+    also = rec_model.sampling_plan()["combine"] == "mean" and recon.candidates.shape[1] > 1
+    best = {"best_sample": recon.selected} if also else {}
+    methods = {"reconstruction": recon.images, **best, "lowlevel": recon.lowlevel,
                "ridge_to_pixels": ridge_images, "nearest_training_image": near_images,
                "ridge_time_mean": ridge_mean_images}
     embeddings = {"reconstruction": (pred_tokens.numpy(), target_tokens),
+                  **{k: (own(v), target_tokens) for k, v in best.items()},
                   "lowlevel": (own(recon.lowlevel), target_tokens),
                   "ridge_to_pixels": (own(ridge_images), target_tokens),
                   "nearest_training_image": (own(near_images), target_tokens),
@@ -260,6 +266,7 @@ def _subject_result(rec_model: Any, test: Any, train: Any, stimuli: np.ndarray,
            "n_samples": int(recon.candidates.shape[1])}
     k = min(config.n_show, len(target))
     grid = {"seen": target[:k], "reconstruction": recon.images[:k],
+            **({"best sample": recon.selected[:k]} if best else {}),
             "low-level": recon.lowlevel[:k], "ridge to pixels": ridge_images[:k],
             "nearest train": near_images[:k]}
     return row, grid
@@ -413,7 +420,7 @@ def apply_model(model_path: str | Path, stores: Sequence[str | Path], out: str |
     Trials are cut as the model's were (its saved ``samples_``); each subject must be one the
     model serves. The output folder (written whole, then moved into place) gets one PNG per
     trial under ``images/<subject>/``, ``grid_<subject>.png`` and ``reconstructions.json``
-    (per trial: recording, onset, image id, the kept sample and the selection scores; with a
+    (per trial: recording, onset, image id, the selected sample and the selection scores; with a
     stimulus store, the scores of the reconstructions against the seen images).
 
     Parameters
@@ -496,7 +503,10 @@ def apply_model(model_path: str | Path, stores: Sequence[str | Path], out: str |
                              "file": f"images/{s}/{name}", "chosen": int(recon.chosen[i]),
                              "selection_scores": recon.selection_scores[i].tolist()})
             k = min(n_show, len(recon))
-            grid = {"reconstruction": recon.images[:k], "low-level": recon.lowlevel[:k]}
+            grid = {"reconstruction": recon.images[:k]}
+            if recon.candidates.shape[1] > 1 and model.sampling_plan()["combine"] == "mean":
+                grid["best sample"] = recon.selected[:k]
+            grid["low-level"] = recon.lowlevel[:k]
             entry: dict[str, Any] = {"n_trials": len(recon),
                                      "unet_evals_per_image": recon.unet_evals_per_image,
                                      "seconds": recon.seconds}

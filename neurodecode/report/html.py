@@ -1718,6 +1718,7 @@ def _finetune_section(finetunes: list[tuple[_Source, dict[str, Any]]],
 #: Methods of a reconstruct row, in table order, with their headings (others follow by key).
 RECONSTRUCT_METHODS = (
     ("reconstruction", "reconstruction"),
+    ("best_sample", "best sample (brain-chosen)"),
     ("lowlevel", "low-level"),
     ("ridge_to_pixels", "ridge to pixels"),
     ("nearest_training_image", "nearest training image"),

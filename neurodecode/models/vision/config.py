@@ -158,13 +158,19 @@ class BrainConfig(_Strict):
 
 
 class SamplingConfig(_Strict):
-    """How reconstructions are drawn and which one is kept.
+    """How reconstructions are drawn and what is kept of them.
 
     Attributes
     ----------
     n_samples : int
-        Samples drawn per trial; the one kept is the one whose own embedding tokens are closest
-        (cosine) to the brain-predicted tokens. The target image is never consulted.
+        Samples drawn per trial.
+    combine : {"mean", "select"}
+        What a trial's reconstruction is: ``mean``, the average of its samples (a Monte Carlo
+        estimate of the posterior mean given the brain's prediction: the least-squares image,
+        the one pixel metrics favour; detail the samples disagree on averages out); or
+        ``select``, the one sample whose own embedding tokens are closest (cosine) to the
+        brain-predicted tokens (a sharp image). Either way the brain-chosen sample is also
+        returned, and the target image is never consulted.
     steps, guidance_scale, strength : optional
         DPM-Solver++ steps, classifier-free guidance and img2img strength (default the
         diffusion config's).
@@ -182,6 +188,7 @@ class SamplingConfig(_Strict):
     """
 
     n_samples: int = pydantic.Field(2, ge=1, le=64)
+    combine: Literal["mean", "select"] = "mean"
     steps: int | None = pydantic.Field(None, ge=1)
     guidance_scale: float | None = pydantic.Field(None, ge=1.0)
     strength: float | None = pydantic.Field(None, gt=0.0, le=1.0)

@@ -21,10 +21,12 @@ trials of several subjects and the images they saw:
    at every step (ILVR), so that the UNet draws the detail; or a pretrained unCLIP pipeline
    from a local folder renders the predicted image embedding.
 
-:meth:`Reconstructor.reconstruct` draws ``n_samples`` images per trial and keeps the one whose
-own tokens are closest to the brain-predicted tokens (:func:`select_by_embedding`): the choice
-sees the brain prediction and the candidates, never the target image, which no method of this
-module takes. :meth:`Reconstructor.adapt` adds a new subject from a few of its trials (the
+:meth:`Reconstructor.reconstruct` draws ``n_samples`` images per trial. Its reconstruction is
+their average (``sampling.combine: mean``, a Monte Carlo estimate of the posterior mean: the
+least-squares image) or the one sample whose own tokens are closest to the brain-predicted
+tokens (``select``, :func:`select_by_embedding`; returned either way as ``selected``). The
+choice sees the brain prediction and the candidates, never the target image, which no method
+of this module takes. :meth:`Reconstructor.adapt` adds a new subject from a few of its trials (the
 few-shot strategies of :mod:`neurodecode.models.fewshot`, on both decoders).
 """
 
@@ -108,7 +110,10 @@ class Reconstructions:
     Attributes
     ----------
     images : ndarray
-        float32 ``(n, H, W, 3)``: the kept reconstruction of each trial.
+        float32 ``(n, H, W, 3)``: the reconstruction of each trial (the mean of its samples,
+        or the selected one: ``sampling.combine``).
+    selected : ndarray
+        float32 ``(n, H, W, 3)``: the sample chosen by the brain-predicted tokens.
     lowlevel : ndarray
         float32 ``(n, H, W, 3)``: the low-level branch's coarse image (upsampled).
     tokens : ndarray
@@ -116,7 +121,7 @@ class Reconstructions:
     candidates : ndarray
         float32 ``(n, n_samples, H, W, 3)``: every sample drawn.
     chosen : ndarray of int
-        ``(n,)``: index of the kept sample (by :func:`select_by_embedding`).
+        ``(n,)``: index of the selected sample (by :func:`select_by_embedding`).
     selection_scores : ndarray
         ``(n, n_samples)``.
     unet_evals_per_image : int
@@ -126,6 +131,7 @@ class Reconstructions:
     """
 
     images: np.ndarray
+    selected: np.ndarray
     lowlevel: np.ndarray
     tokens: np.ndarray
     candidates: np.ndarray
@@ -461,7 +467,8 @@ class Reconstructor(BaseEstimator):
         return {"steps": steps, "guidance_scale": guidance, "strength": strength,
                 "img2img": img2img, "lowpass_size": lowpass,
                 "lowpass_weight": s.lowpass_weight if lowpass else None,
-                "n_samples": s.n_samples, "unet_evals_per_sample": per_sample,
+                "n_samples": s.n_samples, "combine": s.combine,
+                "unet_evals_per_sample": per_sample,
                 "unet_evals_per_image": per_sample * s.n_samples}
 
     @torch.no_grad()
@@ -527,9 +534,11 @@ class Reconstructor(BaseEstimator):
                                                                             .shape[2:])))
         chosen, scores = select_by_embedding(cand_tokens.reshape(n, k, -1),
                                              self._standardise(tokens))
-        images = candidates[torch.arange(n), torch.as_tensor(chosen)]
+        selected = candidates[torch.arange(n), torch.as_tensor(chosen)]
+        images = candidates.mean(dim=1) if plan["combine"] == "mean" else selected
         return Reconstructions(
-            images=as_array(images), lowlevel=as_array(low), tokens=tokens.numpy(),
+            images=as_array(images), selected=as_array(selected), lowlevel=as_array(low),
+            tokens=tokens.numpy(),
             candidates=np.stack([as_array(c) for c in candidates]) if n else np.zeros(
                 (0, k, *images.shape[2:], 3), np.float32),
             chosen=chosen, selection_scores=scores,
