@@ -4,8 +4,9 @@ The model is the ``model.pt`` of a ``reconstruct`` stage (:mod:`neurodecode.pipe
 the trials of ``--store`` are cut as its training trials were, and every subject must be one the
 model serves (trained or adapted). ``--out`` gets one PNG per trial, a grid per subject and
 ``reconstructions.json``; with a stimulus store (``stimuli.zarr`` beside the stores, or
-``--stimuli``) the seen images go beside the reconstructions and the scores are computed. The
-kept sample of each trial is chosen from the brain-predicted embedding alone.
+``--stimuli``) the seen images go beside the reconstructions and the scores are computed.
+Each trial's image is the mean of its samples, or (``sampling.combine: select``) the one
+sample chosen from the brain-predicted embedding alone; the target image is never consulted.
 """
 
 from __future__ import annotations
