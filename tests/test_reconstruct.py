@@ -160,6 +160,29 @@ def test_both_decoders_blend_the_network_with_each_subjects_inversion(job, parts
                                    tokens, rtol=1e-4, atol=1e-4)
 
 
+def test_auto_weight_is_the_best_mean_correlation_on_the_validation_trials(job, parts):
+    from neurodecode.data.images import as_array, resize
+    from neurodecode.models.vision.reconstructor import _apply_inversion
+
+    split, images = parts
+    model = Reconstructor.load(job / "model.pt")
+    grid = np.round(np.linspace(0, 1, 11), 2)
+    for part in ("embedding", "lowlevel"):
+        mean_r = np.zeros(len(grid))
+        for subject in ("01", "02"):
+            val = split[subject]["valid"]
+            seen = as_array(resize(np.asarray(images)[np.asarray(val.keys).astype(int)],
+                                   model.config_.image_size))
+            truth = (model._standardise(model._raw_tokens(seen)).numpy() if part == "embedding"
+                     else model._coarse(seen))
+            net = np.asarray(getattr(model, f"{part}_").decision_function(val))
+            inv = _apply_inversion(model.inversion_[subject][part], val)
+            for i, w in enumerate(grid):
+                mean_r[i] += sum(np.corrcoef(a, b)[0, 1] for a, b in
+                                 zip((1 - w) * net + w * inv, truth, strict=True))
+        assert model.inversion_weights_["01"][part] == grid[int(np.argmax(mean_r))]
+
+
 def test_a_new_subjects_inversion_weight_is_set_and_zero_is_the_network_alone(job, parts):
     import dataclasses
 
@@ -327,3 +350,49 @@ def test_the_pretrained_unclip_path_works_offline(parts, tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.reconstruct(average_repeats(split["01"]["test"])).images,
                                   out.images)
     assert not any((tmp_path / "hf").rglob("*.safetensors"))
+
+
+def test_matched_time_weights_follow_the_lags_that_carry_the_signal():
+    from neurodecode.models.vision.config import InversionConfig
+    from neurodecode.models.vision.reconstructor import matched_time_weights
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(200, 6))
+    gain = np.array([0.0, 0.3, 1.0, 0.6, 0.0])  # an HRF-like profile over 5 time points
+    X = (gain[None, :, None] * (y @ rng.normal(size=(6, 40)))[:, None, :]
+         + rng.normal(size=(200, 5, 40)))
+    cfg = InversionConfig(n_components=6)
+    w = matched_time_weights(X, y, y, cfg)
+    assert w.shape == (5,) and w.sum() == pytest.approx(1.0) and (w >= 0).all()
+    assert np.argmax(w) == 2 and w[2] > w[3] > w[1] > max(w[0], w[4])
+    assert max(w[0], w[4]) < 0.1  # lags without signal weigh (almost) nothing
+    flat = np.zeros((200, 5, 40))  # nothing explained at any lag: equal weights
+    np.testing.assert_allclose(matched_time_weights(flat, y, y, cfg), 0.2)
+
+
+def test_inversion_maps_without_time_weights_average_equally(job, parts):
+    import dataclasses
+
+    from neurodecode.models.vision.reconstructor import _apply_inversion, time_mean
+
+    split, _ = parts
+    model = Reconstructor.load(job / "model.pt")
+    maps = model.inversion_["01"]["lowlevel"]
+    assert maps["time_weights"].sum().item() == pytest.approx(1.0)
+    test = average_repeats(split["01"]["test"])
+    old = {k: v for k, v in maps.items() if k != "time_weights"}  # a map saved before them
+    expected = time_mean(test) @ old["coef"].numpy().T.astype(np.float64) + old[
+        "intercept"].numpy()
+    np.testing.assert_allclose(_apply_inversion(old, test), expected, rtol=1e-4, atol=1e-4)
+    cut = dataclasses.replace(test, X=np.asarray(test.X)[:, :-1])  # cut shorter than fitted
+    with pytest.raises(ValueError, match="time points"):
+        _apply_inversion(maps, cut)
+
+
+def test_a_new_subject_borrows_the_served_subjects_time_weights(job):
+    model = Reconstructor.load(job / "model.pt")
+    for part in ("embedding", "lowlevel"):
+        served = np.mean([model.inversion_[s][part]["time_weights"].numpy()
+                          for s in ("01", "02")], axis=0)
+        np.testing.assert_allclose(model.inversion_["03"][part]["time_weights"].numpy(),
+                                   served / served.sum(), rtol=1e-6)

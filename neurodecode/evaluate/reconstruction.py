@@ -39,6 +39,7 @@ __all__ = [
     "pixcorr",
     "pixcorr_per_image",
     "retrieval",
+    "row_correlations",
     "score_reconstructions",
     "shuffled_scores",
     "ssim",
@@ -78,7 +79,7 @@ def _pair(pred: ImageLike, target: ImageLike) -> tuple[np.ndarray, np.ndarray]:
             t.clamp(0, 1).numpy().astype(np.float64))
 
 
-def _pixcorr_rows(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+def row_correlations(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Pearson r of each flattened row pair (0 where either row is constant)."""
     p = p.reshape(len(p), -1)
     t = t.reshape(len(t), -1)
@@ -122,7 +123,7 @@ def pixcorr_per_image(pred: ImageLike, target: ImageLike) -> np.ndarray:
     ValueError
         If the numbers of images differ or there is none.
     """
-    return _pixcorr_rows(*_pair(pred, target))
+    return row_correlations(*_pair(pred, target))
 
 
 def pixcorr(pred: ImageLike, target: ImageLike) -> float:
@@ -293,7 +294,7 @@ def score_reconstructions(recon: ImageLike, target: ImageLike, *,
     if pred_embedding is not None and len(pred_embedding) != len(t):
         raise ValueError(f"{len(pred_embedding)} predicted embeddings for {len(t)} images: they "
                          "must match")
-    scores: dict[str, float | int] = {"pixcorr": float(_pixcorr_rows(p, t).mean()),
+    scores: dict[str, float | int] = {"pixcorr": float(row_correlations(p, t).mean()),
                                       "ssim": float(_ssim_rows(_gray(p), _gray(t)).mean())}
     p_batch = torch.from_numpy(p.astype(np.float32))
     t_batch = torch.from_numpy(t.astype(np.float32))
@@ -365,7 +366,7 @@ def shuffled_scores(recon: ImageLike, target: ImageLike, *, n_permutations: int 
     for _ in range(n_permutations):
         order = rng.permutation(len(t))
         partner = np.roll(order, -1)  # order[i] is paired with order[i + 1]: never itself
-        pix.append(_pixcorr_rows(p[order], t[partner]).mean())
+        pix.append(row_correlations(p[order], t[partner]).mean())
         ss.append(_ssim_rows(p_gray[order], t_gray[partner]).mean())
     return {"pixcorr": float(np.mean(pix)), "ssim": float(np.mean(ss)),
             "pixcorr_sd": float(np.std(pix)), "ssim_sd": float(np.std(ss))}

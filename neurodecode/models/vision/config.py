@@ -100,8 +100,15 @@ class InversionConfig(_Strict):
         Ridge penalty of the encoding model (on whitened components).
     weight : float or "auto"
         The inversion's weight for the trained subjects (0: the network alone, 1: the
-        inversion alone). ``"auto"``: per decoder, the weight in 0, 0.1, ..., 1 of least squared
-        error on the trained subjects' validation trials (0 without validation trials).
+        inversion alone). ``"auto"``: per decoder, the weight in 0, 0.1, ..., 1 whose blend has
+        the highest mean Pearson r with its targets over the trained subjects' validation
+        trials (the scale-free agreement PixCorr, two-way identification and retrieval score;
+        0 without validation trials).
+    time_weights : {"matched", "equal"}
+        How a trial's time points are averaged before the inversion: ``matched``, per subject
+        and decoder from its training trials (about the hemodynamic signal over the noise at
+        each lag; :func:`~neurodecode.models.vision.reconstructor.matched_time_weights`), or
+        ``equal``.
     weight_new : float
         The weight for a subject added by :meth:`Reconstructor.adapt`, fixed: its few trials
         leave none for choosing. Default 0.75, the best on simulated development datasets
@@ -111,6 +118,7 @@ class InversionConfig(_Strict):
     n_components: int = pydantic.Field(32, ge=1)
     alpha: float = pydantic.Field(20.0, gt=0)
     weight: float | Literal["auto"] = "auto"
+    time_weights: Literal["matched", "equal"] = "matched"
     weight_new: float = pydantic.Field(0.75, ge=0.0, le=1.0)
 
     @pydantic.field_validator("weight")

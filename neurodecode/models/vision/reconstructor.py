@@ -48,12 +48,13 @@ from sklearn.base import BaseEstimator
 
 from ...data.images import as_array, as_batch, resize
 from ...data.subjects import SubjectTrials
+from ...evaluate.reconstruction import row_correlations
 from ..checkpoint import atomic_save, read_payload
 from ..decoder import CrossSubjectDecoder, as_subject_dict
 from .config import ReconstructionConfig, load_reconstruction_config
 
-__all__ = ["Reconstructions", "Reconstructor", "select_by_embedding", "time_mean",
-           "trial_image_ids"]
+__all__ = ["Reconstructions", "Reconstructor", "matched_time_weights", "select_by_embedding",
+           "time_mean", "trial_image_ids"]
 
 FORMAT = "neurodecode.reconstruction"
 VERSION = 2  # 2: encoding-model inversions replace the low-level ridge
@@ -144,27 +145,87 @@ class Reconstructions:
         return len(self.images)
 
 
-def time_mean(trials: SubjectTrials) -> np.ndarray:
-    """Each trial's response averaged over its time points: ``(n, n_channels)`` float64."""
+def time_mean(trials: SubjectTrials, weights: np.ndarray | None = None) -> np.ndarray:
+    """Each trial's response averaged over its time points: ``(n, n_channels)`` float64.
+
+    ``weights`` (one per time point, summing to 1) make it a weighted average; default equal.
+    """
     X = np.asarray(trials.X, np.float64)
-    return X.mean(axis=1) if X.ndim == 3 else X.reshape(len(X), -1)
+    if X.ndim != 3:
+        return X.reshape(len(X), -1)
+    if weights is None:
+        return X.mean(axis=1)
+    if len(weights) != X.shape[1]:
+        raise ValueError(f"subject {trials.subject!r}: trials of {X.shape[1]} time points, but "
+                         f"the inversion was fitted on {len(weights)}: cut them the same way")
+    return np.einsum("ntc,t->nc", X, np.asarray(weights, np.float64))
+
+
+def matched_time_weights(X: np.ndarray, y: np.ndarray, prior: np.ndarray,
+                         config: Any) -> np.ndarray:
+    """Weights of a trial's time points for averaging it, from training trials alone.
+
+    Each time point gets ``sqrt`` of the mean (over channels, negatives as 0) leave-one-out
+    variance its own :class:`~neurodecode.models.inversion.EncodingInversion` explains. With
+    a small explained share ``r2 ~ signal² / noise²``, so the weight is about the signal
+    amplitude over the noise s.d. at that lag: the matched filter of the hemodynamic response
+    (time points dominated by the neighbouring trials' responses weigh little). Equal weights
+    where no time point explains anything.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_times, n_channels)
+    y : ndarray of shape (n_trials, n_targets)
+    prior : ndarray of shape (n_prior, n_targets)
+    config : InversionConfig
+
+    Returns
+    -------
+    ndarray of shape (n_times,)
+        Non-negative, summing to 1.
+    """
+    from ..inversion import EncodingInversion
+
+    r2 = np.array([np.maximum(EncodingInversion(n_components=config.n_components,
+                                                alpha=config.alpha).fit(
+        X[:, t], y, prior=prior).encoding_r2_, 0.0).mean() for t in range(X.shape[1])])
+    weights = np.sqrt(r2)
+    if not weights.sum() > 0:
+        weights = np.ones(X.shape[1])
+    return weights / weights.sum()
 
 
 def _inversion_map(parts: list[SubjectTrials], targets: np.ndarray, prior: np.ndarray,
-                   config: Any) -> dict[str, torch.Tensor]:
+                   config: Any, time_weights: np.ndarray | None = None
+                   ) -> dict[str, torch.Tensor]:
     """A subject's :class:`~neurodecode.models.inversion.EncodingInversion` (time-averaged
-    responses → targets), as the tensors of its linear map."""
+    responses → targets), as the tensors of its linear map and of the time points' weights:
+    ``time_weights`` when given, else :func:`matched_time_weights` (``time_weights:
+    matched``) or equal."""
     from ..inversion import EncodingInversion
 
     ids = np.concatenate([trial_image_ids(t) for t in parts])
+    X = np.concatenate([np.asarray(t.X, np.float64) for t in parts])
+    n_times = X.shape[1] if X.ndim == 3 else 1
+    if time_weights is not None and len(time_weights) == n_times:
+        weights = np.asarray(time_weights, np.float64)
+    elif config.time_weights == "matched" and n_times > 1:
+        weights = matched_time_weights(X, targets[ids], prior, config)
+    else:
+        weights = np.full(n_times, 1.0 / n_times)
+    x = np.einsum("ntc,t->nc", X, weights) if X.ndim == 3 else X.reshape(len(X), -1)
     inv = EncodingInversion(n_components=config.n_components, alpha=config.alpha).fit(
-        np.concatenate([time_mean(t) for t in parts]), targets[ids], prior=prior)
+        x, targets[ids], prior=prior)
     return {"coef": torch.as_tensor(inv.coef_, dtype=torch.float32),
-            "intercept": torch.as_tensor(inv.intercept_, dtype=torch.float32)}
+            "intercept": torch.as_tensor(inv.intercept_, dtype=torch.float32),
+            "time_weights": torch.as_tensor(weights, dtype=torch.float64)}
 
 
 def _apply_inversion(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
-    x = torch.as_tensor(time_mean(trials), dtype=torch.float32)
+    """The inversion's prediction for trials (maps saved before ``time_weights``: equal)."""
+    tw = weights.get("time_weights")
+    x = torch.as_tensor(time_mean(trials, None if tw is None or np.asarray(trials.X).ndim != 3
+                                  else tw.numpy()), dtype=torch.float32)
     return (x @ weights["coef"].T + weights["intercept"]).numpy()
 
 
@@ -215,7 +276,8 @@ class Reconstructor(BaseEstimator):
     inversion_ : dict of str to dict of str to dict of Tensor
         Per subject and decoder (``embedding``, ``lowlevel``), the linear map of its
         encoding-model inversion from time-averaged responses to the decoder's targets
-        (``coef``, ``intercept``).
+        (``coef``, ``intercept``) and the weights of the time points in that average
+        (``time_weights``).
     inversion_weights_ : dict of str to dict of str to float
         Per subject and decoder, the inversion's weight beside the network's: one per decoder
         for the trained subjects (``brain.inversion.weight``), ``brain.inversion.weight_new``
@@ -384,7 +446,7 @@ class Reconstructor(BaseEstimator):
         One :class:`~neurodecode.models.inversion.EncodingInversion` per subject and decoder
         (tokens, coarse image), on the subject's training trials, with the prior of the targets
         of ``prior_ids`` (the training images); one weight per decoder for all trained
-        subjects (``brain.inversion.weight``; ``auto``: the least squared error on ``val``).
+        subjects (``brain.inversion.weight``; ``auto``: the best correlation on ``val``).
         """
         cfg = self.config_.brain.inversion
         self.inversion_ = {n: {part: _inversion_map([t], table, table[prior_ids], cfg)
@@ -395,22 +457,26 @@ class Reconstructor(BaseEstimator):
 
     def _choose_weight(self, setting: float | str, part: str,
                        val: Mapping[str, SubjectTrials], table: np.ndarray) -> float:
-        """The configured inversion weight of a decoder, or the one of least squared error on
-        ``val`` (``auto``; the network alone without validation trials)."""
+        """The configured inversion weight of a decoder, or (``auto``) the one whose blend
+        correlates best with the targets on ``val``: the mean over validation trials of the
+        Pearson r between a trial's prediction and its target (as PixCorr, two-way
+        identification and retrieval score them; the network alone without validation
+        trials)."""
         if setting != "auto":
             return float(setting)
         if not any(len(t) for t in val.values()):
             return 0.0
         grid = np.round(np.linspace(0.0, 1.0, 11), 2)
-        errors = np.zeros(len(grid))
+        total, count = np.zeros(len(grid)), 0
         for name, trials in val.items():
             if not len(trials):
                 continue
             net = np.asarray(getattr(self, f"{part}_").decision_function(trials))
             inv = _apply_inversion(self.inversion_[name][part], trials)
             truth = table[trial_image_ids(trials)]
-            errors += [np.sum(((1 - w) * net + w * inv - truth) ** 2) for w in grid]
-        return float(grid[int(np.argmin(errors))])
+            total += [row_correlations((1 - w) * net + w * inv, truth).sum() for w in grid]
+            count += len(trials)
+        return float(grid[int(np.argmax(total / count))])
 
     def _blend(self, part: str, trials: SubjectTrials) -> np.ndarray:
         """A decoder's prediction: the network blended with the subject's inversion."""
@@ -559,7 +625,8 @@ class Reconstructor(BaseEstimator):
 
         Both decoders get the subject through :func:`neurodecode.models.fewshot.adapt`, and
         each an encoding-model inversion fitted on the subject's ``train`` and ``val``
-        trials (the prior: the images of every trial given here, ``reference`` included),
+        trials (the prior: the images of every trial given here, ``reference`` included; the
+        time points weighed as the served subjects' inversions weigh them, on average),
         blended with the weight ``brain.inversion.weight_new``; the image encoder and the
         renderer are shared and unchanged.
 
@@ -605,11 +672,24 @@ class Reconstructor(BaseEstimator):
         own = [train, *([] if val is None else [val])]
         cfg = self.config_.brain.inversion
         new.inversion_ = {**self.inversion_, train.subject: {
-            part: _inversion_map(own, table, table[ids], cfg)
+            part: _inversion_map(own, table, table[ids], cfg, self._served_time_weights(part))
             for part, table in (("embedding", targets), ("lowlevel", coarse))}}
         new.inversion_weights_ = {**self.inversion_weights_, train.subject:
                                   dict.fromkeys(("embedding", "lowlevel"), cfg.weight_new)}
         return new
+
+    def _served_time_weights(self, part: str) -> np.ndarray | None:
+        """The mean time weights of a decoder's inversions over the subjects served (None
+        with ``time_weights: equal`` or maps saved without them). A new subject's few trials
+        pin the hemodynamic lag profile down far worse than the served subjects' thousands."""
+        if self.config_.brain.inversion.time_weights != "matched":
+            return None
+        found = [maps[part]["time_weights"].numpy() for maps in self.inversion_.values()
+                 if "time_weights" in maps[part]]
+        if not found or len({len(w) for w in found}) > 1:
+            return None
+        mean = np.mean(found, axis=0)
+        return mean / mean.sum()
 
     # ---- persistence ----------------------------------------------------------------------
 
