@@ -183,6 +183,40 @@ def test_auto_weight_is_the_best_mean_correlation_on_the_validation_trials(job, 
         assert model.inversion_weights_["01"][part] == grid[int(np.argmax(mean_r))]
 
 
+def test_auto_weight_prefers_correlation_over_squared_error():
+    """A shrunken, noisier network (low squared error) against a well-correlated but
+    over-scaled inversion: the criterion is the correlation, so the inversion wins."""
+    import pandas as pd
+
+    from neurodecode.models.vision.reconstructor import row_correlations
+
+    rng = np.random.default_rng(0)
+    n, d = 120, 30
+    truth = rng.normal(size=(n, d))
+    net_pred = 0.5 * truth + 0.3 * rng.normal(size=(n, d))
+    inv_resp = 3.0 * truth + 0.5 * rng.normal(size=(n, d))  # the inversion: identity map
+
+    class Net:
+        def decision_function(self, trials):
+            return net_pred
+
+    trials = SubjectTrials(subject="s", X=inv_resp[:, None, :], y=None,
+                           table=pd.DataFrame(index=range(n)), ch_names=[f"c{i}" for i in
+                                                                          range(d)],
+                           keys=np.arange(n))
+    model = Reconstructor()
+    model.lowlevel_ = Net()
+    model.inversion_ = {"s": {"lowlevel": {"coef": torch.eye(d), "intercept": torch.zeros(d),
+                                           "time_weights": torch.ones(1, dtype=torch.float64)}}}
+    grid = np.round(np.linspace(0, 1, 11), 2)
+    blends = [(1 - w) * net_pred + w * inv_resp for w in grid]
+    best_r = grid[int(np.argmax([row_correlations(b, truth).mean() for b in blends]))]
+    best_mse = grid[int(np.argmin([np.sum((b - truth) ** 2) for b in blends]))]
+    assert best_r >= best_mse + 0.4  # the two criteria disagree here
+    assert model._choose_weight("auto", "lowlevel", {"s": trials}, truth) == best_r
+    assert model._choose_weight(0.3, "lowlevel", {"s": trials}, truth) == 0.3
+
+
 def test_a_new_subjects_inversion_weight_is_set_and_zero_is_the_network_alone(job, parts):
     import dataclasses
 
@@ -395,4 +429,4 @@ def test_a_new_subject_borrows_the_served_subjects_time_weights(job):
         served = np.mean([model.inversion_[s][part]["time_weights"].numpy()
                           for s in ("01", "02")], axis=0)
         np.testing.assert_allclose(model.inversion_["03"][part]["time_weights"].numpy(),
-                                   served / served.sum(), rtol=1e-6)
+                                   served, rtol=1e-6)

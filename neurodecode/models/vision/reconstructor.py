@@ -150,14 +150,19 @@ def time_mean(trials: SubjectTrials, weights: np.ndarray | None = None) -> np.nd
 
     ``weights`` (one per time point, summing to 1) make it a weighted average; default equal.
     """
-    X = np.asarray(trials.X, np.float64)
+    return _average_times(np.asarray(trials.X, np.float64), weights, trials.subject)
+
+
+def _average_times(X: np.ndarray, weights: np.ndarray | None, subject: str) -> np.ndarray:
+    """``(n, n_times, n_channels)`` → ``(n, n_channels)``, weighted (equal if None); 2-D
+    trials are flattened as they are."""
     if X.ndim != 3:
         return X.reshape(len(X), -1)
     if weights is None:
         return X.mean(axis=1)
     if len(weights) != X.shape[1]:
-        raise ValueError(f"subject {trials.subject!r}: trials of {X.shape[1]} time points, but "
-                         f"the inversion was fitted on {len(weights)}: cut them the same way")
+        raise ValueError(f"subject {subject!r}: trials of {X.shape[1]} time points, but the "
+                         f"inversion was fitted on {len(weights)}: cut them the same way")
     return np.einsum("ntc,t->nc", X, np.asarray(weights, np.float64))
 
 
@@ -213,9 +218,8 @@ def _inversion_map(parts: list[SubjectTrials], targets: np.ndarray, prior: np.nd
         weights = matched_time_weights(X, targets[ids], prior, config)
     else:
         weights = np.full(n_times, 1.0 / n_times)
-    x = np.einsum("ntc,t->nc", X, weights) if X.ndim == 3 else X.reshape(len(X), -1)
     inv = EncodingInversion(n_components=config.n_components, alpha=config.alpha).fit(
-        x, targets[ids], prior=prior)
+        _average_times(X, weights, parts[0].subject), targets[ids], prior=prior)
     return {"coef": torch.as_tensor(inv.coef_, dtype=torch.float32),
             "intercept": torch.as_tensor(inv.intercept_, dtype=torch.float32),
             "time_weights": torch.as_tensor(weights, dtype=torch.float64)}
@@ -224,8 +228,8 @@ def _inversion_map(parts: list[SubjectTrials], targets: np.ndarray, prior: np.nd
 def _apply_inversion(weights: Mapping[str, torch.Tensor], trials: SubjectTrials) -> np.ndarray:
     """The inversion's prediction for trials (maps saved before ``time_weights``: equal)."""
     tw = weights.get("time_weights")
-    x = torch.as_tensor(time_mean(trials, None if tw is None or np.asarray(trials.X).ndim != 3
-                                  else tw.numpy()), dtype=torch.float32)
+    x = torch.as_tensor(time_mean(trials, None if tw is None else tw.numpy()),
+                        dtype=torch.float32)
     return (x @ weights["coef"].T + weights["intercept"]).numpy()
 
 
@@ -688,8 +692,7 @@ class Reconstructor(BaseEstimator):
                  if "time_weights" in maps[part]]
         if not found or len({len(w) for w in found}) > 1:
             return None
-        mean = np.mean(found, axis=0)
-        return mean / mean.sum()
+        return np.mean(found, axis=0)  # each sums to 1, so does their mean
 
     # ---- persistence ----------------------------------------------------------------------
 
