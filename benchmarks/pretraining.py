@@ -62,10 +62,18 @@ Section ``simulation``
     (``few_shot`` rows; ``new_session_recovery`` = units / pretrained at each fraction).
 
 Section ``real``
-    The real tasks: the last contiguous block is the test block; the model is pretrained
-    without labels on the windows of the other blocks, then fine-tuned on the first 1/10/100 %
-    of them in time, beside the same network from scratch and ridge/KNN on the same windows
-    (``few_shot`` rows with permutation chance).
+    The real tasks, leave one block out (quick: the last block only): for each test block the
+    model is pretrained without labels on every window of the other blocks (labelled or not:
+    the rat at rest too), then fine-tuned on the earliest 1/10/100 % of their labelled time
+    (of every segment's: each Golub trial cell gives its first windows, so that every
+    direction is labelled), with early stopping on the last windows of every segment, beside
+    the same network from scratch and ridge/KNN on the same windows; seeds 0, 1, 2 (quick: 0).
+    ``few_shot`` rows per fold and seed, with permutation chance, then one row per dataset,
+    variant and fraction with ``fold: "mean"``: the mean over folds, ``seed_spread`` (s.d. over
+    seeds of the fold means), ``fold_spread``, ``baseline_full`` (ridge on 100 %) and, for
+    ``pretrained`` at 10 %, ``meets_target`` (score >= ``baseline_full``). The environment
+    variable ``NEURODECODE_BENCH_TASKS`` (comma-separated task names) runs a subset, e.g. one
+    task per process, pooled with ``--merge``.
 """
 
 from __future__ import annotations
@@ -363,8 +371,11 @@ def _simulated(quick: bool):
 
 def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_test, vocab,
                    pre, fractions, epochs: int, seed: int, unlabelled=None,
-                   variants=("pretrained", "units", "scratch"), n_perm: int = 20) -> list:
-    """Every variant and the baselines at every fraction, with permutation chance."""
+                   variants=("pretrained", "units", "scratch"), n_perm: int = 20,
+                   baselines: bool = True) -> list:
+    """Every variant and the baselines at every fraction, with permutation chance
+    (``baselines=False``: the variants only, e.g. for a further seed: ridge and KNN are
+    deterministic)."""
     from neurodecode.models.spikes import SpikeDecoder
     from neurodecode.pipelines.finetune import _baseline, _scored, count_features, earliest
 
@@ -374,7 +385,7 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
         keep = earliest(pool.table, fraction)  # row indices, in time order
         train, y_train = pool.select(keep), y_pool[keep]
         base = {}
-        for name in ("ridge", "knn"):
+        for name in ("ridge", "knn") if baselines else ():
             est = _baseline(name, kind, len(train))
             try:
                 est.fit(count_features(train, len(vocab), units), y_train)
@@ -399,7 +410,9 @@ def _few_shot_rows(dataset: str, metric: str, kind: str, pool, y_pool, test, y_t
             new = unlabelled is not None and variant != "scratch"
             try:
                 dec.fit(train.tokens, y_train, vocabulary=vocab,
-                        unlabelled=unlabelled if new else None)
+                        unlabelled=unlabelled if new else None,
+                        groups=(train.table["segment"].to_numpy()
+                                if "segment" in train.table else None))
             except ValueError as err:  # e.g. one class in a 1 % block
                 rows.append({"dataset": dataset, "variant": variant, "fraction": fraction,
                              "metric": metric, "score": None, "chance": None,
@@ -504,8 +517,38 @@ def section_simulation(quick: bool, workdir: Path) -> dict:
                            "train_tokens_per_s": pre.tokens_per_s_}}
 
 
+def _real_summary(rows: list[dict]) -> list[dict]:
+    """Pool leave-one-block-out rows: per variant and fraction, the mean over folds of each
+    seed, then the mean and spread (s.d.) over seeds; ``baseline_full`` is ridge on 100 %."""
+    import pandas as pd
+
+    df = pd.DataFrame([r for r in rows if r.get("score") is not None])
+    out = []
+    for (dataset, variant, fraction), part in df.groupby(["dataset", "variant", "fraction"]):
+        per_seed = part.groupby("seed")["score"].mean()
+        full = df[(df["dataset"] == dataset) & (df["variant"] == "ridge")
+                  & (df["fraction"] == 1.0)]["score"].mean()
+        row = {"dataset": dataset, "variant": variant, "fraction": float(fraction),
+               "metric": part["metric"].iloc[0], "fold": "mean",
+               "score": float(per_seed.mean()),
+               "seed_spread": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
+               "fold_spread": float(part.groupby("fold")["score"].mean().std(ddof=1))
+               if part["fold"].nunique() > 1 else 0.0,
+               "chance": float(part["chance"].mean()), "n_folds": int(part["fold"].nunique()),
+               "n_seeds": len(per_seed), "n_labelled": float(part["n_labelled"].mean()),
+               "baseline": float(df[(df["dataset"] == dataset) & (df["variant"] == "ridge")
+                                    & (df["fraction"] == fraction)]["score"].mean()),
+               "baseline_name": "ridge", "baseline_full": float(full)}
+        if variant == "pretrained" and fraction == 0.1:
+            row["meets_target"] = bool(row["score"] >= full)
+        out.append(row)
+    return out
+
+
 def section_real(quick: bool, workdir: Path) -> dict:
-    """Pretrain on unlabelled non-test blocks, fine-tune 1/10/100 %, on the real tasks."""
+    """Leave one block out on the real tasks: pretrain on the other blocks without labels,
+    fine-tune on the earliest 1/10/100 % of their labelled time (every segment's), score the
+    held-out block; several seeds."""
     import warnings
 
     import pandas as pd
@@ -517,40 +560,59 @@ def section_real(quick: bool, workdir: Path) -> dict:
     from neurodecode.models.spikes import SpikePretrainer
 
     rows, info = [], {}
+    seeds = (0,) if quick else (0, 1, 2)
+    only = os.environ.get("NEURODECODE_BENCH_TASKS", "").split(",")
     for task in real_tasks():
-        if quick and task.name != "linear_track_position":
+        if (quick and task.name != "linear_track_position") or (only != [""]
+                                                                and task.name not in only):
             continue
         vocab = UnitVocabulary(task.unit_keys)
         tok = task.tokenizer()
         tw = tok(task.times, vocab.ids(task.unit_keys)[task.units], task.starts)
         lo, hi = task.spans()
         table = pd.DataFrame({"recording": task.name, "window_start": task.starts,
-                              "start": lo, "stop": hi})
-
-        test_block = task.n_blocks - 1
-        is_test = task.blocks == test_block
+                              "start": lo, "stop": hi, "segment": task.segments})
         windows = SpikeWindows(tw, table, None, [])
-        pool, test = windows.select(~is_test), windows.select(is_test)
-        y_pool, y_test = task.y[~is_test], task.y[is_test]
         kind = "regression" if task.metric == "r2" else "classification"
         size = SMALL if quick else FULL
-        pre = SpikePretrainer(window=tok.window, past=tok.past, dt=tok.dt,
-                              max_tokens=tok.max_tokens, max_past=tok.max_past,
-                              max_epochs=2 if quick else 15, patience=3, seed=0, **size)
-        n = len(pool.tokens)
-        cut = int(0.85 * n)
-        pre.fit(pool.tokens.select(np.arange(cut)), vocab,
-                val=(pool.tokens.select(np.arange(cut, n)), None))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TransductiveCleaningWarning)
-            rows += _few_shot_rows(task.name, task.metric, kind, pool, y_pool, test, y_test,
-                                   vocab, pre, (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
-                                   2 if quick else 20, 0, variants=("pretrained", "scratch"))
-        info[task.name] = {"n_pool": n, "n_test": int(is_test.sum()),
-                           "pretrain_epochs": len(pre.history_),
-                           "pretrain_val_nll": (pre.history_[-1].get("val_nll")
-                                                if pre.history_ else None)}
-    return {"few_shot_real": rows, "real_pretraining": info}
+        folds = [task.n_blocks - 1] if quick else range(task.n_blocks)
+        info[task.name] = []
+        for fold in folds:
+            is_test = task.blocks == fold
+            pool, test = windows.select(~is_test), windows.select(is_test)
+            y_pool, y_test = task.y[~is_test], task.y[is_test]
+            pre = SpikePretrainer(window=tok.window, past=tok.past, dt=tok.dt,
+                                  max_tokens=tok.max_tokens, max_past=tok.max_past,
+                                  max_epochs=2 if quick else 15, patience=3, seed=0, **size)
+            # the unlabelled activity of the other blocks (the rat's rest too), in time order
+            other = [b for b in range(task.n_blocks) if b != fold]
+            unlabelled = tok(task.times, vocab.ids(task.unit_keys)[task.units],
+                             task.unlabelled(other))
+            n = len(unlabelled)
+            cut = int(0.85 * n)
+            pre.fit(unlabelled.select(np.arange(cut)), vocab,
+                    val=(unlabelled.select(np.arange(cut, n)), None))
+            for seed in seeds:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TransductiveCleaningWarning)
+                    got = _few_shot_rows(task.name, task.metric, kind, pool, y_pool, test,
+                                         y_test, vocab, pre,
+                                         (0.1, 1.0) if quick else (0.01, 0.1, 1.0),
+                                         2 if quick else 20, seed,
+                                         variants=("pretrained", "scratch"),
+                                         baselines=seed == seeds[0])
+                rows += [{**r, "fold": fold} for r in got]
+            info[task.name].append({
+                "fold": fold, "n_pretrain": n, "n_labelled": len(pool),
+                "n_test": int(is_test.sum()),
+                "pretrain_epochs": len(pre.history_),
+                "pretrain_val_nll": pre.history_[-1].get("val_nll") if pre.history_ else None})
+            print(f"  {task.name} fold {fold}: "
+                  + ", ".join(f"{r['variant']} {r['fraction']} {r['score']:.3f}"
+                              for r in rows if r.get("fold") == fold
+                              and r["dataset"] == task.name and r.get("score") is not None),
+                  flush=True)
+    return {"few_shot_real": rows + _real_summary(rows), "real_pretraining": info}
 
 
 #: Sections in the order they run; the model sections are added here.
@@ -582,6 +644,9 @@ def main(argv: list[str] | None = None) -> dict:
             results["quick"] = results["quick"] or part.pop("quick", False)
             if "peak_rss_mb" in results and "peak_rss_mb" in part:
                 part["peak_rss_mb"] = max(part["peak_rss_mb"], results["peak_rss_mb"])
+            if "real_pretraining" in results and "real_pretraining" in part:
+                part["real_pretraining"] = {**results["real_pretraining"],
+                                            **part["real_pretraining"]}
             results.update(part)
         text = json.dumps(results, indent=2, default=float)
         if args.json:

@@ -145,6 +145,28 @@ def test_scratch_and_pretrained_fit_predict(pretrained):
     assert pre.model_ is not dec.model_
 
 
+def test_early_stopping_block_per_group(pretrained):
+    """With groups (trial cells of one class each), every cell gives its own last windows to
+    the early-stopping block, so that it holds every class; without, the last cells' only."""
+    pre, tok = pretrained
+    vocab = UnitVocabulary(KEYS)
+    tokens, y = _tokens(tok, vocab, KEYS, seed=3, duration=30.0)
+    cells = np.repeat(np.arange(4), int(np.ceil(len(tokens) / 4)))[:len(tokens)]
+    labels = np.array(["a", "b", "c", "d"])[cells]
+    dec = SpikeDecoder(pre, task="classification", max_epochs=1).fit(tokens, labels,
+                                                                      groups=cells)
+    assert set(labels[dec.val_index_]) == set(labels) == set(labels[dec.train_index_])
+    for c in range(4):
+        rows = np.flatnonzero(cells == c)
+        val = np.intersect1d(dec.val_index_, rows)
+        assert len(val) and val.min() > np.intersect1d(dec.train_index_, rows).max()
+    plain = SpikeDecoder(pre, task="classification", max_epochs=1).fit(tokens, labels)
+    assert set(labels[plain.val_index_]) == {"d"}
+    with pytest.raises(ValueError, match="groups"):
+        SpikeDecoder(pre, task="classification", max_epochs=1).fit(tokens, labels,
+                                                                   groups=cells[:5])
+
+
 def test_decoding_learns_the_behaviour(pretrained):
     pre, tok = pretrained
     vocab = UnitVocabulary(KEYS)

@@ -172,6 +172,50 @@ def test_golub_windows_are_bins_labelled_by_their_cell():
     assert tw.n_truncated.sum() == 0 and np.all(tw.cur_dt == 0)
 
 
+def test_golub_segments_give_every_direction_a_few_shot_block():
+    from neurodecode.pipelines.finetune import earliest
+
+    (a, _), (b, _) = _golub_recording("01", 0), _golub_recording("02", 1)
+    task = st.golub_directions([a, b], n_blocks=2, gap_bins=1)
+    # windows are in cell order: 8 cells (4 per run) of 8 windows
+    np.testing.assert_array_equal(task.segments, np.repeat(np.arange(8), 8))
+    table = task.table()
+    assert (table.groupby("segment")["block"].nunique() == 2).all()
+    # the earliest quarter of every cell: every direction, each from both runs' cells
+    keep = earliest(table, 0.25)
+    assert sorted(set(task.y[keep])) == sorted(set(task.y))
+    np.testing.assert_array_equal(np.bincount(task.segments[keep]), np.full(8, 2))
+    for cell in range(8):
+        rows = np.flatnonzero(task.segments == cell)
+        assert set(keep) & set(rows) == set(rows[:2])  # the cell's first windows
+    # without segments, the earliest quarter of the time line holds the first cells only
+    first = earliest(table.drop(columns="segment"), 0.25)
+    assert set(task.y[first]) < set(task.y)
+    with pytest.raises(ValueError, match="segments"):
+        st.SpikeTask("t", "r2", task.times, task.units, task.unit_keys, task.starts, task.y,
+                     task.blocks, task.window, task.past, task.dt, segments=np.zeros(3))
+
+
+def test_linear_track_unlabelled_windows_include_rest_within_blocks():
+    task = st.linear_track([_track_recording()], t_stop=200.0)
+    assert len(task.unlabelled_starts) > len(task.starts)
+    assert set(task.starts) <= set(task.unlabelled_starts)
+    rest = np.setdiff1d(task.unlabelled_starts, task.starts)
+    end = rest + task.window - 1.0 / 40.0
+    assert np.any((end > 50) & (end < 60))  # the resting windows the labels leave out
+    lo = task.unlabelled_starts - task.past
+    hi = task.unlabelled_starts + task.window
+    _check_blocks(lo, hi, task.unlabelled_blocks, task.gap)
+    # a block's unlabelled windows keep the gap from every labelled window of the others
+    starts = task.unlabelled([0, 1, 2, 3])
+    test = task.blocks == 4
+    t_lo, t_hi = task.spans()
+    d = np.maximum(t_lo[test][None, :] - (starts + task.window)[:, None],
+                   (starts - task.past)[:, None] - t_hi[test][None, :])
+    assert d.min() >= 2 * task.gap - 1e-9
+    assert np.all(np.diff(starts) > 0)
+
+
 def test_calcium_windows_and_bad_input():
     rng = np.random.default_rng(0)
     n, sfreq = 600, 10.0

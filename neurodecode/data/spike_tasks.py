@@ -103,6 +103,14 @@ class SpikeTask:
         Seconds kept between every window span and a block boundary.
     whole_run_steps : str
         Ingest steps that cleaned the whole recording (calcium ΔF/F), for the leakage warning.
+    segments : ndarray of int64, shape (n_windows,), optional
+        Segment (a contiguous span of real time: the recording, or a Golub trial cell) of each
+        window; None: one segment. Few-shot budgets take the earliest labelled time of every
+        segment (:meth:`table`'s ``segment``), as the blocks take a piece of each.
+    unlabelled_starts, unlabelled_blocks : ndarray, optional
+        Starts and blocks of every window of the recording on the task's grid, labelled or not
+        (e.g. the rat's windows at rest too): the unlabelled activity a pretraining may use,
+        block by block. None: the labelled windows (``starts``, ``blocks``).
     """
 
     name: str
@@ -120,6 +128,28 @@ class SpikeTask:
     modality: str = "spikes"
     gap: float = 0.0
     whole_run_steps: str = ""
+    segments: np.ndarray | None = None
+    unlabelled_starts: np.ndarray | None = None
+    unlabelled_blocks: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.segments is None:
+            self.segments = np.zeros(len(self.starts), dtype=np.int64)
+        self.segments = np.asarray(self.segments, dtype=np.int64)
+        if self.segments.shape != (len(self.starts),):
+            raise ValueError(f"segments has shape {self.segments.shape}; one per window "
+                             f"({len(self.starts)}) needed")
+        if (self.unlabelled_starts is None) != (self.unlabelled_blocks is None):
+            raise ValueError("give unlabelled_starts and unlabelled_blocks together")
+        if self.unlabelled_starts is None:
+            self.unlabelled_starts, self.unlabelled_blocks = self.starts, self.blocks
+        if np.shape(self.unlabelled_starts) != np.shape(self.unlabelled_blocks):
+            raise ValueError("unlabelled_starts and unlabelled_blocks differ in shape")
+
+    def unlabelled(self, blocks: Sequence[int]) -> np.ndarray:
+        """Starts of the grid's windows (labelled or not) in ``blocks``, in time order."""
+        keep = np.isin(self.unlabelled_blocks, np.asarray(blocks))
+        return np.sort(np.asarray(self.unlabelled_starts)[keep])
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -144,7 +174,7 @@ class SpikeTask:
         return pd.DataFrame({
             "recording": self.name, "subject": "", "session": "", "run": "",
             "modality": self.modality, "whole_run_steps": self.whole_run_steps,
-            "start": start, "stop": stop, "block": self.blocks,
+            "start": start, "stop": stop, "block": self.blocks, "segment": self.segments,
         })
 
     def tokenizer(self, max_tokens: int | None = None, max_past: int | None = None
@@ -391,9 +421,11 @@ def linear_track(stores: Stores, *, window: float = 0.5, past: float = 1.0,
     running = target_at(rec, "speed", end) > min_speed
     blocks = contiguous_blocks(starts - past, starts + window, [(t0, t1)], n_blocks, gap)
     ok = running & (blocks >= 0)
+    inside = blocks >= 0
     return SpikeTask("linear_track_position", "r2", times[keep], units[keep], unit_keys(rec),
                      starts[ok], y[ok], blocks[ok], window, past, dt, modality="spikes",
-                     gap=gap)
+                     gap=gap, unlabelled_starts=starts[inside],
+                     unlabelled_blocks=blocks[inside])
 
 
 def golub_directions(stores: Stores, *, past_bins: int = 0, n_blocks: int = 5,
@@ -458,11 +490,14 @@ def golub_directions(stores: Stores, *, past_bins: int = 0, n_blocks: int = 5,
     blocks = contiguous_blocks(starts - past + eps, starts + window - eps, segments, n_blocks,
                                gap_bins * bin_s - 2 * eps if gap_bins else 0.0)
     ok = blocks >= 0
+    # the cell of each kept window (blocks >= 0: inside exactly one of the disjoint cells)
+    cell_starts = np.sort([a for a, _ in segments])
+    cell = np.searchsorted(cell_starts, starts - past + eps, side="right") - 1
     times = np.concatenate(all_t)
     order = np.argsort(times, kind="stable")
     return SpikeTask("golub_directions", "balanced_accuracy", times[order],
                      np.concatenate(all_u)[order], keys, starts[ok], y[ok], blocks[ok], window,
-                     past, bin_s, modality="spikes", gap=gap_bins * bin_s)
+                     past, bin_s, modality="spikes", gap=gap_bins * bin_s, segments=cell[ok])
 
 
 def calcium_speed(stores: Stores, *, frames: int = 3, past_frames: int = 5,

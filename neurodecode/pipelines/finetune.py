@@ -234,12 +234,17 @@ def earliest(table: Any, fraction: float) -> np.ndarray:
 
     The time is the union of the windows' spans (past windows included; the gaps between
     intervals do not count), see :func:`~neurodecode.models.spikes.finetune.fraction_blocks`.
+    With a ``segment`` column (e.g. trial cells of one condition each,
+    :attr:`~neurodecode.data.spike_tasks.SpikeTask.segments`), every segment of a recording
+    gives its own earliest block.
     """
     from ..models.spikes.finetune import fraction_blocks
 
+    groups = table["recording"].astype(str)
+    if "segment" in table.columns:
+        groups = groups + "/" + table["segment"].astype(str)
     return fraction_blocks(len(table), fraction, table["start"].to_numpy(float),
-                           table["stop"].to_numpy(float),
-                           groups=table["recording"].astype(str).to_numpy())
+                           table["stop"].to_numpy(float), groups=groups.to_numpy())
 
 
 # --------------------------------------------------------------------------- scoring

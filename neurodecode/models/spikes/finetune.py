@@ -544,7 +544,8 @@ class SpikeDecoder(BaseEstimator):
 
     def fit(self, tokens: TokenWindows, y: Any, vocabulary: UnitVocabulary | None = None,
             unlabelled: TokenWindows | None = None, *,
-            unlabelled_covariates: np.ndarray | None = None) -> SpikeDecoder:
+            unlabelled_covariates: np.ndarray | None = None,
+            groups: np.ndarray | None = None) -> SpikeDecoder:
         """Train on labelled windows.
 
         Parameters
@@ -568,6 +569,10 @@ class SpikeDecoder(BaseEstimator):
             ``(n_unlabelled, T, F)``, for a pretrained model trained with covariates:
             identification then runs its likelihood with them (without, on spikes alone). The
             behaviour fit itself never sees covariates.
+        groups : ndarray, shape (n_windows,), optional
+            Segment of each labelled window (e.g. trial cells of one condition each): the
+            early-stopping block is then the last ``val_fraction`` of every segment, so that it
+            holds every condition; None: of all the windows.
 
         Returns
         -------
@@ -589,7 +594,8 @@ class SpikeDecoder(BaseEstimator):
                              f"{cfg.max_tokens}: cut the windows with the config's tokenizer")
         self.new_units_ = new
         lo, hi = tok.spans(tokens.start)
-        self.train_index_, self.val_index_ = time_holdout(lo, hi, self.val_fraction)
+        self.train_index_, self.val_index_ = time_holdout(lo, hi, self.val_fraction,
+                                                          groups=groups)
         if self.task == "classification":
             self.classes_, target = np.unique(y, return_inverse=True)
             if len(self.classes_) < 2:
