@@ -386,7 +386,8 @@ def linear_track(stores: Stores, *, window: float = 0.5, past: float = 1.0,
 
     The label is the position at the current window's last behaviour sample (its end), the
     windows those where the speed there exceeds ``min_speed`` px/s, within the first
-    ``t_stop`` s. One segment (the tracked span), ``n_blocks`` blocks.
+    ``t_stop`` s. One segment (the tracked span), ``n_blocks`` blocks. Every window of the grid
+    inside a block, running or not, is in ``unlabelled_starts`` (for pretraining).
 
     Parameters
     ----------
