@@ -523,22 +523,21 @@ def _real_summary(rows: list[dict]) -> list[dict]:
     import pandas as pd
 
     df = pd.DataFrame([r for r in rows if r.get("score") is not None])
+    ridge = df[df["variant"] == "ridge"].groupby(["dataset", "fraction"])["score"].mean()
     out = []
     for (dataset, variant, fraction), part in df.groupby(["dataset", "variant", "fraction"]):
         per_seed = part.groupby("seed")["score"].mean()
-        full = df[(df["dataset"] == dataset) & (df["variant"] == "ridge")
-                  & (df["fraction"] == 1.0)]["score"].mean()
+        per_fold = part.groupby("fold")["score"].mean()
+        full = float(ridge.get((dataset, 1.0), np.nan))
         row = {"dataset": dataset, "variant": variant, "fraction": float(fraction),
                "metric": part["metric"].iloc[0], "fold": "mean",
                "score": float(per_seed.mean()),
                "seed_spread": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else 0.0,
-               "fold_spread": float(part.groupby("fold")["score"].mean().std(ddof=1))
-               if part["fold"].nunique() > 1 else 0.0,
-               "chance": float(part["chance"].mean()), "n_folds": int(part["fold"].nunique()),
+               "fold_spread": float(per_fold.std(ddof=1)) if len(per_fold) > 1 else 0.0,
+               "chance": float(part["chance"].mean()), "n_folds": len(per_fold),
                "n_seeds": len(per_seed), "n_labelled": float(part["n_labelled"].mean()),
-               "baseline": float(df[(df["dataset"] == dataset) & (df["variant"] == "ridge")
-                                    & (df["fraction"] == fraction)]["score"].mean()),
-               "baseline_name": "ridge", "baseline_full": float(full)}
+               "baseline": float(ridge.get((dataset, fraction), np.nan)),
+               "baseline_name": "ridge", "baseline_full": full}
         if variant == "pretrained" and fraction == 0.1:
             row["meets_target"] = bool(row["score"] >= full)
         out.append(row)
